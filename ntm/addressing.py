@@ -1,0 +1,90 @@
+"""NTM addressing, reading and writing as small pure functions (Graves et al. 2014, sec. 3).
+
+Each function works on ONE head of ONE example; vmap over heads and batch.
+Shapes: N memory rows, M memory width, S shift range (shift vector has 2S+1 entries).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+EPS = 1e-8
+_TINY = 1e-30
+
+
+class HeadParams(NamedTuple):
+    """Constrained addressing parameters of one head (leading head axes allowed)."""
+
+    key: Array  # [M]
+    beta: Array  # [] key strength >= 0
+    gate: Array  # [] interpolation gate in [0, 1]
+    shift: Array  # [2S+1] distribution over shifts -S..S
+    gamma: Array  # [] sharpening >= 1
+
+    @staticmethod
+    def from_raw(raw: Array, memory_width: int, shift_range: int) -> "HeadParams":
+        """Unconstrained controller outputs [..., M + 2S + 4] -> HeadParams."""
+        M, S = memory_width, shift_range
+        key = jnp.tanh(raw[..., :M])
+        beta = jax.nn.softplus(raw[..., M])
+        gate = jax.nn.sigmoid(raw[..., M + 1])
+        shift = jax.nn.softmax(raw[..., M + 2 : M + 3 + 2 * S], axis=-1)
+        gamma = 1.0 + jax.nn.softplus(raw[..., M + 3 + 2 * S])
+        return HeadParams(key, beta, gate, shift, gamma)
+
+
+def cosine_similarity(memory: Array, key: Array) -> Array:
+    """memory [N, M], key [M] -> [N]; finite (and differentiable) for zero rows or keys."""
+    dot = memory @ key  # [N]
+    norms = jnp.sqrt(jnp.sum(memory * memory, axis=-1) + EPS) * jnp.sqrt(jnp.sum(key * key) + EPS)  # [N]
+    return dot / norms
+
+
+def content_weights(memory: Array, key: Array, beta: Array) -> Array:
+    """Focus by content: softmax(beta * cos(key, row)) -> [N]."""
+    return jax.nn.softmax(beta * cosine_similarity(memory, key))
+
+
+def interpolate(w_content: Array, w_prev: Array, gate: Array) -> Array:
+    """g * w_content + (1 - g) * w_prev -> [N]."""
+    return gate * w_content + (1.0 - gate) * w_prev
+
+
+def shift(w: Array, s: Array) -> Array:
+    """Circular convolution of w [N] with a shift distribution s [2S+1] over offsets -S..S.
+
+    out[i] = sum_j w[i - j] * s[j + S]: mass at row i moves to row i + j.
+    """
+    S = (s.shape[0] - 1) // 2
+    shifted = jnp.stack([jnp.roll(w, j) for j in range(-S, S + 1)])  # [2S+1, N]
+    return s @ shifted
+
+
+def sharpen(w: Array, gamma: Array) -> Array:
+    """w^gamma / sum(w^gamma), computed as a softmax in log space (stable for large gamma)."""
+    return jax.nn.softmax(gamma * jnp.log(jnp.maximum(w, _TINY)))
+
+
+def address(memory: Array, w_prev: Array, head: HeadParams) -> Array:
+    """The paper's pipeline: content -> interpolation -> shift -> sharpening. Returns [N]."""
+    wc = content_weights(memory, head.key, head.beta)
+    wg = interpolate(wc, w_prev, head.gate)
+    return sharpen(shift(wg, head.shift), head.gamma)
+
+
+def read(memory: Array, weights: Array) -> Array:
+    """Weighted sum of rows: memory [N, M], weights [..., N] -> [..., M]."""
+    return weights @ memory
+
+
+def write(memory: Array, weights: Array, erase: Array, add: Array) -> Array:
+    """Erase then add for W heads at once: weights [W, N], erase/add [W, M] -> memory [N, M].
+
+    Erasures multiply (order-free), additions sum, as in the paper.
+    """
+    keep = jnp.prod(1.0 - weights[:, :, None] * erase[:, None, :], axis=0)  # [N, M]
+    return memory * keep + jnp.einsum("wn,wm->nm", weights, add)  # [N, M]

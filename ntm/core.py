@@ -1,0 +1,244 @@
+"""Pure-functional Neural Turing Machine core (Graves et al. 2014), one example at a time.
+
+optax-style API: ``init_params(key, cfg)``, ``initial_state(params, cfg)``,
+``step(params, state, x, cfg) -> (state, y)``. ``vmap`` gives the batch; ``unroll`` runs a
+whole sequence with ``lax.scan`` and a per-example number of steps (state frozen past it).
+
+Shape glossary: T time steps, N memory rows, M memory width, H controller width,
+R read heads, W write heads, X input width, Y output width, S shift range (shifts -S..S).
+
+Order inside one step: the controller sees the input and last step's reads; it emits head
+parameters; the write heads address and write (erase then add); the read heads then address
+and read the *updated* memory; the output is computed from the controller output and the new
+reads. Everything the heads did (weightings) is part of the returned state, so inspection
+needs no second code path.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ntm import addressing
+
+Array = jax.Array
+Params = dict[str, Any]
+
+CONTROLLERS = ("lstm", "feedforward")
+MEMORY_INITS = ("constant", "learned", "random")
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda v: v}
+
+
+@dataclasses.dataclass(frozen=True)
+class NTMConfig:
+    """Static hyperparameters of one NTM. Defaults are Graves 2014's copy configuration."""
+
+    input_size: int  # X
+    output_size: int  # Y
+    memory_rows: int = 128  # N
+    memory_width: int = 20  # M
+    controller: str = "lstm"  # one of CONTROLLERS
+    controller_size: int = 100  # H
+    activation: str = "tanh"  # feedforward controller's nonlinearity
+    num_read_heads: int = 1  # R
+    num_write_heads: int = 1  # W
+    shift_range: int = 1  # S: shifts -S..+S
+    memory_init: str = "constant"  # one of MEMORY_INITS
+    memory_init_value: float = 1e-6
+    clip_value: float = 20.0  # controller outputs (head params, logits) clipped to +-clip
+
+    def __post_init__(self) -> None:
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"controller must be one of {CONTROLLERS}, got {self.controller!r}")
+        if self.memory_init not in MEMORY_INITS:
+            raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        for name in ("input_size", "output_size", "memory_rows", "memory_width", "controller_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_read_heads < 0 or self.num_write_heads < 0:
+            raise ValueError("head counts must be >= 0")
+        if not 0 <= self.shift_range < self.memory_rows:
+            raise ValueError(f"shift_range must be in [0, memory_rows), got {self.shift_range}")
+
+    @property
+    def read_head_size(self) -> int:
+        """key M, beta 1, gate 1, shift 2S+1, gamma 1."""
+        return self.memory_width + 3 + 2 * self.shift_range + 1
+
+    @property
+    def write_head_size(self) -> int:
+        """A read head's parameters plus erase M and add M."""
+        return self.read_head_size + 2 * self.memory_width
+
+    @property
+    def head_params_size(self) -> int:
+        return self.num_read_heads * self.read_head_size + self.num_write_heads * self.write_head_size
+
+    @property
+    def controller_input_size(self) -> int:
+        return self.input_size + self.num_read_heads * self.memory_width
+
+
+class NTMState(NamedTuple):
+    """Recurrent state of one example."""
+
+    memory: Array  # [N, M]
+    read_weights: Array  # [R, N]
+    write_weights: Array  # [W, N]
+    reads: Array  # [R, M]
+    controller: tuple[Array, ...]  # LSTM: (h [H], c [H]); feedforward: ()
+
+
+def _dense_init(key: Array, fan_in: int, fan_out: int) -> dict[str, Array]:
+    w = jax.random.normal(key, (fan_in, fan_out), jnp.float32) * (1.0 / jnp.sqrt(fan_in))
+    return {"w": w, "b": jnp.zeros((fan_out,), jnp.float32)}
+
+
+def _focused_logits(num_heads: int, rows: int) -> Array:
+    """Initial weighting logits focused on row 0, so that shifts have somewhere to start."""
+    return jnp.zeros((num_heads, rows), jnp.float32).at[:, 0].set(10.0)
+
+
+def init_params(key: Array, cfg: NTMConfig) -> Params:
+    """All trainable parameters as a nested dict of arrays."""
+    k_ctrl, k_head, k_out, k_mem, k_read = jax.random.split(key, 5)
+    H, N, M = cfg.controller_size, cfg.memory_rows, cfg.memory_width
+    if cfg.controller == "lstm":
+        ctrl = _dense_init(k_ctrl, cfg.controller_input_size + H, 4 * H)
+        ctrl["b"] = ctrl["b"].at[H : 2 * H].set(1.0)  # forget-gate bias 1
+    else:
+        ctrl = _dense_init(k_ctrl, cfg.controller_input_size, H)
+    params: Params = {
+        "controller": ctrl,
+        "heads": _dense_init(k_head, H, cfg.head_params_size),
+        "output": _dense_init(k_out, H + cfg.num_read_heads * M, cfg.output_size),
+        "init": {
+            "read_logits": _focused_logits(cfg.num_read_heads, N),  # [R, N]
+            "write_logits": _focused_logits(cfg.num_write_heads, N),  # [W, N]
+            "reads": jax.random.normal(k_read, (cfg.num_read_heads, M), jnp.float32) * 0.01,  # [R, M]
+        },
+    }
+    if cfg.memory_init == "learned":
+        params["init"]["memory"] = jnp.full((N, M), cfg.memory_init_value, jnp.float32)
+    return params
+
+
+def initial_state(params: Params, cfg: NTMConfig, key: Array | None = None) -> NTMState:
+    """State at t = 0. ``memory_init='random'`` needs ``key`` (fresh memory per episode)."""
+    N, M, H = cfg.memory_rows, cfg.memory_width, cfg.controller_size
+    if cfg.memory_init == "constant":
+        memory = jnp.full((N, M), cfg.memory_init_value, jnp.float32)
+    elif cfg.memory_init == "learned":
+        memory = params["init"]["memory"]
+    else:
+        if key is None:
+            raise ValueError("memory_init='random' needs a PRNG key in initial_state")
+        memory = jax.random.uniform(key, (N, M), jnp.float32, -1.0, 1.0) / jnp.sqrt(M)
+    init = params["init"]
+    controller: tuple[Array, ...] = ()
+    if cfg.controller == "lstm":
+        controller = (jnp.zeros((H,), jnp.float32), jnp.zeros((H,), jnp.float32))
+    return NTMState(
+        memory=memory,
+        read_weights=jax.nn.softmax(init["read_logits"], axis=-1),
+        write_weights=jax.nn.softmax(init["write_logits"], axis=-1),
+        reads=jnp.tanh(init["reads"]),
+        controller=controller,
+    )
+
+
+def _controller(params: Params, cfg: NTMConfig, state: tuple[Array, ...], inp: Array) -> tuple[Array, tuple[Array, ...]]:
+    p = params["controller"]
+    if cfg.controller == "lstm":
+        h, c = state
+        z = jnp.concatenate([inp, h]) @ p["w"] + p["b"]  # [4H]
+        i, f, g, o = jnp.split(z, 4)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h, (h, c)
+    out = ACTIVATIONS[cfg.activation](inp @ p["w"] + p["b"])  # [H]
+    return out, ()
+
+
+def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParams, addressing.HeadParams, Array, Array]:
+    """Cut the controller's flat head vector into read heads, write heads, erase and add.
+
+    Returns HeadParams with leading axes [R, ...] and [W, ...], erase [W, M], add [W, M].
+    """
+    R, W, M, S = cfg.num_read_heads, cfg.num_write_heads, cfg.memory_width, cfg.shift_range
+    read_flat, write_flat = jnp.split(flat, [R * cfg.read_head_size])
+    read_flat = read_flat.reshape(R, cfg.read_head_size)  # [R, P_r]
+    write_flat = write_flat.reshape(W, cfg.write_head_size)  # [W, P_w]
+    reads = addressing.HeadParams.from_raw(read_flat[:, : cfg.read_head_size], M, S)
+    writes = addressing.HeadParams.from_raw(write_flat[:, : cfg.read_head_size], M, S)
+    erase = jax.nn.sigmoid(write_flat[:, cfg.read_head_size : cfg.read_head_size + M])  # [W, M]
+    add = jnp.tanh(write_flat[:, cfg.read_head_size + M :])  # [W, M]
+    return reads, writes, erase, add
+
+
+def step(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTMState, Array]:
+    """One NTM time step on one example: x [X] -> (new state, output logits [Y])."""
+    inp = jnp.concatenate([x, state.reads.reshape(-1)])  # [X + R*M]
+    h, ctrl_state = _controller(params, cfg, state.controller, inp)
+    flat = jnp.clip(h @ params["heads"]["w"] + params["heads"]["b"], -cfg.clip_value, cfg.clip_value)
+    read_hp, write_hp, erase, add = split_head_params(cfg, flat)
+
+    memory = state.memory
+    address = jax.vmap(addressing.address, in_axes=(None, 0, 0))  # over heads
+    write_w = address(memory, state.write_weights, write_hp) if cfg.num_write_heads else state.write_weights
+    if cfg.num_write_heads:
+        memory = addressing.write(memory, write_w, erase, add)
+    read_w = address(memory, state.read_weights, read_hp) if cfg.num_read_heads else state.read_weights
+    reads = addressing.read(memory, read_w)  # [R, M]
+
+    out_in = jnp.concatenate([h, reads.reshape(-1)])  # [H + R*M]
+    y = jnp.clip(out_in @ params["output"]["w"] + params["output"]["b"], -cfg.clip_value, cfg.clip_value)
+    return NTMState(memory, read_w, write_w, reads, ctrl_state), y
+
+
+class Trace(NamedTuple):
+    """Per-step record of what the heads did, for inspection."""
+
+    read_weights: Array  # [T, R, N]
+    write_weights: Array  # [T, W, N]
+
+
+def unroll(
+    params: Params,
+    cfg: NTMConfig,
+    inputs: Array,
+    num_steps: Array | int | None = None,
+    state: NTMState | None = None,
+    key: Array | None = None,
+) -> tuple[Array, Trace, NTMState]:
+    """Run ``step`` over inputs [T, X] with ``lax.scan``; one example.
+
+    Steps t >= num_steps leave the state unchanged and output zeros, so a batch padded to its
+    longest example (vmap over this function) computes exactly what each example alone would.
+    Returns (outputs [T, Y], Trace, final state). Unused Trace fields cost nothing under jit.
+    """
+    T = inputs.shape[0]
+    if state is None:
+        state = initial_state(params, cfg, key)
+    if num_steps is None:
+        num_steps = T
+    num_steps = jnp.asarray(num_steps, jnp.int32)
+
+    def body(s: NTMState, tx: tuple[Array, Array]) -> tuple[NTMState, tuple[Array, Array, Array]]:
+        t, x = tx
+        new, y = step(params, s, x, cfg)
+        active = t < num_steps
+        s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s)
+        y = jnp.where(active, y, jnp.zeros_like(y))
+        return s, (y, s.read_weights, s.write_weights)
+
+    final, (ys, rw, ww) = jax.lax.scan(body, state, (jnp.arange(T), inputs))
+    return ys, Trace(rw, ww), final
+
+
+def num_params(params: Params) -> int:
+    return sum(int(p.size) for p in jax.tree.leaves(params))
