@@ -1,0 +1,1 @@
+"""Experiment library: configs, models behind one interface, training, evaluation, figures."""

@@ -1,0 +1,75 @@
+"""Typed run configuration, per-task defaults (the paper's set-ups), and JSON round-trip."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from lab.models import ModelConfig
+
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    task: str = "copy"
+    model: str = "ntm"
+    seed: int = 0
+    batch_size: int = 32
+    steps: int = 2000  # optimizer steps
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    clip_norm: float = 10.0
+    min_size: int | None = None  # None: the task's default range
+    max_size: int | None = None
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_config: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    steps_per_dispatch: int = 10  # optimizer steps per jitted call (lax.scan)
+    log_every: int = 50  # must be a multiple of steps_per_dispatch
+    eval_batch_size: int = 256
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    max_nonfinite: int = 20  # stop after this many non-finite steps in a row
+    target: float | None = None  # stop when eval main metric < target
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("batch_size", "steps", "steps_per_dispatch", "log_every", "eval_batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.log_every % self.steps_per_dispatch:
+            raise ValueError(f"log_every ({self.log_every}) must be a multiple of steps_per_dispatch ({self.steps_per_dispatch})")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["model_config"] = ModelConfig(**d.get("model_config", {}))
+        return TrainConfig(**d)
+
+    @staticmethod
+    def load(path: str | Path) -> "TrainConfig":
+        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+
+
+# Graves et al. 2014, Tables 1-3 (architecture), with our optimiser defaults. Applied by
+# `task_defaults` before command-line overrides, so `--task copy` alone is the paper's set-up.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "copy": {"model_config": ModelConfig(memory_rows=128, memory_width=20, controller="lstm", controller_size=100)},
+    "repeat_copy": {"model_config": ModelConfig(memory_rows=128, memory_width=20, controller="lstm", controller_size=100)},
+    "associative_recall": {"model_config": ModelConfig(memory_rows=128, memory_width=20, controller="lstm", controller_size=100)},
+    "priority_sort": {
+        "model_config": ModelConfig(memory_rows=128, memory_width=20, controller="feedforward", controller_size=512,
+                                    num_read_heads=8, num_write_heads=8),
+    },
+}
+
+
+def task_defaults(task: str) -> dict[str, Any]:
+    return dict(TASK_DEFAULTS.get(task, {}))

@@ -1,0 +1,124 @@
+"""Every model the trainer can use, behind one interface, swapped by name.
+
+A model is an ``nnx.Module`` called as ``model(inputs [T, B, X], steps [B]) -> (logits [T, B, Y], aux)``.
+Steps t >= steps[b] do not change example b's state and output zeros. ``aux`` holds inspection
+data (for the NTM, read/write weightings [T, B, heads, N]); under jit unused aux costs nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import ntm
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    memory_rows: int = 128
+    memory_width: int = 20
+    controller: str = "lstm"
+    controller_size: int = 100
+    activation: str = "tanh"
+    num_read_heads: int = 1
+    num_write_heads: int = 1
+    shift_range: int = 1
+    memory_init: str = "constant"
+    hidden_size: int = 256  # LSTM / MLP baselines
+    mlp_layers: int = 2
+
+
+class NTM(nnx.Module):
+    """The project's NTM cell (ntm.NTMCell) unrolled over time, vmapped over the batch."""
+
+    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
+        self.cfg = ntm.NTMConfig(
+            input_size=input_size, output_size=output_size, memory_rows=mc.memory_rows,
+            memory_width=mc.memory_width, controller=mc.controller, controller_size=mc.controller_size,
+            activation=mc.activation, num_read_heads=mc.num_read_heads, num_write_heads=mc.num_write_heads,
+            shift_range=mc.shift_range, memory_init=mc.memory_init,
+        )
+        self.cell = ntm.NTMCell(self.cfg, rngs=rngs)
+
+    def __call__(self, inputs: Array, steps: Array, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
+        params = self.cell.pure_params()
+        B = inputs.shape[1]
+        keys = None if key is None else jax.random.split(key, B)
+
+        def one(x: Array, n: Array, k: Array | None) -> tuple[Array, ntm.Trace]:
+            ys, trace, _ = ntm.unroll(params, self.cfg, x, n, key=k)
+            return ys, trace
+
+        ys, trace = jax.vmap(one, in_axes=(1, 0, None if keys is None else 0), out_axes=1)(inputs, steps, keys)
+        return ys, {"read_weights": trace.read_weights, "write_weights": trace.write_weights}  # [T, B, R|W, N]
+
+
+class LSTM(nnx.Module):
+    """LSTM baseline: same inputs and steps as the NTM, no external memory."""
+
+    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
+        self.cell = nnx.LSTMCell(input_size, mc.hidden_size, rngs=rngs)
+        self.out = nnx.Linear(mc.hidden_size, output_size, rngs=rngs)
+
+    def __call__(self, inputs: Array, steps: Array, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
+        T, B, _ = inputs.shape
+        carry = self.cell.initialize_carry((B, inputs.shape[-1]), nnx.Rngs(0))
+
+        def body(c, tx):
+            t, x = tx
+            new, h = self.cell(c, x)
+            active = (t < steps)[:, None]  # [B, 1]
+            c = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)
+            return c, jnp.where(active, h, 0.0)
+
+        _, hs = jax.lax.scan(body, carry, (jnp.arange(T), inputs))  # [T, B, H]
+        logits = jnp.where((jnp.arange(T)[:, None] < steps)[..., None], self.out(hs), 0.0)
+        return logits, {}
+
+
+class MLP(nnx.Module):
+    """Feedforward baseline that sees the whole (padded) input sequence at once.
+
+    Inputs are padded to ``max_steps`` (the largest size it will be evaluated on) and flattened;
+    it emits all T outputs at once.
+    """
+
+    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
+        self.max_steps, self.output_size = max_steps, output_size
+        sizes = [max_steps * input_size] + [mc.hidden_size] * mc.mlp_layers
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.out = nnx.Linear(sizes[-1], max_steps * output_size, rngs=rngs)
+
+    def __call__(self, inputs: Array, steps: Array, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
+        T, B, X = inputs.shape
+        if T > self.max_steps:
+            raise ValueError(f"MLP was built for at most {self.max_steps} steps, got {T}")
+        x = jnp.pad(inputs, ((0, self.max_steps - T), (0, 0), (0, 0)))  # [T', B, X]
+        h = jnp.transpose(x, (1, 0, 2)).reshape(B, -1)  # [B, T'*X]
+        for layer in self.layers:
+            h = jax.nn.relu(layer(h))
+        y = self.out(h).reshape(B, self.max_steps, self.output_size).transpose(1, 0, 2)[:T]  # [T, B, Y]
+        return jnp.where((jnp.arange(T)[:, None] < steps)[..., None], y, 0.0), {}
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {"ntm": NTM, "lstm": LSTM, "mlp": MLP}
+
+
+def make_model(name: str, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, seed: int) -> nnx.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name](input_size, output_size, mc, max_steps, rngs=nnx.Rngs(seed))
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def split(model: nnx.Module) -> tuple[Any, Any]:
+    """(graphdef, params) for use with plain jax.jit; nnx.merge(graphdef, params) rebuilds it."""
+    return nnx.split(model, nnx.Param)

@@ -1,0 +1,267 @@
+"""Training loop: one jitted update over pure (nnx.split) params, several steps per dispatch.
+
+Data flow of one step: key = fold_in(data_key, step) -> task.sample -> model -> task.loss ->
+grads -> optax (global-norm clipping) -> update, skipped when loss or grads are not finite.
+The host only syncs to log, evaluate on a fixed held-out batch, and checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lab import models
+from lab.checkpoint import Checkpointer, CheckpointError
+from lab.config import TrainConfig
+from tasks import Batch, Task, make_task
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (e.g. too many non-finite steps in a row); checkpoints are kept."""
+
+
+class RunDirError(RuntimeError):
+    """The run directory holds something we must not overwrite."""
+
+
+def build_task(cfg: TrainConfig) -> Task:
+    task = make_task(cfg.task, **cfg.task_options)
+    if cfg.min_size is not None or cfg.max_size is not None:
+        task = task.with_sizes(cfg.min_size if cfg.min_size is not None else task.min_size,
+                               cfg.max_size if cfg.max_size is not None else task.max_size)
+    return task
+
+
+def build_model(cfg: TrainConfig, task: Task, max_steps: int | None = None) -> nnx.Module:
+    return models.make_model(cfg.model, task.input_size, task.output_size, cfg.model_config,
+                             max_steps or task.max_steps(), cfg.seed)
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    if cfg.optimizer == "adam":
+        opt = optax.adam(cfg.lr)
+    else:  # Graves 2014: RMSProp with momentum 0.9
+        opt = optax.rmsprop(cfg.lr, decay=0.95, momentum=0.9, eps=1e-6)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+
+
+def _tree_all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+@dataclasses.dataclass
+class Program:
+    """The jitted functions of one run and what they close over."""
+
+    task: Task
+    graphdef: Any
+    tx: optax.GradientTransformation
+    train_chunk: Callable[..., Any]
+    evaluate: Callable[..., Any]
+
+
+def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array) -> Program:
+    tx = make_optimizer(cfg)
+
+    def loss_fn(params: Any, batch: Batch) -> jax.Array:
+        logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
+        return task.loss(logits, batch).mean()
+
+    def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array):
+        params, opt_state, bad_run = carry
+        batch = task.sample(jax.random.fold_in(data_key, step), cfg.batch_size)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+        updates, new_opt = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        bad_run = jnp.where(finite, 0, bad_run + 1)
+        stats = {"loss": loss, "grad_norm": optax.global_norm(grads), "nonfinite": (~finite).astype(jnp.int32)}
+        return (keep(new_params, params), keep(new_opt, opt_state), bad_run), stats
+
+    @functools.partial(jax.jit, static_argnums=(4,), donate_argnums=(0, 1))
+    def train_chunk(params, opt_state, bad_run, start, num):
+        carry, stats = jax.lax.scan(one_step, (params, opt_state, bad_run), start + jnp.arange(num))
+        return (*carry, stats)
+
+    @jax.jit
+    def evaluate(params: Any, batch: Batch) -> dict[str, jax.Array]:
+        logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
+        return {k: v.mean() for k, v in task.metrics(logits, batch).items()}
+
+    return Program(task, graphdef, tx, train_chunk, evaluate)
+
+
+def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber another run; --overwrite moves the old run aside instead of deleting it."""
+    cfg_path = workdir / "config.json"
+    if not workdir.exists() or not any(workdir.iterdir()):
+        return
+    if resume:
+        if not cfg_path.exists():
+            raise RunDirError(f"{workdir} has no config.json to resume from")
+        old = json.loads(cfg_path.read_text())
+        new = json.loads(cfg.to_json())
+        diff = {k for k in new if k not in ("steps", "target") and old.get(k) != new[k]}
+        if diff:
+            raise RunDirError(f"{workdir} holds a run with a different configuration ({', '.join(sorted(diff))}); "
+                              "use the same options to resume, or --overwrite")
+        return
+    if not overwrite:
+        raise RunDirError(f"{workdir} already holds a run; pass --resume to continue it or --overwrite to start anew "
+                          "(the old run is moved aside, not deleted)")
+    backup = workdir.with_name(f"{workdir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(workdir), str(backup))
+    print(f"moved the previous run to {backup}", file=sys.stderr)
+
+
+class _Progress:
+    """tqdm bar on a terminal; periodic plain lines otherwise (CI, cluster logs)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        text = f"loss {record['train/loss']:.4g} | eval {record.get('eval/main', float('nan')):.4g} | {record['examples_per_s']:.0f} ex/s"
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix_str(text)
+        else:
+            print(f"step {step} | {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Train one model on one task; returns a summary. The run directory gets config.json,
+    metrics.jsonl (one object per log step) and Orbax checkpoints."""
+    workdir = Path(workdir)
+    task = build_task(cfg)
+    prepare_workdir(workdir, cfg, resume, overwrite)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(cfg.to_json())
+
+    model = build_model(cfg, task)
+    graphdef, params = models.split(model)
+    key = jax.random.key(cfg.seed)
+    data_key, eval_key = jax.random.split(jax.random.fold_in(key, 1))
+    prog = make_program(cfg, task, graphdef, data_key)
+    opt_state = prog.tx.init(params)
+    step = 0
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
+    if resume and ckpt.latest_step() is not None:
+        step, restored = ckpt.restore({"params": params, "opt_state": opt_state})
+        params, opt_state = restored["params"], restored["opt_state"]
+    metrics_path = workdir / "metrics.jsonl"
+    if not resume and metrics_path.exists():
+        metrics_path.unlink()
+    _truncate_metrics(metrics_path, step)
+
+    eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
+    bar = _Progress(cfg.steps, step, progress)
+    bad_run = jnp.zeros((), jnp.int32)
+    nonfinite_total = 0
+    summary: dict[str, Any] = {"stopped": "steps", "params": models.count_params(model)}
+    t_start = time.perf_counter()
+    t_last, ex_last = t_start, step * cfg.batch_size
+    record: dict[str, Any] = {}
+    try:
+        while step < cfg.steps:
+            num = min(cfg.steps_per_dispatch, cfg.steps - step)
+            params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num)
+            step += num
+            if step % cfg.log_every and step < cfg.steps:
+                if step % cfg.checkpoint_every == 0:
+                    ckpt.save(step, {"params": params, "opt_state": opt_state})
+                continue
+            stats = jax.device_get(stats)
+            nonfinite_total += int(stats["nonfinite"].sum())
+            now = time.perf_counter()
+            ex = step * cfg.batch_size
+            finite_losses = stats["loss"][stats["nonfinite"] == 0]
+            record = {
+                "step": step,
+                "examples_seen": ex,
+                "train/loss": float(finite_losses.mean()) if finite_losses.size else float("nan"),
+                "train/grad_norm": float(stats["grad_norm"][-1]),
+                "train/nonfinite_steps": nonfinite_total,
+                "examples_per_s": (ex - ex_last) / max(now - t_last, 1e-9),
+                "wall_s": now - t_start,
+            }
+            ev = jax.device_get(prog.evaluate(params, eval_batch))
+            record.update({f"eval/{k}": float(v) for k, v in ev.items()})
+            record["eval/main"] = record[f"eval/{task.main_metric}"]
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.update(step, record)
+            t_last, ex_last = time.perf_counter(), ex
+            if int(bad_run) >= cfg.max_nonfinite:
+                raise TrainingError(f"{int(bad_run)} non-finite steps in a row at step {step}; "
+                                    f"last good checkpoint kept in {ckpt.directory}")
+            if step % cfg.checkpoint_every == 0:
+                ckpt.save(step, {"params": params, "opt_state": opt_state})
+            if cfg.target is not None and record["eval/main"] < cfg.target:
+                summary["stopped"] = "target"
+                break
+        if int(bad_run) == 0:
+            ckpt.save(step, {"params": params, "opt_state": opt_state})
+    finally:
+        bar.close()
+        ckpt.close()
+    summary.update({"step": step, "examples_seen": step * cfg.batch_size, "wall_s": time.perf_counter() - t_start,
+                    **{k: v for k, v in record.items() if k.startswith("eval/")}})
+    return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop log lines written after the checkpoint we restart from."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    keep = [l for l in lines if json.loads(l)["step"] <= step]
+    path.write_text("".join(l + "\n" for l in keep))
+
+
+def load_run(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig, Task, nnx.Module, int]:
+    """Rebuild the model of a run directory from its config.json and newest checkpoint."""
+    workdir = Path(workdir)
+    cfg_path = workdir / "config.json"
+    if not cfg_path.exists():
+        raise RunDirError(f"{workdir} is not a run directory (no config.json)")
+    try:
+        cfg = TrainConfig.load(cfg_path)
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunDirError(f"{cfg_path} is not a valid config: {e}") from e
+    task = build_task(cfg)
+    model = build_model(cfg, task)
+    graphdef, params = models.split(model)
+    opt_state = make_optimizer(cfg).init(params)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
+    try:
+        step, restored = ckpt.restore({"params": params, "opt_state": opt_state}, step)
+    finally:
+        ckpt.close()
+    return cfg, task, nnx.merge(graphdef, restored["params"]), step
+
+
+__all__ = ["train", "load_run", "make_program", "build_task", "build_model", "TrainingError", "RunDirError",
+           "CheckpointError", "math"]
