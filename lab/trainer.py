@@ -26,6 +26,11 @@ from lab.config import TrainConfig
 from tasks import Batch, Task, make_task
 
 
+# Fields that may change when a run is resumed: they steer the loop, not what is computed.
+RUN_CONTROL_FIELDS = frozenset({"steps", "target", "log_every", "checkpoint_every", "keep_checkpoints",
+                                "max_nonfinite", "steps_per_dispatch"})
+
+
 class TrainingError(RuntimeError):
     """A run that cannot go on (e.g. too many non-finite steps in a row); checkpoints are kept."""
 
@@ -112,7 +117,7 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
             raise RunDirError(f"{workdir} has no config.json to resume from")
         old = json.loads(cfg_path.read_text())
         new = json.loads(cfg.to_json())
-        diff = {k for k in new if k not in ("steps", "target") and old.get(k) != new[k]}
+        diff = {k for k in new if k not in RUN_CONTROL_FIELDS and old.get(k) != new[k]}
         if diff:
             raise RunDirError(f"{workdir} holds a run with a different configuration ({', '.join(sorted(diff))}); "
                               "use the same options to resume, or --overwrite")
@@ -185,6 +190,11 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     t_last, ex_last = t_start, step * cfg.batch_size
     record: dict[str, Any] = {}
     try:
+        if step == 0:  # the learning curve starts at the untrained model
+            ev = jax.device_get(prog.evaluate(params, eval_batch))
+            with metrics_path.open("a") as f:
+                f.write(json.dumps({"step": 0, "examples_seen": 0, **{f"eval/{k}": float(v) for k, v in ev.items()},
+                                    "eval/main": float(ev[task.main_metric])}) + "\n")
         while step < cfg.steps:
             num = min(cfg.steps_per_dispatch, cfg.steps - step)
             params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num)

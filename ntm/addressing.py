@@ -101,3 +101,32 @@ def write(memory: Array, weights: Array, erase: Array, add: Array) -> Array:
         keep = keep * (1.0 - weights[h][:, None] * erase[h][None, :])
         added = added + weights[h][:, None] * add[h][None, :]
     return memory * keep + added
+
+
+# --- Transposed-memory variants used inside ntm.core's time loop ---------------------------------
+# memory_t is memory.T, [M, N]. Same maths as the functions above; see core._step_t for why.
+
+
+def _cosine_similarity_t(memory_t: Array, key: Array) -> Array:
+    dot = key @ memory_t  # [N]
+    norms = jnp.sqrt(jnp.sum(memory_t * memory_t, axis=0) + EPS) * jnp.sqrt(jnp.sum(key * key) + EPS)  # [N]
+    return dot / norms
+
+
+def _address_t(memory_t: Array, w_prev: Array, head: HeadParams) -> Array:
+    wc = jax.nn.softmax(head.beta * _cosine_similarity_t(memory_t, head.key))
+    wg = interpolate(wc, w_prev, head.gate)
+    return sharpen(shift(wg, head.shift), head.gamma)
+
+
+def _write_t(memory_t: Array, weights: Array, erase: Array, add: Array) -> Array:
+    keep = 1.0 - erase[0][:, None] * weights[0][None, :]  # [M, N]
+    added = add[0][:, None] * weights[0][None, :]  # [M, N]
+    for h in range(1, weights.shape[0]):
+        keep = keep * (1.0 - erase[h][:, None] * weights[h][None, :])
+        added = added + add[h][:, None] * weights[h][None, :]
+    return memory_t * keep + added
+
+
+def _read_t(memory_t: Array, weights: Array) -> Array:
+    return weights @ memory_t.T  # [..., M]

@@ -1,8 +1,16 @@
 """Tasks: each samples batches on device and scores outputs; none knows about models."""
+from tasks.associative_recall import AssociativeRecall
 from tasks.base import Batch, Task
 from tasks.copy import Copy
+from tasks.priority_sort import PrioritySort
+from tasks.repeat_copy import RepeatCopy
 
-REGISTRY: dict[str, type] = {"copy": Copy}
+REGISTRY: dict[str, type] = {
+    "copy": Copy,
+    "repeat_copy": RepeatCopy,
+    "associative_recall": AssociativeRecall,
+    "priority_sort": PrioritySort,
+}
 
 
 def make_task(name: str, **kwargs) -> Task:
@@ -11,4 +19,4 @@ def make_task(name: str, **kwargs) -> Task:
     return REGISTRY[name](**kwargs)
 
 
-__all__ = ["Batch", "Task", "REGISTRY", "make_task", "Copy"]
+__all__ = ["Batch", "Task", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort"]

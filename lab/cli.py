@@ -1,0 +1,78 @@
+"""Command-line parsing for train.py and eval.py: flags -> typed configs, errors -> exit code 2."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Callable
+
+from lab.config import OPTIMIZERS, TrainConfig, task_defaults
+from lab.models import MODELS, ModelConfig
+
+# flag -> ModelConfig field
+MODEL_FLAGS = {
+    "memory_rows": int, "memory_width": int, "controller": str, "controller_size": int, "activation": str,
+    "read_heads": int, "write_heads": int, "shift_range": int, "memory_init": str, "hidden_size": int,
+    "mlp_layers": int,
+}
+_MODEL_FIELD = {"read_heads": "num_read_heads", "write_heads": "num_write_heads"}
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from tasks import REGISTRY
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train a model on a task; the run directory gets config.json, "
+        "metrics.jsonl and Orbax checkpoints.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default=d.task, choices=sorted(REGISTRY))
+    p.add_argument("--model", default=d.model, choices=sorted(MODELS))
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workdir", default=None, help="run directory (default runs/<task>-<model>-s<seed>)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    p.add_argument("--min-size", type=int, default=None, help="smallest problem size (task default if unset)")
+    p.add_argument("--max-size", type=int, default=None, help="largest problem size (task default if unset)")
+    g = p.add_argument_group("model (defaults: the task's paper configuration)")
+    for flag, typ in MODEL_FLAGS.items():
+        g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
+    p.add_argument("--target", type=float, default=None, help="stop once the eval main metric is below this")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    p.add_argument("--steps-per-dispatch", type=int, default=d.steps_per_dispatch)
+    p.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite)
+    p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="move an existing run in --workdir aside and start anew")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    defaults = task_defaults(a.task)
+    mc: ModelConfig = defaults.pop("model_config", ModelConfig())
+    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in MODEL_FLAGS if getattr(a, k) is not None}
+    mc = dataclasses.replace(mc, **overrides)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config"}
+    return TrainConfig(**{**defaults, **kw, "model_config": mc})
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run ``main``; expected failures become one line on stderr and exit code 2."""
+    from lab.checkpoint import CheckpointError
+    from lab.trainer import RunDirError, TrainingError
+
+    try:
+        return main(argv)
+    except (ValueError, RunDirError, CheckpointError, TrainingError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,161 @@
+"""The NTM core and NNX cell: equivalences (scan vs loop, batched vs one-by-one, jit vs eager,
+cell vs core), masking past each example's steps, configurations and errors."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import ntm
+from ntm import core
+
+X, Y, T = 5, 3, 9
+CONFIGS = {
+    "lstm": ntm.NTMConfig(X, Y, memory_rows=16, memory_width=6, controller_size=12),
+    "ff-2r2w-s2": ntm.NTMConfig(X, Y, memory_rows=16, memory_width=6, controller="feedforward", controller_size=12,
+                                num_read_heads=2, num_write_heads=2, shift_range=2),
+    "learned": ntm.NTMConfig(X, Y, memory_rows=10, memory_width=4, controller_size=8, memory_init="learned"),
+    "relu-3r1w": ntm.NTMConfig(X, Y, memory_rows=10, memory_width=4, controller="feedforward", activation="relu",
+                               controller_size=8, num_read_heads=3),
+}
+
+
+def _setup(cfg, seed=0):
+    params = ntm.init_params(jax.random.key(seed), cfg)
+    xs = jax.random.normal(jax.random.key(seed + 1), (T, cfg.input_size))
+    return params, xs
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_state_shapes_and_weightings_are_distributions(name):
+    cfg = CONFIGS[name]
+    params, xs = _setup(cfg)
+    ys, trace, final = ntm.unroll(params, cfg, xs)
+    R, W, N, M = cfg.num_read_heads, cfg.num_write_heads, cfg.memory_rows, cfg.memory_width
+    chex.assert_shape(ys, (T, Y))
+    chex.assert_shape(trace.read_weights, (T, R, N))
+    chex.assert_shape(trace.write_weights, (T, W, N))
+    chex.assert_shape(final.memory, (N, M))
+    chex.assert_tree_all_finite((ys, trace, final))
+    for w in (trace.read_weights, trace.write_weights):
+        assert (w >= 0).all()
+        np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    assert (jnp.abs(ys) <= cfg.clip_value).all()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_scan_equals_python_loop_of_step(name):
+    cfg = CONFIGS[name]
+    params, xs = _setup(cfg)
+    ys, trace, final = ntm.unroll(params, cfg, xs)
+    state = ntm.initial_state(params, cfg)
+    for t in range(T):
+        state, y = ntm.step(params, state, xs[t], cfg)
+        np.testing.assert_allclose(ys[t], y, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(trace.read_weights[t], state.read_weights, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(final, state, rtol=1e-5, atol=1e-6)
+
+
+def test_steps_past_num_steps_freeze_state_and_output_zero():
+    cfg = CONFIGS["lstm"]
+    params, xs = _setup(cfg)
+    ys, trace, final = ntm.unroll(params, cfg, xs, num_steps=4)
+    ys4, trace4, final4 = ntm.unroll(params, cfg, xs[:4])
+    np.testing.assert_allclose(ys[:4], ys4, rtol=1e-6)
+    assert (ys[4:] == 0).all()
+    chex.assert_trees_all_close(final, final4, rtol=1e-6)
+    np.testing.assert_allclose(trace.read_weights[4:], jnp.broadcast_to(trace4.read_weights[-1], (T - 4, 1, 16)))
+
+
+def test_batched_equals_one_by_one_with_different_step_counts():
+    cfg = CONFIGS["ff-2r2w-s2"]
+    params = ntm.init_params(jax.random.key(0), cfg)
+    xs = jax.random.normal(jax.random.key(1), (4, T, X))  # [B, T, X]
+    steps = jnp.array([1, 4, T, 6])
+    batched = jax.vmap(lambda x, n: ntm.unroll(params, cfg, x, n)[0])(xs, steps)
+    for b in range(4):
+        one = ntm.unroll(params, cfg, xs[b][: int(steps[b])])[0]
+        np.testing.assert_allclose(batched[b, : int(steps[b])], one, rtol=1e-5, atol=1e-6)
+        assert (batched[b, int(steps[b]):] == 0).all()
+
+
+def test_jit_equals_eager():
+    cfg = CONFIGS["lstm"]
+    params, xs = _setup(cfg)
+    eager = ntm.unroll(params, cfg, xs, 7)
+    jitted = jax.jit(ntm.unroll, static_argnums=1)(params, cfg, xs, 7)
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_finite_and_nonzero_for_every_parameter_group():
+    cfg = CONFIGS["learned"]
+    params, xs = _setup(cfg)
+    grads = jax.grad(lambda p: jnp.sum(ntm.unroll(p, cfg, xs)[0] ** 2))(params)
+    chex.assert_tree_all_finite(grads)
+    for group in ("controller", "heads", "output", "init"):
+        assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads[group])), group
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_nnx_cell_equals_core(name):
+    cfg = CONFIGS[name]
+    cell = ntm.NTMCell(cfg, rngs=nnx.Rngs(params=3))
+    params = cell.pure_params()
+    xs = jax.random.normal(jax.random.key(1), (2, T, X))  # [B, T, X]
+    carry = cell.initialize_carry((2, X))
+    outs = []
+    for t in range(T):
+        carry, y = cell(carry, xs[:, t])
+        outs.append(y)
+    expected = jax.vmap(lambda x: ntm.unroll(params, cfg, x)[0])(xs)
+    np.testing.assert_allclose(jnp.stack(outs, 1), expected, rtol=1e-5, atol=1e-6)
+    # and through Flax's own RNN layer
+    np.testing.assert_allclose(nnx.RNN(cell)(xs), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_nnx_cell_params_are_trainable_with_nnx_split():
+    cfg = CONFIGS["lstm"]
+    cell = ntm.NTMCell(cfg, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(cell, nnx.Param)
+    assert sum(x.size for x in jax.tree.leaves(state)) == ntm.num_params(cell.pure_params())
+    xs = jnp.ones((T, 1, X))
+
+    def loss(state):
+        c = nnx.merge(graphdef, state)
+        return nnx.RNN(c, time_major=True)(xs).sum()
+
+    grads = jax.grad(loss)(state)
+    chex.assert_tree_all_finite(grads)
+
+
+def test_random_memory_init_needs_key_and_differs_per_key():
+    cfg = ntm.NTMConfig(X, Y, memory_rows=8, memory_width=4, controller_size=8, memory_init="random")
+    params = ntm.init_params(jax.random.key(0), cfg)
+    with pytest.raises(ValueError, match="key"):
+        ntm.initial_state(params, cfg)
+    a = ntm.initial_state(params, cfg, jax.random.key(1)).memory
+    b = ntm.initial_state(params, cfg, jax.random.key(2)).memory
+    assert not np.allclose(a, b)
+
+
+def test_constant_memory_init_value():
+    cfg = CONFIGS["lstm"]
+    state = ntm.initial_state(ntm.init_params(jax.random.key(0), cfg), cfg)
+    np.testing.assert_array_equal(state.memory, np.full((16, 6), 1e-6, np.float32))
+
+
+@pytest.mark.parametrize("kw", [dict(controller="gru"), dict(memory_init="zeros"), dict(memory_rows=0),
+                                dict(shift_range=-1), dict(activation="sigmoid")])
+def test_bad_config_raises(kw):
+    with pytest.raises(ValueError):
+        ntm.NTMConfig(X, Y, **kw)
+
+
+def test_head_param_split_sizes():
+    cfg = CONFIGS["ff-2r2w-s2"]
+    flat = jnp.arange(cfg.head_params_size, dtype=jnp.float32)
+    r, w, e, a = core.split_head_params(cfg, flat)
+    chex.assert_shape(r.key, (2, 6))
+    chex.assert_shape(w.shift, (2, 5))
+    chex.assert_shape((e, a), (2, 6))

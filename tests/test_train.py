@@ -1,0 +1,157 @@
+"""Training end to end on tiny configurations: it learns, it does not recompile, checkpoints
+round-trip, resume equals an uninterrupted run, non-finite steps stop the run cleanly, and bad
+command lines give exit code 2 without touching existing runs."""
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train as train_cli
+from lab import models
+from lab.cli import run_cli
+from lab.config import TrainConfig
+from lab.models import ModelConfig
+from lab.trainer import TrainingError, build_model, build_task, load_run, make_program, train
+
+TINY = TrainConfig(
+    steps=300, log_every=50, batch_size=16, lr=1e-2, min_size=1, max_size=4, eval_batch_size=64,
+    checkpoint_every=100, model_config=ModelConfig(memory_rows=16, memory_width=8, controller_size=32),
+)
+
+
+def _metrics(workdir):
+    return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs") / "copy"
+    summary = train(TINY, workdir, progress=False)
+    return workdir, summary
+
+
+def test_tiny_copy_run_learns(tiny_run):
+    workdir, summary = tiny_run
+    rows = _metrics(workdir)
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == TINY.steps
+    assert rows[-1]["eval/loss"] < 0.5 * rows[0]["eval/loss"]
+    assert rows[-1]["eval/bits_per_seq"] < 0.5 * rows[0]["eval/bits_per_seq"]
+    for r in rows[1:]:
+        assert {"step", "examples_seen", "train/loss", "eval/bits_per_seq", "eval/exact_match"} <= set(r)
+        assert r["examples_seen"] == r["step"] * TINY.batch_size
+    assert json.loads((workdir / "config.json").read_text()) == json.loads(TINY.to_json())
+
+
+def test_checkpoint_restores_the_trained_model(tiny_run):
+    workdir, summary = tiny_run
+    cfg, task, model, step = load_run(workdir)
+    assert cfg == TINY and step == TINY.steps
+    key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1))[1]
+    batch = task.sample(key, cfg.eval_batch_size)
+    logits, _ = model(batch.inputs, batch.steps)
+    bits = float(task.metrics(logits, batch)["bits_per_seq"].mean())
+    assert bits == pytest.approx(summary["eval/bits_per_seq"], abs=1e-5)
+
+
+def test_second_dispatch_does_not_recompile():
+    task = build_task(TINY)
+    graphdef, params = models.split(build_model(TINY, task))
+    prog = make_program(TINY, task, graphdef, jax.random.key(0))
+    opt = prog.tx.init(params)
+    bad = jnp.zeros((), jnp.int32)
+    for start in (0, 10, 20):
+        params, opt, bad, _ = prog.train_chunk(params, opt, bad, jnp.int32(start), 10)
+    assert prog.train_chunk._cache_size() == 1
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = dataclasses.replace(TINY, steps=100, log_every=20, checkpoint_every=40)
+    train(cfg, tmp_path / "a", progress=False)
+    train(dataclasses.replace(cfg, steps=40), tmp_path / "b", progress=False)
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("train/loss", "eval/loss"):
+            if k in ra:
+                assert ra[k] == pytest.approx(rb[k], rel=1e-4), (ra["step"], k)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    from tasks.copy import Copy
+
+    clean = Copy.loss
+    # poison about a quarter of the batches (those whose first example has length 4)
+    monkeypatch.setattr(Copy, "loss", lambda self, logits, b: jnp.where(b.size[0] == 4, jnp.nan, clean(self, logits, b)))
+    cfg = dataclasses.replace(TINY, steps=100, log_every=20, max_nonfinite=50)
+    summary = train(cfg, tmp_path / "some-nan", progress=False)
+    rows = _metrics(tmp_path / "some-nan")
+    assert 5 < rows[-1]["train/nonfinite_steps"] < 60
+    assert np.isfinite(summary["eval/loss"]) and rows[-1]["eval/loss"] < rows[0]["eval/loss"]
+
+
+def test_nonfinite_in_a_row_stop_the_run_keeping_finite_checkpoint(tmp_path, monkeypatch):
+    from tasks.copy import Copy
+
+    clean = Copy.loss
+    cfg = dataclasses.replace(TINY, steps=40, log_every=10, checkpoint_every=10)
+    train(cfg, tmp_path / "nan", progress=False)
+    monkeypatch.setattr(Copy, "loss", lambda self, logits, b: clean(self, logits, b) * jnp.nan)
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(dataclasses.replace(cfg, steps=200, max_nonfinite=5), tmp_path / "nan", resume=True, progress=False)
+    rows = _metrics(tmp_path / "nan")
+    assert rows[-1]["train/nonfinite_steps"] >= 5
+    _, _, model, step = load_run(tmp_path / "nan")
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(models.split(model)[1]))
+
+
+def _cli(argv, capsys):
+    try:
+        code = run_cli(train_cli.main, argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "nope"], "invalid choice"),
+    (["--model", "transformer9"], "invalid choice"),
+    (["--min-size", "0"], "copy length"),
+    (["--min-size", "5", "--max-size", "2"], "copy length"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--lr", "-1"], "lr"),
+    (["--controller", "gru"], "controller"),
+    (["--steps", "x"], "invalid int"),
+])
+def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
+    code, err = _cli(argv + ["--workdir", str(tmp_path / "w"), "--steps", "1"] if "--steps" not in argv else argv, capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_existing_run_is_not_clobbered(tmp_path, capsys):
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "config.json").write_text("{}")
+    (work / "precious").write_text("keep me")
+    code, err = _cli(["--workdir", str(work), "--steps", "1"], capsys)
+    assert code == 2 and "--resume" in err
+    assert (work / "precious").read_text() == "keep me"
+    code, err = _cli(["--workdir", str(work), "--steps", "1", "--resume"], capsys)
+    assert code == 2 and (work / "precious").exists()
+
+
+def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "precious").write_text("keep me")
+    code, _ = _cli(["--workdir", str(work), "--steps", "2", "--log-every", "2", "--steps-per-dispatch", "1",
+                    "--memory-rows", "8", "--controller-size", "8", "--no-progress", "--overwrite"], capsys)
+    assert code == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(moved) == 1 and (moved[0] / "precious").read_text() == "keep me"
+    assert (work / "config.json").exists()
