@@ -77,7 +77,7 @@ class LSTM(nnx.Module):
             return c, jnp.where(active, h, 0.0)
 
         _, hs = jax.lax.scan(body, carry, (jnp.arange(T), inputs))  # [T, B, H]
-        logits = jnp.where((jnp.arange(T)[:, None] < steps)[..., None], self.out(hs), 0.0)
+        logits = jnp.where((jnp.arange(T)[:, None] < steps[None, :])[..., None], self.out(hs), 0.0)
         return logits, {}
 
 
@@ -103,7 +103,7 @@ class MLP(nnx.Module):
         for layer in self.layers:
             h = jax.nn.relu(layer(h))
         y = self.out(h).reshape(B, self.max_steps, self.output_size).transpose(1, 0, 2)[:T]  # [T, B, Y]
-        return jnp.where((jnp.arange(T)[:, None] < steps)[..., None], y, 0.0), {}
+        return jnp.where((jnp.arange(T)[:, None] < steps[None, :])[..., None], y, 0.0), {}
 
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {"ntm": NTM, "lstm": LSTM, "mlp": MLP}

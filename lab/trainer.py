@@ -274,4 +274,4 @@ def load_run(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig,
 
 
 __all__ = ["train", "load_run", "make_program", "build_task", "build_model", "TrainingError", "RunDirError",
-           "CheckpointError", "math"]
+           "CheckpointError"]

@@ -155,3 +155,19 @@ def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert len(moved) == 1 and (moved[0] / "precious").read_text() == "keep me"
     assert (work / "config.json").exists()
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_model_masks_past_its_steps_and_ignores_padding(name):
+    """Same interface for every model: logits [T, B, Y], zero past each example's steps, and an
+    example's outputs do not depend on which other examples share its batch."""
+    task = build_task(dataclasses.replace(TINY, model=name))
+    model = build_model(dataclasses.replace(TINY, model=name), task)
+    batch = task.sample(jax.random.key(0), 6)
+    logits, _ = model(batch.inputs, batch.steps)
+    T = task.max_steps()
+    assert logits.shape == (T, 6, task.output_size)
+    past = jnp.arange(T)[:, None] >= batch.steps[None, :]
+    assert bool(jnp.all(jnp.where(past[..., None], logits, 0.0) == 0.0))
+    one, _ = model(batch.inputs[:, :1], batch.steps[:1])
+    np.testing.assert_allclose(one[:, 0], logits[:, 0], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,68 @@
+"""Evaluate trained runs.  python eval.py runs/copy-s0 [more runs...]
+
+For each run directory: metrics at the training sizes and beyond (copy: lengths 10-120), written
+to eval.json + eval.md, and figures learning_curve.png and example.png (inputs, targets, outputs
+and the NTM's read/write weightings over one example, as in Graves 2014 Fig. 6).
+With several runs and --out, also a combined table and figures there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run directories written by train.py")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="problem sizes to evaluate (default: the task's training sizes and beyond)")
+    p.add_argument("--batch-size", type=int, default=256, help="examples per size")
+    p.add_argument("--example-size", type=int, default=None,
+                   help="size of the example in example.png (default: the largest training size)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    p.add_argument("--out", default=None, help="directory for the combined table and figures of several runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.batch_size < 2:
+        raise ValueError(f"--batch-size must be >= 2, got {args.batch_size}")
+    if args.sizes and min(args.sizes) < 1:
+        raise ValueError(f"--sizes must be >= 1, got {args.sizes}")
+    from lab import evaluation, figures
+    from lab.trainer import load_run
+
+    reports = []
+    for run in args.runs:
+        run = Path(run)
+        report = evaluation.evaluate_run(run, args.sizes, args.batch_size, args.step)
+        js, md = evaluation.write_report(report, run)
+        figures.learning_curves([(run.name, evaluation.read_metrics(run))], run / "learning_curve.png",
+                                ylabel=report["main_metric"])
+        cfg, task, model, _ = load_run(run, args.step)
+        size = args.example_size or task.max_size
+        trace = evaluation.example_trace(model, task, size)
+        figures.head_picture(trace, run / "example.png", title=f"{cfg.task} / {cfg.model}, size {size}")
+        print(md.read_text())
+        print(f"wrote {js}, {md}, {run / 'learning_curve.png'}, {run / 'example.png'}", file=sys.stderr)
+        reports.append(report)
+    if args.out and len(reports) > 1:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(reports, indent=2) + "\n")
+        (out / "eval.md").write_text("\n".join(evaluation.markdown_table(r) for r in reports))
+        figures.metric_vs_size(reports, out / "metric_vs_size.png")
+        figures.learning_curves([(f"{r['model']} s{r['seed']}", evaluation.read_metrics(r["workdir"])) for r in reports],
+                                out / "learning_curves.png", ylabel=reports[0]["main_metric"])
+        print(f"wrote combined results to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from lab.cli import run_cli
+
+    sys.exit(run_cli(main))

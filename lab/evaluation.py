@@ -1,0 +1,168 @@
+"""Evaluate trained runs: metrics at the training sizes and beyond, written as JSON + Markdown.
+
+Everything is rebuilt from the run directory (config.json + newest checkpoint); evaluation
+batches come from fixed keys, so two evaluations of the same checkpoint agree exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from lab import models
+from lab.config import TrainConfig
+from lab.trainer import load_run
+from tasks import Batch, Task
+
+# Sizes each classic task is evaluated at (training range and beyond). Copy follows Graves 2014
+# Fig. 4 (trained on 1-20, tested up to 120). Tasks not listed use their training maximum, 2x, 4x.
+EVAL_SIZES: dict[str, tuple[int, ...]] = {
+    "copy": (10, 20, 40, 80, 120),
+    "repeat_copy": (5, 10, 15, 20),
+    "associative_recall": (3, 6, 9, 12),
+    "priority_sort": (20,),
+}
+EVAL_SEED = 12345  # evaluation batches never share keys with training (which folds in the run seed)
+
+
+def default_sizes(cfg: TrainConfig, task: Task) -> list[int]:
+    if cfg.task in EVAL_SIZES:
+        return list(EVAL_SIZES[cfg.task])
+    return [task.max_size, 2 * task.max_size, 4 * task.max_size]
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """A model's pure params plus a jitted forward pass (one compile per distinct sequence length)."""
+
+    graphdef: Any
+    params: Any
+
+    def __post_init__(self) -> None:
+        self._forward = jax.jit(lambda p, inputs, steps: nnx.merge(self.graphdef, p)(inputs, steps))
+
+    @staticmethod
+    def of(model: nnx.Module) -> "Evaluator":
+        return Evaluator(*models.split(model))
+
+    def forward(self, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return self._forward(self.params, batch.inputs, batch.steps)
+
+    def metrics(self, task: Task, batch: Batch) -> dict[str, np.ndarray]:
+        logits, _ = self.forward(batch)
+        return {k: np.asarray(v) for k, v in task.metrics(logits, batch).items()}
+
+
+def fixed_batch(task: Task, batch_size: int, seed: int = EVAL_SEED) -> Batch:
+    return jax.jit(task.sample, static_argnums=1)(jax.random.key(seed), batch_size)
+
+
+def summarise(per_example: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means over the batch, plus the standard error of each mean."""
+    out: dict[str, float] = {}
+    for k, v in per_example.items():
+        v = np.asarray(v, np.float64)
+        out[k] = float(v.mean())
+        out[f"{k}_sem"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    return out
+
+
+def evaluate_sizes(ev: Evaluator, task: Task, sizes: list[int], batch_size: int) -> list[dict[str, Any]]:
+    """One row per size: every example of the batch has exactly that size."""
+    rows = []
+    for size in sizes:
+        row: dict[str, Any] = {"size": size, "examples": batch_size}
+        try:
+            t = task.with_sizes(size, size)
+            row.update(summarise(ev.metrics(t, fixed_batch(t, batch_size))))
+        except ValueError as e:  # e.g. an MLP whose input width cannot hold longer sequences
+            row["skipped"] = str(e)
+        rows.append(row)
+    return rows
+
+
+def evaluate_run(workdir: str | Path, sizes: list[int] | None = None, batch_size: int = 256,
+                 step: int | None = None) -> dict[str, Any]:
+    """Evaluate a run directory at its training sizes and beyond; returns the report dict."""
+    cfg, task, model, ckpt_step = load_run(workdir, step)
+    sizes = sizes or default_sizes(cfg, task)
+    ev = Evaluator.of(model)
+    return {
+        "workdir": str(workdir),
+        "task": cfg.task,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "checkpoint_step": ckpt_step,
+        "examples_seen": ckpt_step * cfg.batch_size,
+        "params": models.count_params(model),
+        "train_sizes": [task.min_size, task.max_size],
+        "main_metric": task.main_metric,
+        "rows": evaluate_sizes(ev, task, sizes, batch_size),
+    }
+
+
+def example_trace(model: nnx.Module, task: Task, size: int, seed: int = EVAL_SEED) -> dict[str, np.ndarray]:
+    """One example of the given size: inputs, targets, outputs (probabilities) and, for the NTM,
+    read/write weightings per step, each cut to the example's own steps. Shapes [T, ...]."""
+    t = task.with_sizes(size, size)
+    batch = fixed_batch(t, 1, seed)
+    logits, aux = Evaluator.of(model).forward(batch)
+    n = int(batch.steps[0])
+    out = {
+        "inputs": np.asarray(batch.inputs[:n, 0]),
+        "targets": np.asarray(batch.targets[:n, 0]),
+        "mask": np.asarray(batch.mask[:n, 0]),
+        "outputs": np.asarray(jax.nn.sigmoid(logits[:n, 0])),
+    }
+    for k in ("read_weights", "write_weights"):
+        if k in aux:
+            out[k] = np.asarray(aux[k][:n, 0])  # [T, heads, N]
+    return out
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Markdown table of one run's report: size, main metric (+- s.e.), exact match."""
+    main = report["main_metric"]
+    lo, hi = report["train_sizes"]
+    lines = [
+        f"**{report['task']} / {report['model']}** (seed {report['seed']}, {report['params']:,} params, "
+        f"checkpoint step {report['checkpoint_step']}, {report['examples_seen']:,} examples seen; "
+        f"trained on sizes {lo}-{hi})",
+        "",
+        f"| size | {main} | exact match | examples |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        mark = "" if lo <= r["size"] <= hi else " (beyond training)"
+        if "skipped" in r:
+            lines.append(f"| {r['size']}{mark} | n/a: {r['skipped']} | | |")
+        else:
+            lines.append(f"| {r['size']}{mark} | {r[main]:.3g} +- {r[main + '_sem']:.2g} | "
+                         f"{r.get('exact_match', float('nan')):.3f} | {r['examples']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], outdir: str | Path, name: str = "eval") -> tuple[Path, Path]:
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    js, md = outdir / f"{name}.json", outdir / f"{name}.md"
+    js.write_text(json.dumps(report, indent=2) + "\n")
+    md.write_text(markdown_table(report))
+    return js, md
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["Evaluator", "evaluate_run", "evaluate_sizes", "example_trace", "write_report", "markdown_table",
+           "read_metrics", "fixed_batch", "default_sizes"]

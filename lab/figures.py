@@ -1,0 +1,117 @@
+"""PNG figures, drawn only from files in run directories (metrics.jsonl) and evaluation outputs.
+
+matplotlib is imported lazily with the Agg backend, so importing this module costs nothing and
+works without a display.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path, metric: str = "eval/main",
+                    ylabel: str = "eval main metric", target: float | None = None) -> Path:
+    """Held-out metric and training loss vs examples seen, one line per run."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rows in runs:
+        ev = [(r["examples_seen"], r[metric]) for r in rows if metric in r]
+        tr = [(r["examples_seen"], r["train/loss"]) for r in rows if "train/loss" in r]
+        if ev:
+            ax1.plot(*zip(*ev), label=label)
+        if tr:
+            ax2.plot(*zip(*tr), label=label)
+    if target is not None:
+        ax1.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
+    for ax, title in ((ax1, ylabel + " (held-out batch)"), (ax2, "training loss (nats / sequence)")):
+        ax.set_xlabel("examples seen")
+        ax.set_title(title)
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.grid(alpha=0.3)
+    if len(runs) <= 12:
+        ax1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _focus_rows(weights: list[np.ndarray], pad: int = 2) -> tuple[int, int]:
+    """Memory rows that any head weights by > 1% at some step (plus a margin), so that a 128-row
+    memory used over 20 rows is readable."""
+    used = np.zeros(weights[0].shape[-1], bool)
+    for w in weights:
+        used |= (w > 0.01).reshape(-1, w.shape[-1]).any(0)
+    idx = np.flatnonzero(used)
+    if idx.size == 0:
+        return 0, weights[0].shape[-1]
+    return max(0, idx[0] - pad), min(len(used), idx[-1] + pad + 1)
+
+
+def head_picture(trace: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+    """Graves 2014 Fig. 6: inputs, targets, outputs and (NTM) write/read weightings over time.
+
+    ``trace`` holds [T, X] inputs, [T, Y] targets/outputs, [T, heads, N] weightings.
+    """
+    plt = _plt()
+    heads = [(k, trace[k]) for k in ("write_weights", "read_weights") if k in trace]
+    n_panels = 3 + sum(w.shape[1] for _, w in heads)
+    fig, axes = plt.subplots(n_panels, 1, figsize=(max(6, 0.16 * len(trace["inputs"])), 1.6 * n_panels),
+                             sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    panels: list[tuple[str, np.ndarray, str]] = [
+        ("inputs", trace["inputs"], "gray_r"),
+        ("targets (scored steps)", trace["targets"] * trace["mask"][:, None], "gray_r"),
+        ("outputs (probability)", trace["outputs"] * trace["mask"][:, None], "gray_r"),
+    ]
+    if heads:
+        lo, hi = _focus_rows([w for _, w in heads])
+        for name, w in heads:
+            for h in range(w.shape[1]):
+                panels.append((f"{name.split('_')[0]} head {h} weighting (rows {lo}-{hi - 1})", w[:, h, lo:hi], "viridis"))
+    for i, (ax, (label, img, cmap)) in enumerate(zip(axes, panels)):
+        vmax = 1.0 if i < 3 else max(float(img.max()), 1e-6)  # weightings: own scale, so diffuse ones show
+        ax.imshow(img.T, aspect="auto", cmap=cmap, interpolation="nearest", vmin=0, vmax=vmax, origin="lower")
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.set_yticks([])
+    axes[-1].set_xlabel("time step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def metric_vs_size(reports: Sequence[dict[str, Any]], path: str | Path, metric: str | None = None) -> Path:
+    """Metric vs problem size, one line per report, training range shaded."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rep in reports:
+        m = metric or rep["main_metric"]
+        pts = [(r["size"], r[m], r.get(m + "_sem", 0.0)) for r in rep["rows"] if m in r]
+        if pts:
+            x, y, e = map(np.array, zip(*pts))
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{rep['model']} s{rep['seed']}")
+    lo, hi = reports[0]["train_sizes"]
+    ax.axvspan(lo, hi, color="gray", alpha=0.15, label="training sizes")
+    ax.set_xlabel("size")
+    ax.set_ylabel(metric or reports[0]["main_metric"])
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
