@@ -29,6 +29,8 @@ Params = dict[str, Any]
 CONTROLLERS = ("lstm", "feedforward")
 MEMORY_INITS = ("constant", "learned", "random")
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda v: v}
+ADD_ACTIVATIONS = ("tanh", "identity")
+INITIAL_READS = ("learned", "memory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,12 @@ class NTMConfig:
     memory_init: str = "constant"  # one of MEMORY_INITS
     memory_init_value: float = 1e-6
     clip_value: float = 20.0  # controller outputs (head params, logits) clipped to +-clip
+    # Write heads' add vector: "tanh" (the paper, |add| < 1) or "identity" (any value, e.g. exact
+    # integers written by compiled programs; still bounded by clip_value).
+    add_activation: str = "tanh"
+    # Reads at t = 0: "learned" (tanh of a parameter) or "memory" (the initial read weightings
+    # applied to the initial memory, i.e. what the read heads would see before the first step).
+    initial_reads: str = "learned"
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -56,6 +64,10 @@ class NTMConfig:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        if self.add_activation not in ADD_ACTIVATIONS:
+            raise ValueError(f"add_activation must be one of {ADD_ACTIVATIONS}, got {self.add_activation!r}")
+        if self.initial_reads not in INITIAL_READS:
+            raise ValueError(f"initial_reads must be one of {INITIAL_READS}, got {self.initial_reads!r}")
         for name in ("input_size", "output_size", "memory_rows", "memory_width", "controller_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -119,9 +131,10 @@ def init_params(key: Array, cfg: NTMConfig) -> Params:
         "init": {
             "read_logits": _focused_logits(cfg.num_read_heads, N),  # [R, N]
             "write_logits": _focused_logits(cfg.num_write_heads, N),  # [W, N]
-            "reads": jax.random.normal(k_read, (cfg.num_read_heads, M), jnp.float32) * 0.01,  # [R, M]
         },
     }
+    if cfg.initial_reads == "learned":
+        params["init"]["reads"] = jax.random.normal(k_read, (cfg.num_read_heads, M), jnp.float32) * 0.01  # [R, M]
     if cfg.memory_init == "learned":
         params["init"]["memory"] = jnp.full((N, M), cfg.memory_init_value, jnp.float32)
     return params
@@ -142,11 +155,13 @@ def initial_state(params: Params, cfg: NTMConfig, key: Array | None = None) -> N
     controller: tuple[Array, ...] = ()
     if cfg.controller == "lstm":
         controller = (jnp.zeros((H,), jnp.float32), jnp.zeros((H,), jnp.float32))
+    read_weights = jax.nn.softmax(init["read_logits"], axis=-1)  # [R, N]
+    reads = jnp.tanh(init["reads"]) if cfg.initial_reads == "learned" else addressing.read(memory, read_weights)  # [R, M]
     return NTMState(
         memory=memory,
-        read_weights=jax.nn.softmax(init["read_logits"], axis=-1),
+        read_weights=read_weights,
         write_weights=jax.nn.softmax(init["write_logits"], axis=-1),
-        reads=jnp.tanh(init["reads"]),
+        reads=reads,
         controller=controller,
     )
 
@@ -176,7 +191,9 @@ def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParam
     reads = addressing.HeadParams.from_raw(read_flat[:, : cfg.read_head_size], M, S)
     writes = addressing.HeadParams.from_raw(write_flat[:, : cfg.read_head_size], M, S)
     erase = jax.nn.sigmoid(write_flat[:, cfg.read_head_size : cfg.read_head_size + M])  # [W, M]
-    add = jnp.tanh(write_flat[:, cfg.read_head_size + M :])  # [W, M]
+    add = write_flat[:, cfg.read_head_size + M :]  # [W, M]
+    if cfg.add_activation == "tanh":
+        add = jnp.tanh(add)
     return reads, writes, erase, add
 
 

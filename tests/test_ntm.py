@@ -1,5 +1,7 @@
 """The NTM core and NNX cell: equivalences (scan vs loop, batched vs one-by-one, jit vs eager,
 cell vs core), masking past each example's steps, configurations and errors."""
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -159,3 +161,36 @@ def test_head_param_split_sizes():
     chex.assert_shape(r.key, (2, 6))
     chex.assert_shape(w.shift, (2, 5))
     chex.assert_shape((e, a), (2, 6))
+
+
+def test_identity_add_writes_raw_values_beyond_tanh_range():
+    cfg = ntm.NTMConfig(X, Y, memory_rows=4, memory_width=3, controller="feedforward", controller_size=4,
+                        add_activation="identity", shift_range=0)
+    params = ntm.init_params(jax.random.key(0), cfg)
+    M, P = cfg.memory_width, cfg.read_head_size
+    flat = jnp.zeros(cfg.head_params_size).at[P + P + M:].set(jnp.array([5.0, -7.0, 0.25]))
+    _, _, _, add = core.split_head_params(cfg, flat)
+    np.testing.assert_array_equal(add, [[5.0, -7.0, 0.25]])
+    default = core.split_head_params(dataclasses.replace(cfg, add_activation="tanh"), flat)[3]
+    np.testing.assert_allclose(default, jnp.tanh(add), rtol=1e-6)
+    ys, _, _ = ntm.unroll(params, cfg, jnp.ones((3, X)))  # runs end to end
+    chex.assert_tree_all_finite(ys)
+
+
+def test_initial_reads_from_memory_read_the_initial_memory():
+    cfg = ntm.NTMConfig(X, Y, memory_rows=5, memory_width=3, controller_size=4, memory_init="learned",
+                        num_read_heads=2, initial_reads="memory")
+    params = ntm.init_params(jax.random.key(0), cfg)
+    assert "reads" not in params["init"]
+    params["init"]["memory"] = jax.random.normal(jax.random.key(1), (5, 3))
+    state = ntm.initial_state(params, cfg)
+    expected = jax.nn.softmax(params["init"]["read_logits"], -1) @ params["init"]["memory"]  # [R, M]
+    np.testing.assert_allclose(state.reads, expected, rtol=1e-6)
+    learned = dataclasses.replace(cfg, initial_reads="learned")
+    assert "reads" in ntm.init_params(jax.random.key(0), learned)["init"]
+
+
+@pytest.mark.parametrize("kw", [dict(add_activation="relu"), dict(initial_reads="zeros")])
+def test_bad_new_options_raise(kw):
+    with pytest.raises(ValueError):
+        ntm.NTMConfig(X, Y, **kw)
