@@ -16,7 +16,10 @@ from pathlib import Path
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run directories written by train.py")
+    p.add_argument("runs", nargs="*", help="run directories written by train.py")
+    p.add_argument("--experiment", default=None,
+                   help="compare every run of a named preset (lab/experiments.py); report in <runs-root>/<experiment>/report")
+    p.add_argument("--runs-root", default="runs")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="problem sizes to evaluate (default: the task's training sizes and beyond)")
     p.add_argument("--batch-size", type=int, default=256, help="examples per size")
@@ -35,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--sizes must be >= 1, got {args.sizes}")
     from lab import evaluation, figures
     from lab.trainer import load_run
+
+    if args.experiment:
+        from lab import compare, experiments
+
+        report = compare.compare(experiments.get(args.experiment), args.runs_root, args.batch_size)
+        print(compare.markdown(report))
+        print(f"wrote {Path(args.runs_root) / args.experiment / 'report'}", file=sys.stderr)
+        if not args.runs:
+            return 0
+    elif not args.runs:
+        raise ValueError("give run directories or --experiment NAME")
 
     reports = []
     for run in args.runs:

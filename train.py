@@ -1,22 +1,51 @@
 """Train a model on a task.  python train.py --task copy --model ntm --seed 0 --workdir runs/copy-s0
 
-Thin entry point: parse flags, build a TrainConfig, call lab.trainer.train. `python train.py -h`
+Or every model of a named experiment:  python train.py --experiment argmax-extrapolation
+Thin entry point: parse flags, build configs, call lab.trainer.train. `python train.py -h`
 lists every flag; each task's defaults are the paper's set-up.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
     from lab import cli, trainer
 
     args = cli.train_parser().parse_args(argv)
+    if args.experiment:
+        return run_experiment(args)
     cfg = cli.config_from_args(args)
     workdir = args.workdir or f"runs/{cfg.task}-{cfg.model}-s{cfg.seed}"
     summary = trainer.train(cfg, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(json.dumps({"workdir": workdir, **summary}))
+    return 0
+
+
+def run_experiment(args) -> int:
+    """Train every (model, seed) of a preset; finished runs are kept and skipped, interrupted ones resumed."""
+    from lab import experiments, trainer
+    from lab.checkpoint import Checkpointer
+
+    exp = experiments.get(args.experiment)
+    for name, cfg in exp.runs(args.models, args.seeds):
+        if args.steps is not None:
+            cfg = dataclasses.replace(cfg, steps=args.steps, checkpoint_every=min(cfg.checkpoint_every, args.steps))
+        workdir = Path(args.runs_root) / exp.name / name
+        if not args.overwrite and (workdir / "checkpoints").is_dir():
+            ck = Checkpointer(workdir / "checkpoints")
+            done = (ck.latest_step() or 0) >= cfg.steps
+            ck.close()
+            if done:
+                print(f"{workdir}: finished already, kept", file=sys.stderr)
+                continue
+        print(f"== {exp.name}: {name} ({cfg.model}, {cfg.steps} steps x {cfg.batch_size})", file=sys.stderr)
+        summary = trainer.train(cfg, workdir, resume=not args.overwrite, overwrite=args.overwrite,
+                                progress=not args.no_progress)
+        print(json.dumps({"workdir": str(workdir), **summary}))
     return 0
 
 

@@ -13,7 +13,7 @@ from lab.models import MODELS, ModelConfig
 MODEL_FLAGS = {
     "memory_rows": int, "memory_width": int, "controller": str, "controller_size": int, "activation": str,
     "read_heads": int, "write_heads": int, "shift_range": int, "memory_init": str, "hidden_size": int,
-    "mlp_layers": int,
+    "mlp_layers": int, "mlp_max_steps": int,
 }
 _MODEL_FIELD = {"read_heads": "num_read_heads", "write_heads": "num_write_heads"}
 
@@ -31,7 +31,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workdir", default=None, help="run directory (default runs/<task>-<model>-s<seed>)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {d.steps}; with --experiment, the preset's)")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--clip-norm", type=float, default=d.clip_norm)
@@ -50,6 +50,11 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="move an existing run in --workdir aside and start anew")
     p.add_argument("--no-progress", action="store_true")
+    e = p.add_argument_group("experiments (train every model of a named preset; see lab/experiments.py)")
+    e.add_argument("--experiment", default=None, help="preset name; runs go to <runs-root>/<experiment>/<model>-s<seed>")
+    e.add_argument("--models", nargs="+", default=None, help="only these models of the preset")
+    e.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: the preset's)")
+    e.add_argument("--runs-root", default="runs")
     return p
 
 
@@ -59,7 +64,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in MODEL_FLAGS if getattr(a, k) is not None}
     mc = dataclasses.replace(mc, **overrides)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config"}
+    kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config" and v is not None}
+    kw.setdefault("steps", TrainConfig.steps)
     return TrainConfig(**{**defaults, **kw, "model_config": mc})
 
 

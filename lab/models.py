@@ -31,6 +31,8 @@ class ModelConfig:
     memory_init: str = "constant"
     hidden_size: int = 256  # LSTM / MLP baselines
     mlp_layers: int = 2
+    mlp_max_steps: int = 0  # MLP input/output length (padded); 0: the training task's max_steps()
+    mlp_one_output: bool = False  # MLP emits one Y-vector, repeated at every step (tasks scored once)
 
 
 class NTM(nnx.Module):
@@ -89,10 +91,10 @@ class MLP(nnx.Module):
     """
 
     def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
-        self.max_steps, self.output_size = max_steps, output_size
+        self.max_steps, self.output_size, self.one_output = max_steps, output_size, mc.mlp_one_output
         sizes = [max_steps * input_size] + [mc.hidden_size] * mc.mlp_layers
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = nnx.Linear(sizes[-1], max_steps * output_size, rngs=rngs)
+        self.out = nnx.Linear(sizes[-1], (1 if mc.mlp_one_output else max_steps) * output_size, rngs=rngs)
 
     def __call__(self, inputs: Array, steps: Array, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
         T, B, X = inputs.shape
@@ -102,7 +104,10 @@ class MLP(nnx.Module):
         h = jnp.transpose(x, (1, 0, 2)).reshape(B, -1)  # [B, T'*X]
         for layer in self.layers:
             h = jax.nn.relu(layer(h))
-        y = self.out(h).reshape(B, self.max_steps, self.output_size).transpose(1, 0, 2)[:T]  # [T, B, Y]
+        if self.one_output:
+            y = jnp.broadcast_to(self.out(h)[None], (T, B, self.output_size))  # [T, B, Y]
+        else:
+            y = self.out(h).reshape(B, self.max_steps, self.output_size).transpose(1, 0, 2)[:T]  # [T, B, Y]
         return jnp.where((jnp.arange(T)[:, None] < steps[None, :])[..., None], y, 0.0), {}
 
 
@@ -112,7 +117,36 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {"ntm": NTM, "lstm": LSTM, "mlp":
 def make_model(name: str, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, seed: int) -> nnx.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    if mc.mlp_max_steps and name == "mlp":
+        if mc.mlp_max_steps < max_steps:
+            raise ValueError(f"mlp_max_steps={mc.mlp_max_steps} is shorter than the task's {max_steps} steps")
+        max_steps = mc.mlp_max_steps
     return MODELS[name](input_size, output_size, mc, max_steps, rngs=nnx.Rngs(seed))
+
+
+def mlp_params(input_size: int, output_size: int, max_steps: int, hidden: int, layers: int,
+               one_output: bool = False) -> int:
+    """Parameter count of MLP(...) without building it."""
+    sizes = [max_steps * input_size] + [hidden] * layers + [(1 if one_output else max_steps) * output_size]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def mlp_hidden_for(params: int, input_size: int, output_size: int, max_steps: int, layers: int,
+                   one_output: bool = False) -> int:
+    """The hidden width whose MLP has closest to ``params`` parameters (at least 1)."""
+    n = lambda h: mlp_params(input_size, output_size, max_steps, h, layers, one_output)  # noqa: E731
+    lo, hi = 1, 1
+    while n(hi) < params:
+        hi *= 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if n(mid) < params:
+            lo = mid + 1
+        else:
+            hi = mid
+    below = max(1, lo - 1)
+    count = lambda h: abs(n(h) - params)  # noqa: E731
+    return below if count(below) < count(lo) else lo
 
 
 def count_params(model: nnx.Module) -> int:

@@ -232,7 +232,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
             if cfg.target is not None and record["eval/main"] < cfg.target:
                 summary["stopped"] = "target"
                 break
-        if int(bad_run) == 0:
+        if int(bad_run) == 0 and ckpt.latest_step() != step:
             ckpt.save(step, {"params": params, "opt_state": opt_state})
     finally:
         bar.close()

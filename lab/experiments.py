@@ -1,0 +1,151 @@
+"""Named experiments: one task, several models trained on the same budget, one comparison.
+
+``python train.py --experiment NAME`` trains every (model, seed) of a preset into
+``runs/NAME/<label>-s<seed>``; ``python eval.py --experiment NAME`` compares them (see
+lab/compare.py). Baselines are swapped by name through the same trainer:
+
+- ``ntm``: the NTM, steps tied to problem size;
+- ``lstm``: an LSTM with the same inputs and steps and no external memory (hidden size = the
+  NTM's controller size, so it is the NTM minus its memory);
+- ``mlp``: sees the whole problem at once, inputs padded to the largest size and step multiplier
+  evaluated, and emits one answer (repeated at every step; the search tasks score only the last),
+  hidden width chosen so its parameter count matches the NTM's (to within one hidden unit);
+  ``mlp-10x`` has ten times as many parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from lab import models
+from lab.config import TrainConfig
+from lab.models import ModelConfig
+from tasks import Task, make_task
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    label: str
+    model: str  # a name in lab.models.MODELS
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # ModelConfig fields
+    match_ntm_params: float = 0.0  # MLP only: hidden width for this multiple of the NTM's parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    task: str
+    task_options: dict[str, Any]
+    train_sizes: tuple[int, int]
+    eval_sizes: tuple[int, ...]  # metric vs size; sizes beyond train_sizes are extrapolation
+    ntm: ModelConfig
+    models: tuple[ModelSpec, ...]
+    steps: int
+    batch_size: int = 32
+    lr: float = 3e-3
+    seeds: tuple[int, ...] = (0, 1, 2)
+    scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # test-time step multipliers
+    in_range_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval at training sizes
+    beyond_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval beyond them
+    log_every: int = 100
+
+    def base_task(self) -> Task:
+        lo, hi = self.train_sizes
+        return make_task(self.task, **self.task_options).with_sizes(lo, hi)
+
+    def eval_task(self, size: int, scale: float = 1.0) -> Task:
+        """The task for evaluating at one size (and step multiplier): held-out instances inside the
+        training range, any instance beyond it."""
+        lo, hi = self.train_sizes
+        extra = self.in_range_options if size <= hi else self.beyond_options
+        task = make_task(self.task, **{**self.task_options, **extra}).with_sizes(size, size)
+        return dataclasses.replace(task, step_scale=scale) if scale != 1.0 else task
+
+    def largest_steps(self) -> int:
+        """The longest sequence any evaluation uses: the MLP's input is padded to it."""
+        return max(self.eval_task(s, c).max_steps() for s in self.eval_sizes for c in self.scales)
+
+    def ntm_params(self) -> int:
+        task = self.base_task()
+        m = models.make_model("ntm", task.input_size, task.output_size, self.ntm, task.max_steps(), 0)
+        return models.count_params(m)
+
+    def config(self, spec: ModelSpec, seed: int) -> TrainConfig:
+        task = self.base_task()
+        mc = dataclasses.replace(self.ntm, hidden_size=self.ntm.controller_size)
+        if spec.model == "mlp":
+            T = self.largest_steps()
+            # search tasks are scored once, at the last step: one output vector, repeated over time
+            mc = dataclasses.replace(mc, mlp_max_steps=T, mlp_one_output=True)
+            if spec.match_ntm_params:
+                mc = dataclasses.replace(mc, hidden_size=models.mlp_hidden_for(
+                    int(spec.match_ntm_params * self.ntm_params()), task.input_size, task.output_size, T,
+                    mc.mlp_layers, one_output=True))
+        mc = dataclasses.replace(mc, **spec.overrides)
+        return TrainConfig(task=self.task, model=spec.model, seed=seed, batch_size=self.batch_size, steps=self.steps,
+                           lr=self.lr, min_size=self.train_sizes[0], max_size=self.train_sizes[1],
+                           task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
+                           checkpoint_every=max(self.log_every, self.steps // 4))
+
+    def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[str, TrainConfig]]:
+        """(run name, config) for every model and seed, optionally restricted."""
+        specs = [s for s in self.models if not models_ or s.label in models_]
+        if models_:
+            unknown = set(models_) - {s.label for s in self.models}
+            if unknown:
+                raise ValueError(f"experiment {self.name} has no model {sorted(unknown)}; "
+                                 f"choose from {[s.label for s in self.models]}")
+        return [(f"{s.label}-s{seed}", self.config(s, seed)) for s in specs for seed in (seeds or self.seeds)]
+
+
+BASELINES = (
+    ModelSpec("ntm", "ntm"),
+    ModelSpec("lstm", "lstm"),
+    ModelSpec("mlp", "mlp", match_ntm_params=1.0),
+    ModelSpec("mlp-10x", "mlp", match_ntm_params=10.0),
+)
+SMALL_NTM = ModelConfig(memory_rows=32, memory_width=16, controller="lstm", controller_size=64)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment(
+        name="argmax-quick",
+        description="make train: the NTM and a parameter-matched MLP on argmax, lists of 2-8, a few minutes on 2 CPU cores",
+        task="argmax", task_options={"index_bits": 5}, train_sizes=(2, 8), eval_sizes=(4, 8, 16, 32),
+        ntm=SMALL_NTM, models=(ModelSpec("ntm", "ntm"), ModelSpec("mlp", "mlp", match_ntm_params=1.0)),
+        steps=600, batch_size=32, lr=3e-3, seeds=(0,), scales=(0.5, 1.0, 2.0), log_every=50,
+    ),
+    Experiment(
+        name="argmax-extrapolation",
+        description="argmax over lists of 2-16, evaluated up to 64 with steps scaled",
+        task="argmax", task_options={"index_bits": 8}, train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64),
+        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
+    ),
+    Experiment(
+        name="modsquare-value",
+        description="modsquare with hint=value (step i shows i and i*i mod n): learn keep-the-best; n of 4-8 bits, "
+                    "held-out n inside, 9-10 bits beyond",
+        task="modsquare", task_options={"hint": "value", "bits": 10}, train_sizes=(4, 8), eval_sizes=(6, 8, 9, 10),
+        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
+        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
+    ),
+    Experiment(
+        name="modsquare-index",
+        description="modsquare with hint=index (step i shows i): evaluate candidates and keep the best",
+        task="modsquare", task_options={"hint": "index", "bits": 10}, train_sizes=(4, 8), eval_sizes=(6, 8, 9, 10),
+        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
+        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
+    ),
+    Experiment(
+        name="polymax",
+        description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",
+        task="polymax", task_options={"index_bits": 5}, train_sizes=(2, 6), eval_sizes=(4, 6, 12, 24),
+        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
+    ),
+]}
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose from {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
