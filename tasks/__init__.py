@@ -1,7 +1,10 @@
 """Tasks: each samples batches on device and scores outputs; none knows about models."""
+from tasks.argmax import Argmax
 from tasks.associative_recall import AssociativeRecall
 from tasks.base import Batch, Task
 from tasks.copy import Copy
+from tasks.modsquare import ModSquare
+from tasks.polymax import PolyMax
 from tasks.priority_sort import PrioritySort
 from tasks.repeat_copy import RepeatCopy
 
@@ -10,6 +13,9 @@ REGISTRY: dict[str, type] = {
     "repeat_copy": RepeatCopy,
     "associative_recall": AssociativeRecall,
     "priority_sort": PrioritySort,
+    "argmax": Argmax,
+    "modsquare": ModSquare,
+    "polymax": PolyMax,
 }
 
 
@@ -19,4 +25,5 @@ def make_task(name: str, **kwargs) -> Task:
     return REGISTRY[name](**kwargs)
 
 
-__all__ = ["Batch", "Task", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort"]
+__all__ = ["Batch", "Task", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",
+           "Argmax", "ModSquare", "PolyMax"]

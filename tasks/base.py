@@ -11,6 +11,7 @@ Shapes: T time steps, B batch, X input width, Y output width.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import jax
@@ -27,6 +28,9 @@ class Batch(NamedTuple):
     steps: Array  # [B] int32: recurrent steps this example gets
     size: Array  # [B] int32: problem size (sequence length, list length, ...)
     difficulty: Array  # [B] float32: larger = harder (task-defined)
+    # Optional per-example data that scoring needs but the inputs may not show (e.g. the polynomial of
+    # PolyMax when a step scale < 1 truncates its presentation): batch-major [B, ...], None for most tasks.
+    aux: Array | None = None
 
 
 class Task(Protocol):
@@ -96,3 +100,43 @@ class BitTask:
 
     def with_sizes(self, min_size: int, max_size: int) -> Any:
         return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+
+# ---- helpers for the search tasks: per-example step schedules, binary codes, last-step answers ----
+
+
+def check_schedule(name: str, scale: float, offset: int) -> None:
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{name}: step_scale must be a positive finite number, got {scale}")
+    if int(offset) != offset or offset < 0:
+        raise ValueError(f"{name}: step_offset must be a non-negative integer, got {offset}")
+
+
+def scaled_steps(base: int, scale: float, offset: int) -> int:
+    """ceil(scale * base) + offset. The product is rounded to 9 decimals first so that float noise
+    (0.1 * 30 = 3.0000000000000004) does not add a step."""
+    return math.ceil(round(scale * base, 9)) + int(offset)
+
+
+def steps_table(max_base: int, scale: float, offset: int) -> np.ndarray:
+    """[max_base + 1] int32: entry b = scaled_steps(b, scale, offset); gather it on device so that the
+    device and host schedules are the same numbers."""
+    return np.array([scaled_steps(b, scale, offset) for b in range(max_base + 1)], np.int32)
+
+
+def int_to_bits(x: Array, width: int) -> Array:
+    """Non-negative integers [...] -> their `width` low bits [..., width] float32, least significant first."""
+    shifts = jnp.arange(width, dtype=jnp.int32)
+    return ((x[..., None] >> shifts.reshape((1,) * x.ndim + (width,))) & 1).astype(jnp.float32)
+
+
+def bits_to_int(bits: Array) -> Array:
+    """[..., width] booleans (least significant first) -> [...] int32."""
+    width = bits.shape[-1]
+    weights = (1 << jnp.arange(width, dtype=jnp.int32)).reshape((1,) * (bits.ndim - 1) + (width,))
+    return (bits.astype(jnp.int32) * weights).sum(-1)
+
+
+def last_step(x: Array, mask: Array) -> Array:
+    """The values at each example's single scored step: x [T, B, Y], one-hot mask [T, B] -> [B, Y]."""
+    return jnp.where(mask[..., None] > 0, x, jnp.zeros_like(x)).sum(0)

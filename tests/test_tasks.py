@@ -17,6 +17,9 @@ SMALL = {
 }
 B = 16
 KEYS = [0, 1, 2]
+# tasks whose target is a real number computed in float32 on device (the reference is float64):
+# compared to this absolute tolerance, and left out of the bitwise-metrics test (see test_search_tasks.py)
+REAL_TARGET_ATOL = {"polymax": 1e-5}
 
 
 def make(name):
@@ -68,12 +71,15 @@ def test_matches_reference(name):
         b = sample(task, seed)
         for i in range(B):
             targets, mask = task.reference(b.inputs[:, i], int(b.steps[i]))
-            np.testing.assert_array_equal(targets, b.targets[:, i], err_msg=f"{name} seed {seed} example {i}")
+            np.testing.assert_allclose(targets, b.targets[:, i], rtol=0, atol=REAL_TARGET_ATOL.get(name, 0),
+                                       err_msg=f"{name} seed {seed} example {i}")
             np.testing.assert_array_equal(mask, b.mask[:, i], err_msg=f"{name} seed {seed} example {i}")
 
 
 @names
 def test_metrics_perfect_and_flipped(name):
+    if name in REAL_TARGET_ATOL:
+        pytest.skip("real-valued output, not bits")
     task = make(name)
     b = sample(task, 3)
     perfect = jnp.asarray(b.targets * 20 - 10)

@@ -1,0 +1,143 @@
+"""Argmax: see a list of real numbers one per step, then give the position of the largest.
+
+Shapes: T time steps, B batch, X input width, Y output width.
+
+Instance: a list of L values, L uniform in [min_size, max_size] (size = L), values i.i.d. uniform
+in [0, 1) (float32); the answer is the position of the largest (ties, probability about
+L^2 * 2^-24, go to the earliest position).
+
+Input channels (X = 2 + index_bits):
+  0       the value at position t (step t < L shows position t);
+  1       1 on the steps that show a value ("present"), so that value 0 at position 0 is visible;
+  2..     position t in binary, `index_bits` bits, least significant first.
+Output channels (Y = index_bits): the answer's position in binary, least significant first, read as
+one sigmoid per bit (loss: sigmoid cross-entropy summed over bits).
+
+Step schedule: an example gets steps = ceil(step_scale * L) + step_offset (default offset 1: one
+step after the last value). Positions are shown on steps t < min(L, steps); the remaining steps
+have zero inputs. There is no "answer now" signal: only the output at the last step, steps - 1, is
+scored (mask 1 there, 0 elsewhere), so a model should keep its current best answer on its output.
+When step_scale < 1 an example may get fewer steps than values: it is shown only the first
+`steps` values but is still scored against the argmax of the whole list (the instance and answer
+do not depend on the schedule), so accuracy there measures what can be done with partial input.
+Steps past an example's `steps` have zero inputs, targets and mask; every batch is padded to
+max_steps() = ceil(step_scale * max_size) + step_offset.
+
+Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
+the runner-up, the more precisely a model must compare the two to pick the right position
+(the same convention as priority sort's smallest gap). List length is reported as `size`.
+
+Metrics (each [B]): exact_match (all answer bits right), error = 1 - exact_match (main metric),
+bits_per_seq (answer bits wrong), loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tasks.base import (Batch, bitwise_loss, bitwise_metrics, check_range, check_schedule, int_to_bits,
+                        sample_sizes, scaled_steps, steps_table, time_index)
+
+Array = jax.Array
+
+
+def argmax_reference(values: np.ndarray) -> int:
+    """Position of the largest value, the earliest on ties (plain Python, no NumPy argmax)."""
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
+
+
+@dataclasses.dataclass(frozen=True)
+class Argmax:
+    name: ClassVar[str] = "argmax"
+    main_metric: ClassVar[str] = "error"
+    min_size: int = 2
+    max_size: int = 16
+    index_bits: int = 8
+    step_scale: float = 1.0
+    step_offset: int = 1
+
+    def __post_init__(self) -> None:
+        check_range("argmax list length", self.min_size, self.max_size, minimum=2)
+        check_range("argmax index_bits", self.index_bits, self.index_bits)
+        if self.max_size > 2**self.index_bits:
+            raise ValueError(f"argmax: lists of up to {self.max_size} values need positions up to "
+                             f"{self.max_size - 1}, which do not fit in index_bits={self.index_bits} "
+                             f"(at most {2**self.index_bits} values); raise index_bits")
+        check_schedule("argmax", self.step_scale, self.step_offset)
+
+    @property
+    def input_size(self) -> int:
+        return 2 + self.index_bits
+
+    @property
+    def output_size(self) -> int:
+        return self.index_bits
+
+    def max_steps(self) -> int:
+        return scaled_steps(self.max_size, self.step_scale, self.step_offset)
+
+    def with_sizes(self, min_size: int, max_size: int) -> "Argmax":
+        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        k_len, k_val = jax.random.split(key)
+        B, T, Lmax = batch_size, self.max_steps(), self.max_size
+        length = sample_sizes(k_len, B, self.min_size, self.max_size)  # [B]
+        values = jax.random.uniform(k_val, (Lmax, B), jnp.float32)  # [L, B]
+        in_list = jnp.arange(Lmax, dtype=jnp.int32)[:, None] < length[None, :]  # [L, B]
+        masked = jnp.where(in_list, values, -jnp.inf)
+        answer = jnp.argmax(masked, axis=0).astype(jnp.int32)  # [B], earliest on ties
+        top2, _ = jax.lax.top_k(masked.T, 2)  # [B, 2]
+        difficulty = -(top2[:, 0] - top2[:, 1])
+        steps = jnp.asarray(steps_table(Lmax, self.step_scale, self.step_offset))[length]  # [B]
+
+        t = time_index(T, B)  # [T, B]
+        shown = (t < length[None, :]) & (t < steps[None, :])  # [T, B]
+        value = jnp.take_along_axis(values, jnp.clip(t, 0, Lmax - 1), axis=0) * shown  # [T, B]
+        position = int_to_bits(t, self.index_bits) * shown[..., None]  # [T, B, index_bits]
+        inputs = jnp.concatenate([value[..., None], shown[..., None].astype(jnp.float32), position], axis=-1)
+        last = t == steps[None, :] - 1  # [T, B]
+        targets = int_to_bits(answer, self.index_bits)[None] * last[..., None]  # [T, B, Y]
+        return Batch(inputs, targets, last.astype(jnp.float32), steps, length, difficulty)
+
+    def loss(self, logits: Array, batch: Batch) -> Array:
+        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
+        return bitwise_loss(logits, batch)
+
+    def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
+        m = bitwise_metrics(logits, batch)
+        m["error"] = 1.0 - m["exact_match"]
+        return m
+
+    def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """From one example's inputs [T, X]: the targets [T, Y] and score mask [T].
+
+        Needs the whole list to be visible, which holds whenever step_scale >= 1; raises ValueError
+        when the presentation may have been cut short (every step shows a value and step_scale < 1)."""
+        T, nb = inputs.shape[0], self.index_bits
+        present = inputs[:, 1] == 1
+        shown = int(present.sum())
+        if not present[:shown].all():
+            raise ValueError("argmax reference: values must be shown on consecutive steps from 0")
+        if shown == steps and self.step_scale < 1:
+            raise ValueError("argmax reference: every step shows a value, the list may be truncated")
+        weights = 2 ** np.arange(nb)
+        positions = [int(round(float(inputs[t, 2:] @ weights))) for t in range(shown)]
+        if positions != list(range(shown)):
+            raise ValueError(f"argmax reference: positions {positions} are not 0..{shown - 1}")
+        if steps != scaled_steps(shown, self.step_scale, self.step_offset):
+            raise ValueError(f"argmax reference: {steps} steps for a list of {shown}")
+        answer = argmax_reference(list(inputs[:shown, 0]))
+        targets = np.zeros((T, nb), np.float32)
+        mask = np.zeros(T, np.float32)
+        targets[steps - 1] = [(answer >> b) & 1 for b in range(nb)]
+        mask[steps - 1] = 1
+        return targets, mask

@@ -1,0 +1,310 @@
+"""ModSquare: the search loop of the research question, learned from examples.
+
+    k = 0
+    for i = 1 to floor(n^0.7):
+        if i*i mod n > k*k mod n: k = i
+    return k
+
+k is the first candidate i in 1..floor(n^0.7) with the largest i*i mod n (ties keep the earliest;
+k stays 0 only when every candidate has value 0, i.e. n = 1). `loop_bound(n)` (floor(n^0.7) in
+exact integer arithmetic) and `solve(n)` (the loop, vectorised with NumPy) are the module's pure
+Python reference, importable on their own.
+
+Shapes: T time steps, B batch, X input width, Y output width.
+
+Instance: size s = number of bits of n, uniform in [min_size, max_size] (>= 2), then n uniform
+among the allowed integers of that bit length [2^(s-1), 2^s) (log-uniform by octave), by exact
+rejection sampling. Hold-out: n is held out when mix32(n + holdout_seed * 0x9E3779B9 mod 2^32)
+< holdout_fraction * 2^32, with mix32 Wellons' "lowbias32" integer hash (`held_out` below, the
+same on device). split="train" never samples a held-out n, split="holdout" samples only held-out
+n, split="all" samples every n (use it for sizes beyond training). Bit lengths that have no
+allowed n (small octaves under split="holdout") are left out of the size distribution.
+
+Input channels, with C = bit length of loop_bound(2^bits - 1) (9 for bits = 12):
+  0..bits-1            n in binary, least significant first, on every step t < steps;
+  then, if hint != "none", on steps t < min(loop_bound(n), steps), for candidate i = t + 1:
+  next C channels      i in binary (hint "index" or "value");
+  next bits channels   i*i mod n in binary (hint "value" only).
+  X = bits (hint "none"), bits + C ("index"), 2 * bits + C ("value").
+Output channels (Y = C): k in binary, least significant first, one sigmoid per bit (loss: sigmoid
+cross-entropy summed over bits).
+
+Step schedule: steps = ceil(step_scale * loop_bound(n)) + step_offset (default offset 2). Only the
+last step, steps - 1, is scored (mask 1 there); there is no "answer now" signal, so a model should
+keep its current best k on its output. With step_scale < 1 the hints stop after `steps`
+candidates but the answer is still k for the whole loop (n is shown, so it stays determined).
+Every batch is padded to max_steps() = ceil(step_scale * loop_bound(2^max_size - 1)) + step_offset;
+steps past an example's `steps` have zero inputs, targets and mask.
+
+Difficulty = -(v1 - v2) / n, in [-1, 0], where v1 = k*k mod n is the best value and v2 the best
+value of any other candidate, k = 0 (value 0) included. A small margin means the winner differs
+from the runner-up in only the low bits of two numbers seen possibly far apart in the loop, the
+case where an approximate comparison picks the wrong candidate; v2 = v1 (a tie, so that only the
+"earliest wins" rule decides) is the hardest, 0.
+
+Metrics (each [B]; the predicted k is read from thresholded bits at the last step): exact_match,
+error = 1 - exact_match (main metric), bits_per_seq (answer bits wrong), regret = (v1 - value(k)) / n
+with value(k) = k*k mod n for a feasible k and 0 for an out-of-range k (so regret is in [0, 1)),
+out_of_range (predicted k > loop_bound(n)), loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
+                        int_to_bits, last_step, scaled_steps, steps_table, time_index)
+
+Array = jax.Array
+
+MAX_DEVICE_BITS = 22  # the largest candidate, loop_bound(2^22 - 1) = 43237, squares within int32
+_MASK32 = 0xFFFFFFFF
+_GOLDEN32 = 0x9E3779B9
+
+
+# ---- pure-Python reference ----
+
+
+def iroot(x: int, k: int) -> int:
+    """floor(x ** (1/k)) for integers x >= 0, k >= 1, by integer Newton iteration (no floats)."""
+    if x < 0 or k < 1:
+        raise ValueError(f"iroot needs x >= 0 and k >= 1, got x={x}, k={k}")
+    if x < 2 or k == 1:
+        return x
+    r = 1 << -(-x.bit_length() // k)  # 2^ceil(bits/k) > x^(1/k): Newton decreases to the floor from above
+    while True:
+        s = ((k - 1) * r + x // r ** (k - 1)) // k
+        if s >= r:
+            return r
+        r = s
+
+
+def loop_bound(n: int) -> int:
+    """floor(n^0.7) exactly: the largest i with i**10 <= n**7."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"loop_bound needs n >= 0, got {n}")
+    return iroot(n**7, 10)
+
+
+def solve(n: int) -> int:
+    """The loop's answer k for n >= 1 (n < 2^40, so that i*i stays within int64); 2^30 takes ~0.1 s."""
+    n = int(n)
+    if not 1 <= n < 2**40:
+        raise ValueError(f"solve supports 1 <= n < 2^40, got {n}")
+    m = loop_bound(n)
+    best_k, best_v = 0, 0
+    chunk = 1 << 20
+    for start in range(1, m + 1, chunk):
+        i = np.arange(start, min(start + chunk, m + 1), dtype=np.int64)
+        v = (i * i) % n
+        j = int(np.argmax(v))  # first maximum in the chunk
+        if int(v[j]) > best_v:  # strictly better than every earlier chunk: the earliest maximum wins
+            best_k, best_v = int(i[j]), int(v[j])
+    return best_k
+
+
+def mix32(x):
+    """Wellons' lowbias32 hash, a bijection on 32-bit integers (Python int or NumPy uint64 array)."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def holdout_threshold(fraction: float) -> int:
+    return min(int(round(fraction * 2**32)), _MASK32)
+
+
+def held_out(n, fraction: float, seed: int):
+    """Whether n (Python int or NumPy integer array) is in the held-out set."""
+    x = np.asarray(n, np.uint64) if isinstance(n, np.ndarray) else int(n)
+    return mix32(x + (seed * _GOLDEN32 & _MASK32)) < holdout_threshold(fraction)
+
+
+@functools.lru_cache(maxsize=None)
+def _thresholds(max_n: int) -> np.ndarray:
+    """[M] int32 with M = loop_bound(max_n): entry i-1 is the smallest n with loop_bound(n) >= i,
+    i.e. the least n with n**7 >= i**10, so that loop_bound(n) = #{entries <= n} for n <= max_n."""
+    out = []
+    for i in range(1, loop_bound(max_n) + 1):
+        r = iroot(i**10, 7)
+        out.append(r if r**7 == i**10 else r + 1)
+    return np.array(out, np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _sizes_with_allowed_n(lo: int, hi: int, split: str, fraction: float, seed: int) -> tuple[int, ...]:
+    if split == "all":
+        return tuple(range(lo, hi + 1))
+    sizes = []
+    for s in range(lo, hi + 1):
+        h = held_out(np.arange(2 ** (s - 1), 2**s, dtype=np.uint64), fraction, seed)
+        if (h if split == "holdout" else ~h).any():
+            sizes.append(s)
+    return tuple(sizes)
+
+
+# ---- the task ----
+
+
+def _held_out_device(n: Array, fraction: float, seed: int) -> Array:
+    x = n.astype(jnp.uint32) + jnp.uint32(seed * _GOLDEN32 & _MASK32)  # wraps mod 2^32
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    x = x ^ (x >> 16)
+    return x < jnp.uint32(holdout_threshold(fraction))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModSquare:
+    name: ClassVar[str] = "modsquare"
+    main_metric: ClassVar[str] = "error"
+    hints: ClassVar[tuple[str, ...]] = ("value", "index", "none")
+    splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
+    min_size: int = 4
+    max_size: int = 8
+    bits: int = 12
+    hint: str = "value"
+    split: str = "train"
+    holdout_fraction: float = 0.1
+    holdout_seed: int = 0
+    step_scale: float = 1.0
+    step_offset: int = 2
+
+    def __post_init__(self) -> None:
+        check_range("modsquare bits of n", self.min_size, self.max_size, minimum=2)
+        if not 2 <= self.bits <= MAX_DEVICE_BITS:
+            raise ValueError(f"modsquare: bits must be in [2, {MAX_DEVICE_BITS}], got {self.bits}")
+        if self.max_size > self.bits:
+            raise ValueError(f"modsquare: n of {self.max_size} bits does not fit the input width bits={self.bits}")
+        if self.hint not in self.hints:
+            raise ValueError(f"modsquare: hint must be one of {self.hints}, got {self.hint!r}")
+        if self.split not in self.splits:
+            raise ValueError(f"modsquare: split must be one of {self.splits}, got {self.split!r}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"modsquare: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        check_schedule("modsquare", self.step_scale, self.step_offset)
+        if not self.valid_sizes():
+            raise ValueError(f"modsquare: no n of {self.min_size}..{self.max_size} bits in split {self.split!r} "
+                             f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")
+
+    def valid_sizes(self) -> tuple[int, ...]:
+        """Bit lengths in the size range that have at least one n in this split."""
+        return _sizes_with_allowed_n(self.min_size, self.max_size, self.split, self.holdout_fraction,
+                                     self.holdout_seed)
+
+    @property
+    def candidate_bits(self) -> int:
+        return loop_bound(2**self.bits - 1).bit_length()
+
+    @property
+    def input_size(self) -> int:
+        extra = {"none": 0, "index": self.candidate_bits, "value": self.candidate_bits + self.bits}
+        return self.bits + extra[self.hint]
+
+    @property
+    def output_size(self) -> int:
+        return self.candidate_bits
+
+    def max_steps(self) -> int:
+        return scaled_steps(loop_bound(2**self.max_size - 1), self.step_scale, self.step_offset)
+
+    def with_sizes(self, min_size: int, max_size: int) -> "ModSquare":
+        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def _sample_n(self, key: Array, batch_size: int) -> tuple[Array, Array]:
+        """[B] int32 n and its bit length, exactly uniform over allowed n of a uniform valid bit length."""
+        k_size, k_n = jax.random.split(key)
+        sizes = jnp.asarray(self.valid_sizes(), jnp.int32)
+        size = sizes[jax.random.randint(k_size, (batch_size,), 0, sizes.shape[0])]  # [B]
+        low = jnp.left_shift(jnp.int32(1), size - 1)  # [B] 2^(s-1)
+
+        def draw(k: Array) -> Array:
+            return jax.random.randint(k, (batch_size,), low, 2 * low, dtype=jnp.int32)
+
+        if self.split == "all":
+            return draw(k_n), size
+        want = self.split == "holdout"
+
+        def body(state):
+            k, n, done = state
+            k, sub = jax.random.split(k)
+            cand = draw(sub)
+            take = ~done & (_held_out_device(cand, self.holdout_fraction, self.holdout_seed) == want)
+            return k, jnp.where(take, cand, n), done | take
+
+        init = (k_n, low, jnp.zeros((batch_size,), bool))
+        _, n, _ = jax.lax.while_loop(lambda s: ~jnp.all(s[2]), body, init)
+        return n, size
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        B, T = batch_size, self.max_steps()
+        n, size = self._sample_n(key, B)  # [B]
+        th = jnp.asarray(_thresholds(2**self.max_size - 1))  # [M]
+        M = th.shape[0]
+        bound = jnp.searchsorted(th, n, side="right").astype(jnp.int32)  # [B] loop_bound(n)
+        cand = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
+        valid = cand[None, :] <= bound[:, None]  # [B, M]
+        value = jnp.where(valid, (cand * cand)[None, :] % n[:, None], -1)  # [B, M]; -1: not a candidate
+        v1 = value.max(1)  # [B]
+        first = jnp.argmax(value, axis=1)  # [B] earliest maximum
+        k = jnp.where(v1 > 0, first + 1, 0).astype(jnp.int32)  # [B]
+        others = jnp.where(jnp.arange(M)[None, :] == first[:, None], -1, value)
+        v2 = jnp.maximum(others.max(1), 0)  # k = 0 has value 0
+        difficulty = (v2 - v1).astype(jnp.float32) / n.astype(jnp.float32)  # -(v1 - v2) / n, no -0.0
+        steps = jnp.asarray(steps_table(M, self.step_scale, self.step_offset))[bound]  # [B]
+
+        t = time_index(T, B)  # [T, B]
+        alive = t < steps[None, :]  # [T, B]
+        channels = [int_to_bits(n, self.bits)[None] * alive[..., None]]  # [T, B, bits]
+        if self.hint != "none":
+            hinted = alive & (t < bound[None, :])  # [T, B]
+            i = (t + 1) * hinted  # [T, B] candidate i = t + 1, 0 when not shown
+            channels.append(int_to_bits(i, self.candidate_bits))
+            if self.hint == "value":
+                channels.append(int_to_bits(i * i % n[None, :], self.bits))
+        inputs = jnp.concatenate(channels, axis=-1)  # [T, B, X]
+        last = t == steps[None, :] - 1  # [T, B]
+        targets = int_to_bits(k, self.candidate_bits)[None] * last[..., None]  # [T, B, Y]
+        return Batch(inputs, targets, last.astype(jnp.float32), steps, size, difficulty)
+
+    def loss(self, logits: Array, batch: Batch) -> Array:
+        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
+        return bitwise_loss(logits, batch)
+
+    def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
+        m = bitwise_metrics(logits, batch)
+        m["error"] = 1.0 - m["exact_match"]
+        n = bits_to_int(batch.inputs[0, :, : self.bits] > 0.5)  # [B]; n is shown on step 0
+        bound = jnp.searchsorted(jnp.asarray(_thresholds(2**self.bits - 1)), n, side="right")  # [B]
+        pred = bits_to_int(last_step(logits, batch.mask) > 0)  # [B]
+        best = bits_to_int(last_step(batch.targets, batch.mask) > 0.5)  # [B]
+        feasible = pred <= bound
+        pred_in = jnp.where(feasible, pred, 0)  # pred <= loop_bound(n) <= 43237: the square fits int32
+        regret = (best * best % n - pred_in * pred_in % n).astype(jnp.float32) / n.astype(jnp.float32)
+        m["regret"] = regret
+        m["out_of_range"] = (~feasible).astype(jnp.float32)
+        return m
+
+    def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """From one example's inputs [T, X]: the targets [T, Y] and score mask [T], via `solve`."""
+        T, C = inputs.shape[0], self.candidate_bits
+        n = sum(int(b) << j for j, b in enumerate(inputs[0, : self.bits].round().astype(np.int64)))
+        if steps != scaled_steps(loop_bound(n), self.step_scale, self.step_offset):
+            raise ValueError(f"modsquare reference: {steps} steps for n={n}")
+        k = solve(n)
+        targets = np.zeros((T, C), np.float32)
+        mask = np.zeros(T, np.float32)
+        targets[steps - 1] = [(k >> b) & 1 for b in range(C)]
+        mask[steps - 1] = 1
+        return targets, mask

@@ -1,0 +1,284 @@
+"""PolyMax: see a polynomial's coefficients one per step, then say where on [0, 1] it is largest.
+
+Shapes: T time steps, B batch, X input width, Y output width, D maximum degree.
+
+Instance: degree d uniform in [min_size, max_size] (size = d), and
+    P(x) = sum_{j=0..d} c_j T_j(2x - 1),   c_j ~ N(0, 1) / sqrt(d + 1) i.i.d.,
+with T_j the Chebyshev polynomials of the first kind, so that Var P(x) <= 1 everywhere on [0, 1]
+(values O(1) at every degree) and higher degrees bring more, not larger, wiggles. The answer is
+x* = argmax_{x in [0, 1]} P(x) (unique with probability 1). It is an endpoint for about 43% of
+the instances at the default degrees 2..6 (58% at degree 2, 31% at 6, 21% at 12), and P has a
+single local maximum for 16% of them (58% at degree 2, under 1% from degree 6).
+
+Input channels (X = 2 + index_bits):
+  0       c_t (step t <= d shows coefficient t);
+  1       1 on the steps that show a coefficient ("present");
+  2..     t in binary, `index_bits` bits, least significant first (index_bits = 4: degree <= 15).
+Output channel (Y = 1): x = sigmoid(logit) at the last step.
+
+Step schedule: steps = ceil(step_scale * (d + 1)) + step_offset (default offset 2). Coefficients
+are shown on steps t < min(d + 1, steps); later steps have zero inputs. Only the last step,
+steps - 1, is scored (mask 1 there); there is no "answer now" signal. With step_scale < 1 an
+example may see only its first `steps` coefficients and is still scored on the whole polynomial
+(the instance does not depend on the schedule). Every batch is padded to
+max_steps() = ceil(step_scale * (max_size + 1)) + step_offset; steps past an example's `steps`
+have zero inputs, targets and mask.
+
+Targets: x* at the last step (targets[steps - 1, b, 0]). The coefficients travel in
+`Batch.aux` ([B, D + 1], zero past d) because the loss and metrics need P even where the inputs
+were cut short.
+
+On device x* is found without root finding: P' on a grid of GRID + 1 points, bisection (BISECT
+halvings, to float32 resolution) in every grid cell where P' goes from > 0 to <= 0, and the two
+endpoints; the best of these is x*. This misses only a local maximum whose neighbouring minimum
+lies in the same grid cell of width 1/GRID, which is then a bump of height O(GRID^-3). The NumPy
+reference (`maximise_reference`) takes the real roots of P' (np.polynomial) plus the endpoints.
+
+Loss, chosen by `objective` (a field named `loss` would hide the method):
+  "gap"         (max P - P(x))^2: needs no maximiser at training time, zero at x*;
+  "supervised"  (x - x*)^2.
+
+Difficulty = |x1 - x2| / (P(x1) - P(x2) + 0.01), in [0, 100], where x1 = x* and x2 is the best
+other local maximum on [0, 1] (interior maxima and the endpoints where P decreases into the
+interval); 0 when P has a single local maximum. Near P(x1) = P(x2) a small change of the
+coefficients moves x* by |x1 - x2|, so this ratio is how steep the coefficients -> x* map is there:
+close values far apart in x are hard for an interpolator. The 0.01 is the exact-match tolerance on
+regret below which picking x2 would count as a match anyway.
+
+Metrics (each [B]): regret = max P - P(x) (main metric; clipped at 0 against float32 rounding),
+x_error = |x - x*|, exact_match = 1 where regret < 0.01 (1% of the O(1) value scale),
+error = 1 - exact_match, loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.polynomial import chebyshev as npcheb
+
+from tasks.base import (Batch, check_range, check_schedule, int_to_bits, last_step, sample_sizes,
+                        scaled_steps, steps_table, time_index)
+
+Array = jax.Array
+
+GRID = 1024
+BISECT = 24
+MATCH_REGRET = 1e-2
+DIFFICULTY_EPS = 1e-2
+
+
+# ---- NumPy reference (float64, roots of P') ----
+
+
+def _critical_points(c: np.ndarray, imag_tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Roots of P' in [0, 1] whose imaginary part is below imag_tol (real parts), and P as a callable."""
+    p = npcheb.Chebyshev(np.asarray(c, np.float64), domain=[0, 1])
+    roots = p.deriv().roots()
+    real = roots[np.abs(roots.imag) < imag_tol].real
+    return real[(real >= 0) & (real <= 1)], p
+
+
+def maximise_reference(c: np.ndarray) -> tuple[float, float]:
+    """(x*, max P) on [0, 1] for Chebyshev coefficients c (in x' = 2x - 1): the best critical point
+    or endpoint. Nearly real root pairs (a flat shoulder) are kept too: any point of [0, 1] is feasible,
+    so extra candidates can only make the maximum more accurate."""
+    crit, p = _critical_points(c, imag_tol=1e-3)
+    xs = np.concatenate([crit, [0.0, 1.0]])
+    vs = p(xs)
+    i = int(np.argmax(vs))
+    return float(xs[i]), float(vs[i])
+
+
+def local_maxima_reference(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and values of the local maxima of P on [0, 1]: interior critical points with P'' < 0,
+    0 if P'(0) < 0, 1 if P'(1) > 0."""
+    crit, p = _critical_points(c)
+    dp, ddp = p.deriv(), p.deriv(2)
+    xs = list(crit[ddp(crit) < 0]) + ([0.0] if dp(0.0) < 0 else []) + ([1.0] if dp(1.0) > 0 else [])
+    xs = np.array(sorted(xs))
+    return xs, p(xs)
+
+
+def difficulty_reference(c: np.ndarray) -> float:
+    xs, vs = local_maxima_reference(c)
+    if len(xs) < 2:
+        return 0.0
+    order = np.argsort(-vs)
+    (x1, x2), (v1, v2) = xs[order[:2]], vs[order[:2]]
+    return float(abs(x1 - x2) / (v1 - v2 + DIFFICULTY_EPS))
+
+
+# ---- device ----
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_basis(D: int) -> tuple[np.ndarray, np.ndarray]:
+    """T_j(2x - 1) and d/dx T_j(2x - 1) on x = g / GRID, each [D + 1, GRID + 1] float32."""
+    x = np.linspace(0.0, 1.0, GRID + 1)
+    eye = np.eye(D + 1)
+    T = np.stack([npcheb.chebval(2 * x - 1, eye[j]) for j in range(D + 1)])
+    dT = np.stack([2 * npcheb.chebval(2 * x - 1, npcheb.chebder(eye[j])) for j in range(D + 1)])
+    return T.astype(np.float32), dT.astype(np.float32)
+
+
+def cheb_eval(c: Array, x: Array) -> tuple[Array, Array]:
+    """P(x) and P'(x): coefficients c [B, D+1], points x [B, K] in [0, 1] -> ([B, K], [B, K]).
+
+    T_{j+1} = 2u T_j - T_{j-1}; dT_j/du = j U_{j-1}, U_{j+1} = 2u U_j - U_{j-1}; u = 2x - 1."""
+    D = c.shape[1] - 1
+    u = 2 * x - 1
+    t_prev, t_cur = jnp.ones_like(u), u  # T_0, T_1
+    u_prev, u_cur = jnp.zeros_like(u), jnp.ones_like(u)  # U_{-1}, U_0
+    p = c[:, :1] * t_prev
+    dp = jnp.zeros_like(u)
+    for j in range(1, D + 1):
+        p = p + c[:, j : j + 1] * t_cur
+        dp = dp + c[:, j : j + 1] * (j * u_cur)
+        t_prev, t_cur = t_cur, 2 * u * t_cur - t_prev
+        u_prev, u_cur = u_cur, 2 * u * u_cur - u_prev
+    return p, 2 * dp
+
+
+def maximise(c: Array) -> tuple[Array, Array, Array]:
+    """x*, max P and the difficulty for coefficients c [B, D+1] -> three [B] float32 arrays."""
+    B, D = c.shape[0], c.shape[1] - 1
+    T, dT = (jnp.asarray(a) for a in _grid_basis(D))
+    values = c @ T  # [B, G+1]
+    slope = c @ dT  # [B, G+1]
+    rising_falling = (slope[:, :-1] > 0) & (slope[:, 1:] <= 0)  # [B, G]: a local maximum in the cell
+    K = D + 1  # > the number of interior maxima, at most floor(D / 2)
+    hit, cell = jax.lax.top_k(rising_falling.astype(jnp.float32), K)  # [B, K]
+    is_max = hit > 0
+    lo = cell.astype(jnp.float32) / GRID
+    hi = (cell + 1).astype(jnp.float32) / GRID
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) / 2
+        up = cheb_eval(c, mid)[1] > 0
+        return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, BISECT, halve, (lo, hi))
+    x_in = (lo + hi) / 2  # [B, K]
+    v_in = cheb_eval(c, x_in)[0]
+    ends = jnp.broadcast_to(jnp.array([0.0, 1.0], jnp.float32)[None, :], (B, 2))
+    cand_x = jnp.concatenate([x_in, ends], axis=1)  # [B, K+2]
+    cand_v = jnp.concatenate([jnp.where(is_max, v_in, -jnp.inf), values[:, :1], values[:, -1:]], axis=1)
+    local = jnp.concatenate([is_max, slope[:, :1] < 0, slope[:, -1:] > 0], axis=1)  # [B, K+2]
+    best = jnp.argmax(cand_v, axis=1)  # [B]
+    x1 = jnp.take_along_axis(cand_x, best[:, None], axis=1)[:, 0]
+    v1 = jnp.take_along_axis(cand_v, best[:, None], axis=1)[:, 0]
+    rest = local & (jnp.arange(K + 2)[None, :] != best[:, None])  # [B, K+2]
+    rest_v = jnp.where(rest, cand_v, -jnp.inf)
+    second = jnp.argmax(rest_v, axis=1)
+    x2 = jnp.take_along_axis(cand_x, second[:, None], axis=1)[:, 0]
+    v2 = jnp.take_along_axis(cand_v, second[:, None], axis=1)[:, 0]
+    has_second = rest.any(1)
+    ratio = jnp.abs(x1 - x2) / (jnp.where(has_second, v1 - v2, 0.0) + DIFFICULTY_EPS)
+    return x1, v1, jnp.where(has_second, ratio, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolyMax:
+    name: ClassVar[str] = "polymax"
+    main_metric: ClassVar[str] = "regret"
+    objectives: ClassVar[tuple[str, ...]] = ("gap", "supervised")
+    min_size: int = 2
+    max_size: int = 6
+    index_bits: int = 4
+    objective: str = "gap"
+    step_scale: float = 1.0
+    step_offset: int = 2
+
+    def __post_init__(self) -> None:
+        check_range("polymax degree", self.min_size, self.max_size)
+        check_range("polymax index_bits", self.index_bits, self.index_bits)
+        if self.max_size >= 2**self.index_bits:
+            raise ValueError(f"polymax: degree {self.max_size} has coefficient indices up to {self.max_size}, "
+                             f"which do not fit in index_bits={self.index_bits}; raise index_bits")
+        if self.objective not in self.objectives:
+            raise ValueError(f"polymax: objective must be one of {self.objectives}, got {self.objective!r}")
+        check_schedule("polymax", self.step_scale, self.step_offset)
+
+    @property
+    def input_size(self) -> int:
+        return 2 + self.index_bits
+
+    @property
+    def output_size(self) -> int:
+        return 1
+
+    def max_steps(self) -> int:
+        return scaled_steps(self.max_size + 1, self.step_scale, self.step_offset)
+
+    def with_sizes(self, min_size: int, max_size: int) -> "PolyMax":
+        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        k_deg, k_c = jax.random.split(key)
+        B, T, D = batch_size, self.max_steps(), self.max_size
+        degree = sample_sizes(k_deg, B, self.min_size, self.max_size)  # [B]
+        z = jax.random.normal(k_c, (B, D + 1), jnp.float32)
+        used = jnp.arange(D + 1)[None, :] <= degree[:, None]  # [B, D+1]
+        inv_root = jnp.asarray(1 / np.sqrt(np.arange(1, D + 2)), jnp.float32)[degree]  # [B] 1/sqrt(d+1)
+        c = jnp.where(used, z * inv_root[:, None], 0.0)  # [B, D+1]
+        x_star, _, difficulty = maximise(c)
+        steps = jnp.asarray(steps_table(D + 1, self.step_scale, self.step_offset))[degree + 1]  # [B]
+
+        t = time_index(T, B)  # [T, B]
+        shown = (t <= degree[None, :]) & (t < steps[None, :])  # [T, B]
+        coef = jnp.take_along_axis(c.T, jnp.clip(t, 0, D), axis=0) * shown  # [T, B]
+        index = int_to_bits(t, self.index_bits) * shown[..., None]  # [T, B, index_bits]
+        inputs = jnp.concatenate([coef[..., None], shown[..., None].astype(jnp.float32), index], axis=-1)
+        last = t == steps[None, :] - 1  # [T, B]
+        targets = (x_star[None, :] * last)[..., None]  # [T, B, 1]
+        return Batch(inputs, targets, last.astype(jnp.float32), steps, degree, difficulty, aux=c)
+
+    def _answer(self, logits: Array, batch: Batch) -> tuple[Array, Array, Array, Array]:
+        """x, x*, P(x), max P, each [B]."""
+        x = jax.nn.sigmoid(last_step(logits, batch.mask)[:, 0])
+        x_star = last_step(batch.targets, batch.mask)[:, 0]
+        both = jnp.stack([x, x_star], axis=1)  # [B, 2]
+        p = cheb_eval(batch.aux, both)[0]
+        return x, x_star, p[:, 0], p[:, 1]
+
+    def loss(self, logits: Array, batch: Batch) -> Array:
+        x, x_star, p, p_star = self._answer(logits, batch)
+        if self.objective == "gap":
+            return (p_star - p) ** 2
+        return (x - x_star) ** 2
+
+    def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
+        x, x_star, p, p_star = self._answer(logits, batch)
+        regret = jnp.maximum(p_star - p, 0.0)
+        match = (regret < MATCH_REGRET).astype(jnp.float32)
+        return {"regret": regret, "x_error": jnp.abs(x - x_star), "exact_match": match, "error": 1.0 - match,
+                "loss": self.loss(logits, batch)}
+
+    def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """From one example's inputs [T, X]: the targets [T, Y] and score mask [T], x* from the roots of P'.
+
+        Needs every coefficient to be visible, which holds whenever step_scale >= 1; raises ValueError
+        when the presentation may have been cut short (every step shows one and step_scale < 1)."""
+        T = inputs.shape[0]
+        present = inputs[:, 1] == 1
+        shown = int(present.sum())
+        if not present[:shown].all() or shown < 2:
+            raise ValueError("polymax reference: need coefficients 0..d (d >= 1) on consecutive steps from 0")
+        if shown == steps and self.step_scale < 1:
+            raise ValueError("polymax reference: every step shows a coefficient, the polynomial may be truncated")
+        weights = 2 ** np.arange(self.index_bits)
+        if [int(round(float(inputs[t, 2:] @ weights))) for t in range(shown)] != list(range(shown)):
+            raise ValueError("polymax reference: coefficient indices are not 0..d")
+        if steps != scaled_steps(shown, self.step_scale, self.step_offset):
+            raise ValueError(f"polymax reference: {steps} steps for degree {shown - 1}")
+        x_star, _ = maximise_reference(inputs[:shown, 0])
+        targets = np.zeros((T, 1), np.float32)
+        mask = np.zeros(T, np.float32)
+        targets[steps - 1, 0] = x_star
+        mask[steps - 1] = 1
+        return targets, mask

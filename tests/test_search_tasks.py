@@ -1,0 +1,390 @@
+"""The search tasks (argmax, modsquare, polymax): samplers against independent references, exact
+integer definitions, hold-out disjointness, per-example step schedules under step scales and
+larger sizes, and metrics."""
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tasks import REGISTRY, Argmax, ModSquare, PolyMax, make_task
+from tasks.argmax import argmax_reference
+from tasks.modsquare import _held_out_device, held_out, loop_bound, solve
+from tasks.polymax import difficulty_reference, local_maxima_reference, maximise_reference
+
+B = 64
+_cache = {}
+
+
+def sample(task, seed, batch_size=B):
+    fn = _cache.setdefault(task, jax.jit(task.sample, static_argnums=1))
+    return jax.tree.map(np.asarray, fn(jax.random.key(seed), batch_size))
+
+
+def last(x, b):
+    """[T, B, ...] -> the value at each example's last step [B, ...]."""
+    return x[b.steps - 1, np.arange(len(b.steps))]
+
+
+def from_bits(bits):
+    return (np.asarray(bits).round().astype(np.int64) << np.arange(bits.shape[-1])).sum(-1)
+
+
+def base_of(task, b):
+    """The quantity the step schedule scales: list length, loop_bound(n), number of coefficients."""
+    if isinstance(task, Argmax):
+        return b.size
+    if isinstance(task, ModSquare):
+        return np.array([loop_bound(n) for n in from_bits(b.inputs[0, :, : task.bits])])
+    return b.size + 1
+
+
+def max_base(task):
+    if isinstance(task, Argmax):
+        return task.max_size
+    if isinstance(task, ModSquare):
+        return loop_bound(2**task.max_size - 1)
+    return task.max_size + 1
+
+
+SEARCH = {"argmax": Argmax(), "modsquare": ModSquare(), "polymax": PolyMax()}
+search = pytest.mark.parametrize("name", sorted(SEARCH))
+
+
+def test_registered_and_make_task():
+    for name, cls in [("argmax", Argmax), ("modsquare", ModSquare), ("polymax", PolyMax)]:
+        assert REGISTRY[name] is cls and isinstance(make_task(name), cls)
+    assert (Argmax().input_size, Argmax().output_size, Argmax().max_steps()) == (10, 8, 17)
+    # bits = 12: loop_bound(4095) = 337 needs 9 bits; n, i and i*i mod n are shown
+    assert (ModSquare().input_size, ModSquare().output_size, ModSquare().max_steps()) == (12 + 9 + 12, 9, 48 + 2)
+    assert ModSquare(hint="index").input_size == 21 and ModSquare(hint="none").input_size == 12
+    assert (PolyMax().input_size, PolyMax().output_size, PolyMax().max_steps()) == (6, 1, 9)
+
+
+def test_bad_options_raise():
+    for bad in [lambda: Argmax(max_size=257), lambda: Argmax(index_bits=4).with_sizes(2, 17),
+                lambda: Argmax(min_size=1), lambda: Argmax(step_scale=0), lambda: Argmax(step_offset=-1),
+                lambda: ModSquare(max_size=13), lambda: ModSquare(bits=23, max_size=8), lambda: ModSquare(hint="x"),
+                lambda: ModSquare(split="test"), lambda: ModSquare(holdout_fraction=1.0),
+                lambda: ModSquare(split="holdout", holdout_fraction=0.0),
+                lambda: PolyMax(max_size=16), lambda: PolyMax(objective="mse"), lambda: PolyMax(step_scale=-1.0)]:
+        with pytest.raises(ValueError):
+            bad()
+    Argmax(max_size=256)  # positions 0..255 fit 8 bits
+
+
+@search
+def test_jit_equals_eager(name):
+    task = SEARCH[name]
+    eager = jax.tree.map(np.asarray, task.sample(jax.random.key(11), B))
+    jitted = sample(task, 11)
+    for field, a, b in zip(eager._fields, eager, jitted):
+        if a is None:
+            assert b is None
+        elif name == "polymax" and a.dtype == np.float32:  # normal draws and the search may differ by an ulp
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=field)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=field)
+
+
+@search
+@pytest.mark.parametrize("scale", [0.25, 4.0])
+def test_step_schedule(name, scale):
+    """steps = ceil(scale * base) + offset, padding past it, one scored step; the same key gives the
+    same instance and answer at every scale."""
+    task = dataclasses.replace(SEARCH[name], step_scale=scale)
+    ref = sample(SEARCH[name], 4)
+    b = sample(task, 4)
+    T = task.max_steps()
+    assert T == math.ceil(scale * max_base(task)) + task.step_offset
+    assert b.inputs.shape == (T, B, task.input_size) and b.targets.shape == (T, B, task.output_size)
+    base = base_of(task, b)
+    np.testing.assert_array_equal(b.steps, np.ceil(scale * base).astype(int) + task.step_offset)
+    assert (b.steps >= 1).all() and (b.steps <= T).all()
+    t = np.arange(T)[:, None]
+    np.testing.assert_array_equal(b.mask, (t == b.steps[None] - 1).astype(np.float32))
+    past = t >= b.steps[None]
+    assert (b.inputs[past] == 0).all() and (b.targets[past] == 0).all()
+    np.testing.assert_array_equal(b.size, ref.size)
+    np.testing.assert_allclose(last(b.targets, b), last(ref.targets, ref), rtol=1e-6)
+    np.testing.assert_allclose(b.difficulty, ref.difficulty, rtol=1e-6)
+    # on the steps both schedules have, the inputs are the same
+    common = min(T, ref.inputs.shape[0])
+    shown = (t < np.minimum(b.steps, ref.steps)[None])[:common]
+    np.testing.assert_array_equal(b.inputs[:common] * shown[..., None], ref.inputs[:common] * shown[..., None])
+    if scale < 1:
+        assert (b.steps < base).any()  # some examples really are cut short
+
+
+@search
+def test_metrics_perfect_and_wrong(name):
+    task = SEARCH[name]
+    b = sample(task, 5)
+    if name == "polymax":
+        x = np.clip(b.targets, 1e-6, 1 - 1e-6)
+        perfect = np.log(x) - np.log1p(-x)
+        wrong = -perfect
+    else:
+        perfect = b.targets * 20 - 10
+        wrong = -perfect
+    m = jax.tree.map(np.asarray, task.metrics(jnp.asarray(perfect), jax.tree.map(jnp.asarray, b)))
+    assert (m["exact_match"] == 1).all() and (m["error"] == 0).all()
+    assert all(v.shape == (B,) for v in m.values()) and "loss" in m
+    assert (m["loss"] < 1e-2).all()
+    if "regret" in m:  # polymax: x = 1e-6 instead of an endpoint x* = 0 costs |P'(0)| * 1e-6
+        assert (np.abs(m["regret"]) < 1e-3).all()
+    w = jax.tree.map(np.asarray, task.metrics(jnp.asarray(wrong), jax.tree.map(jnp.asarray, b)))
+    np.testing.assert_array_equal(w["error"], 1 - w["exact_match"])
+    if name == "polymax":  # reflecting x about 1/2 is wrong unless P happens to be nearly as large there
+        assert w["error"].mean() > 0.5 and (w["loss"] > m["loss"]).mean() > 0.5
+    else:
+        assert (w["error"] == 1).all() and (w["bits_per_seq"] == task.output_size).all()
+
+
+# ---- argmax ----
+
+
+def test_argmax_matches_reference():
+    task = Argmax()
+    for seed in range(3):
+        b = sample(task, seed)
+        for i in range(B):
+            L = int(b.size[i])
+            targets, mask = task.reference(b.inputs[:, i], int(b.steps[i]))
+            np.testing.assert_array_equal(targets, b.targets[:, i])
+            np.testing.assert_array_equal(mask, b.mask[:, i])
+            values = b.inputs[:L, i, 0]
+            assert from_bits(b.targets[b.steps[i] - 1, i]) == argmax_reference(list(values))
+            top = np.sort(values)[::-1]
+            assert b.difficulty[i] == pytest.approx(-(top[0] - top[1]), abs=1e-7)
+            assert ((values >= 0) & (values < 1)).all() and (b.inputs[L:, i] == 0).all()
+
+
+def test_argmax_long_lists_fit_index_bits():
+    task = Argmax().with_sizes(64, 64)
+    b = sample(task, 0, 16)
+    assert task.max_steps() == 65 and (b.steps == 65).all()
+    np.testing.assert_array_equal(from_bits(b.inputs[:64, :, 2:]), np.broadcast_to(np.arange(64)[:, None], (64, 16)))
+    answers = from_bits(last(b.targets, b))
+    np.testing.assert_array_equal(answers, np.argmax(b.inputs[:64, :, 0], axis=0))
+    assert len(set(answers.tolist())) > 4
+    with pytest.raises(ValueError):
+        Argmax().with_sizes(2, 300)
+
+
+# ---- modsquare: the pure-Python reference ----
+
+
+def loop_transcription(n):
+    """The loop of the research question, literally, with the bound from its definition."""
+    bound = 0
+    while (bound + 1) ** 10 <= n**7:
+        bound += 1
+    k = 0
+    for i in range(1, bound + 1):
+        if i * i % n > k * k % n:
+            k = i
+    return k
+
+
+def test_solve_matches_literal_loop():
+    assert [solve(n) for n in range(1, 2000)] == [loop_transcription(n) for n in range(1, 2000)]
+
+
+def test_loop_bound_is_exact():
+    def ok(n, m):
+        return m**10 <= n**7 < (m + 1) ** 10
+
+    rng = np.random.default_rng(0)
+    near_powers = [j**10 + d for j in range(1, 9) for d in (-2, -1, 0, 1, 2)]  # j^10: bound exactly j^7
+    ns = list(range(0, 3000)) + near_powers + [2**30 - 1, 2**30, 2**30 + 1] + rng.integers(1, 2**30, 300).tolist()
+    for n in ns:
+        if n >= 0:
+            assert ok(n, loop_bound(n)), n
+    assert loop_bound(2**30) == 2**21  # float: (2**30) ** 0.7 = 2097151.99999...
+    assert loop_bound(1024) == 128 and loop_bound(1023) == 127
+
+
+def test_solve_large_n():
+    n = 2**30 - 1
+    t0 = time.perf_counter()
+    k = solve(n)
+    assert time.perf_counter() - t0 < 5
+    m = loop_bound(n)
+    assert 1 <= k <= m
+    i = np.arange(1, m + 1, dtype=np.int64)
+    v = i * i % n
+    assert k * k % n == v.max() and (v[: k - 1] < v.max()).all()
+
+
+# ---- modsquare: the task ----
+
+
+def check_modsquare_batch(task, b):
+    C = task.candidate_bits
+    for i in range(b.inputs.shape[1]):
+        n = int(from_bits(b.inputs[0, i, : task.bits]))
+        assert n.bit_length() == b.size[i]
+        targets, mask = task.reference(b.inputs[:, i], int(b.steps[i]))
+        np.testing.assert_array_equal(targets, b.targets[:, i])
+        np.testing.assert_array_equal(mask, b.mask[:, i])
+        m, steps = loop_bound(n), int(b.steps[i])
+        assert (from_bits(b.inputs[:steps, i, : task.bits]) == n).all()  # n on every step
+        shown = min(m, steps)
+        if task.hint != "none":
+            idx = from_bits(b.inputs[:, i, task.bits : task.bits + C])
+            np.testing.assert_array_equal(idx[:shown], np.arange(1, shown + 1))
+            assert (idx[shown:] == 0).all()
+        if task.hint == "value":
+            val = from_bits(b.inputs[:, i, task.bits + C :])
+            np.testing.assert_array_equal(val[:shown], np.arange(1, shown + 1) ** 2 % n)
+            assert (val[shown:] == 0).all()
+        values = [0] + [j * j % n for j in range(1, m + 1)]
+        k = solve(n)
+        runner_up = max(v for j, v in enumerate(values) if j != k)
+        assert b.difficulty[i] == pytest.approx(-(values[k] - runner_up) / n, abs=1e-6)
+
+
+@pytest.mark.parametrize("hint", ["value", "index", "none"])
+def test_modsquare_matches_solve(hint):
+    task = ModSquare(hint=hint)
+    for seed in range(2):
+        check_modsquare_batch(task, sample(task, seed))
+
+
+def test_modsquare_beyond_training_sizes():
+    task = dataclasses.replace(ModSquare().with_sizes(9, 12), split="all")
+    b = sample(task, 3, 32)
+    assert set(b.size.tolist()) == {9, 10, 11, 12} and task.max_steps() == loop_bound(4095) + 2
+    check_modsquare_batch(task, b)
+
+
+def test_holdout_hash_same_on_device():
+    ns = np.arange(0, 1 << 16)
+    for frac, seed in [(0.1, 0), (0.5, 7)]:
+        dev = np.asarray(jax.jit(lambda n: _held_out_device(n, frac, seed))(jnp.asarray(ns, jnp.int32)))
+        np.testing.assert_array_equal(dev, held_out(ns.astype(np.uint64), frac, seed))
+        assert [held_out(int(n), frac, seed) for n in ns[:300]] == dev[:300].tolist()
+        assert abs(dev.mean() - frac) < 0.01
+
+
+def test_holdout_split_is_disjoint():
+    kw = dict(min_size=4, max_size=10, holdout_fraction=0.1, holdout_seed=3)
+    drawn = {}
+    for split in ["train", "holdout"]:  # split="all" is covered by test_modsquare_beyond_training_sizes
+        task = ModSquare(split=split, **kw)
+        b = sample(task, 0, 256)
+        n = from_bits(b.inputs[0, :, : task.bits])
+        assert (n >> (b.size - 1) == 1).all()  # n has `size` bits
+        drawn[split] = held_out(n.astype(np.uint64), 0.1, 3)
+    assert not drawn["train"].any()
+    assert drawn["holdout"].all()
+    ns = np.arange(1 << 12, dtype=np.uint64)  # another seed holds out other numbers
+    assert (held_out(ns, 0.1, 3) != held_out(ns, 0.1, 4)).mean() > 0.1
+
+
+def test_modsquare_holdout_skips_empty_sizes():
+    # with 2..4 bits there are only 7 numbers: sizes without a held-out n are never drawn
+    held = [n for n in range(2, 16) if held_out(n, 0.1, 2)]
+    task = ModSquare(min_size=2, max_size=4, split="holdout", holdout_fraction=0.1, holdout_seed=2)
+    assert task.valid_sizes() == (2, 4) and {n.bit_length() for n in held} == {2, 4}
+    with pytest.raises(ValueError):
+        task.with_sizes(3, 3)
+
+
+def test_modsquare_regret_and_out_of_range():
+    task = ModSquare()
+    b = sample(task, 6)
+    n = from_bits(b.inputs[0, :, : task.bits])
+    bound = np.array([loop_bound(x) for x in n])
+    best = from_bits(last(b.targets, b))
+    C = task.output_size
+
+    def logits_for(k):
+        bits = (k[:, None] >> np.arange(C)[None]) & 1
+        out = np.zeros(b.targets.shape, np.float32)
+        out[b.steps - 1, np.arange(B)] = bits * 20 - 10
+        return jnp.asarray(out)
+
+    bj = jax.tree.map(jnp.asarray, b)
+    for k, feasible in [(np.zeros(B, np.int64), True), (np.maximum(best - 1, 0), True), (bound + 1, False)]:
+        m = jax.tree.map(np.asarray, task.metrics(logits_for(k), bj))
+        value = np.where(feasible, k * k % n, 0)
+        np.testing.assert_allclose(m["regret"], (best * best % n - value) / n, rtol=1e-6)
+        np.testing.assert_array_equal(m["out_of_range"], 0.0 if feasible else 1.0)
+        np.testing.assert_array_equal(m["exact_match"], (k == best).astype(np.float32))
+        assert (m["regret"] >= 0).all() and (m["regret"] < 1).all()
+
+
+# ---- polymax ----
+
+
+def random_coefficients(rng, d):
+    return rng.normal(size=d + 1) / np.sqrt(d + 1)
+
+
+def test_polymax_reference_against_dense_grid():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 200_001)
+    for trial in range(150):
+        c = random_coefficients(rng, 1 + trial % 12)
+        p = np.polynomial.Chebyshev(c, domain=[0, 1])
+        vals = p(x)
+        x_star, v_star = maximise_reference(c)
+        assert 0 <= x_star <= 1 and v_star == pytest.approx(p(x_star))
+        assert v_star >= vals.max() - 1e-12  # nothing on the grid beats it
+        assert v_star - vals.max() < 1e-7  # and the grid gets close to it (spacing 5e-6)
+        # local maxima: each is at least as high as the grid points around it
+        xs, vs = local_maxima_reference(c)
+        assert v_star == pytest.approx(vs.max())
+        for xm, vm in zip(xs, vs):
+            near = np.abs(x - xm) < 1e-3
+            assert vm >= vals[near].max() - 1e-12
+
+
+def test_polymax_device_matches_reference():
+    task = PolyMax(min_size=1, max_size=12)
+    b = sample(task, 0, 256)
+    x_dev = last(b.targets, b)[:, 0]
+    for i in range(256):
+        d = int(b.size[i])
+        c = b.aux[i, : d + 1]
+        assert (b.aux[i, d + 1 :] == 0).all()
+        np.testing.assert_array_equal(b.inputs[: d + 1, i, 0], c)  # coefficient j on step j
+        np.testing.assert_array_equal(from_bits(b.inputs[: d + 1, i, 2:]), np.arange(d + 1))
+        x_ref, v_ref = maximise_reference(c)
+        assert abs(x_dev[i] - x_ref) < 1e-5, (i, d)
+        assert b.difficulty[i] == pytest.approx(difficulty_reference(c), rel=1e-3, abs=1e-3)
+    assert (b.difficulty == 0).any() and (b.difficulty > 1).any()
+    assert set(b.size.tolist()) == set(range(1, 13))
+    # values stay O(1) at every degree
+    x = np.linspace(0, 1, 101)
+    peak = np.array([np.abs(np.polynomial.chebyshev.chebval(2 * x - 1, b.aux[i])).max() for i in range(256)])
+    for d in (1, 6, 12):
+        assert 0.3 < np.median(peak[b.size == d]) < 3
+    assert peak.max() < 10
+
+
+@pytest.mark.parametrize("objective", ["gap", "supervised"])
+def test_polymax_loss_and_regret(objective):
+    task = PolyMax(objective=objective)
+    b = sample(PolyMax(), 2)  # the instance does not depend on the objective
+    bj = jax.tree.map(jnp.asarray, b)
+    x_star = last(b.targets, b)[:, 0]
+    for x in [np.full(B, 0.3), np.full(B, 0.9)]:
+        logits = np.zeros(b.targets.shape, np.float32)
+        logits[b.steps - 1, np.arange(B), 0] = np.log(x / (1 - x))
+        m = jax.tree.map(np.asarray, task.metrics(jnp.asarray(logits), bj))
+        p = np.array([np.polynomial.chebyshev.chebval(2 * np.array([x[i], x_star[i]]) - 1, b.aux[i]) for i in range(B)])
+        regret = p[:, 1] - p[:, 0]
+        np.testing.assert_allclose(m["regret"], np.maximum(regret, 0), atol=1e-5)
+        np.testing.assert_allclose(m["x_error"], np.abs(x - x_star), atol=1e-6)
+        np.testing.assert_array_equal(m["exact_match"], (m["regret"] < 1e-2).astype(np.float32))
+        expected = regret**2 if objective == "gap" else (x - x_star) ** 2
+        np.testing.assert_allclose(m["loss"], expected, rtol=1e-4, atol=1e-6)
+    # the gap loss is differentiable in the logits and points uphill on P
+    grad = jax.grad(lambda z: task.loss(z, bj).sum())(jnp.asarray(logits))
+    assert np.isfinite(np.asarray(grad)).all()
