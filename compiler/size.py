@@ -1,0 +1,143 @@
+"""How big must a network be to answer modsquare up to n? A table and a figure.
+
+    python -m compiler.size --out runs/compiled_size      # size.json, size.md, size.png; < 10 s
+
+Three ways to answer every n' <= n (n = 2^4 .. 2^30):
+  compiled NTM   the constant parameter set of ``compile_program(MODSQUARE)`` run for
+                 steps(n) = floor(n^0.7) + 1 steps (memory, not parameters, carries the loop);
+  unrolled       the same computation as a feedforward network with one copy of the step's weights
+                 (controller, heads, output) per step: step_params * steps(n) parameters;
+  lookup table   every answer memorised: n entries of ceil(log2 n) bits.
+Parameters are counted in bits as 32-bit floats up to n = 2^F32_BITS (float32 runs are exact
+there, see compiler.sweep) and 64-bit floats beyond. "Memorising stops being cheaper" where the
+lookup table needs more bits than the network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from typing import Iterable
+
+import ntm
+from compiler.compile import compile_program
+from compiler.programs import MODSQUARE
+from tasks.modsquare import loop_bound
+
+F32_BITS = 22  # float32 agreement measured exhaustively/randomly up to 2^22 (compiler.sweep); float64 above
+
+
+def _word_bits(n: int) -> int:
+    return 32 if n <= 2**F32_BITS else 64
+
+
+def size_table(bits: Iterable[int] = range(4, 31)) -> list[dict]:
+    c = compile_program(MODSQUARE)
+    total = ntm.num_params(c.params)
+    step = total - ntm.num_params(c.params["init"])  # weights applied on every step
+    rows = []
+    for b in bits:
+        n = 2**b
+        steps = loop_bound(n) + 1
+        w = _word_bits(n)
+        row = {
+            "log2_n": b, "n": n, "ntm_params": total, "step_params": step, "ntm_steps": steps,
+            "unrolled_params": steps * step, "lookup_entries": n, "lookup_bits": n * math.ceil(math.log2(n)),
+            "word_bits": w, "ntm_bits": total * w, "unrolled_bits": steps * step * w,
+        }
+        row["cheapest"] = min(("ntm", "unrolled", "lookup"), key=lambda k: row[f"{k}_bits"])
+        row["lookup_cheaper_than_ntm"] = row["lookup_bits"] < row["ntm_bits"]
+        row["lookup_cheaper_than_unrolled"] = row["lookup_bits"] < row["unrolled_bits"]
+        rows.append(row)
+    return rows
+
+
+def crossover(bits_key: str, lo: int = 2, hi: int = 2**60) -> int:
+    """Smallest n with lookup bits >= the given network's bits (binary search; both grow monotonically
+    apart from the float32 -> float64 step, which the search range handles as a plain comparison)."""
+    c = compile_program(MODSQUARE)
+    total = ntm.num_params(c.params)
+    step = total - ntm.num_params(c.params["init"])
+
+    def net(n: int) -> int:
+        return (total if bits_key == "ntm" else (loop_bound(n) + 1) * step) * _word_bits(n)
+
+    def lookup(n: int) -> int:
+        return n * math.ceil(math.log2(n))
+
+    n = lo
+    while lookup(n) < net(n):  # coarse doubling, then bisection inside the last octave
+        n *= 2
+        if n > hi:
+            return -1
+    a, b = n // 2, n
+    while b - a > 1:
+        m = (a + b) // 2
+        a, b = (a, m) if lookup(m) >= net(m) else (m, b)
+    return b
+
+
+def markdown(rows: list[dict], x_ntm: int, x_unrolled: int) -> str:
+    lines = ["| n | NTM params | NTM steps | unrolled params | lookup bits | NTM bits | unrolled bits | cheapest |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = " (lookup > NTM)" if not r["lookup_cheaper_than_ntm"] else ""
+        lines.append(f"| 2^{r['log2_n']} | {r['ntm_params']} | {r['ntm_steps']} | {r['unrolled_params']:,} | "
+                     f"{r['lookup_bits']:,} | {r['ntm_bits']:,} | {r['unrolled_bits']:,} | {r['cheapest']}{mark} |")
+    lines.append("")
+    lines.append(f"Memorising stops being cheaper than the compiled NTM at n = {x_ntm} (2^{math.log2(x_ntm):.2f}), "
+                 f"and than the unrolled network at n = {x_unrolled} (2^{math.log2(x_unrolled):.2f}).")
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict], x_ntm: int, x_unrolled: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["n"] for r in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax.loglog(n, [r["ntm_bits"] for r in rows], "o-", label="compiled NTM (constant params)")
+    ax.loglog(n, [r["unrolled_bits"] for r in rows], "s-", label="unrolled feedforward (params x steps)")
+    ax.loglog(n, [r["lookup_bits"] for r in rows], "^-", label="lookup table (n x log2 n bits)")
+    ax.axvline(x_ntm, color="grey", ls="--", lw=1)
+    ax.annotate(f"lookup > NTM\nn={x_ntm}", (x_ntm, rows[0]["ntm_bits"]), textcoords="offset points", xytext=(5, 30), fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("n (answers memorised / searched for every n' <= n)")
+    ax.set_ylabel("bits")
+    ax.set_title(f"size (unrolled = lookup at n={x_unrolled:.3g}, off the right edge)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax2.loglog(n, [r["ntm_steps"] for r in rows], "o-", color="C0")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("n")
+    ax2.set_ylabel("NTM steps = floor(n^0.7) + 1")
+    ax2.set_title("time: the compiled NTM pays in steps", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="directory for size.json, size.md, size.png")
+    ap.add_argument("--min-bits", type=int, default=4)
+    ap.add_argument("--max-bits", type=int, default=30)
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    rows = size_table(range(args.min_bits, args.max_bits + 1))
+    x_ntm, x_unrolled = crossover("ntm"), crossover("unrolled")
+    with open(os.path.join(args.out, "size.json"), "w") as f:
+        json.dump({"rows": rows, "crossover_lookup_vs_ntm": x_ntm, "crossover_lookup_vs_unrolled": x_unrolled,
+                   "f32_bits": F32_BITS}, f, indent=1)
+    md = markdown(rows, x_ntm, x_unrolled)
+    with open(os.path.join(args.out, "size.md"), "w") as f:
+        f.write(md)
+    figure(rows, x_ntm, x_unrolled, os.path.join(args.out, "size.png"))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
