@@ -31,13 +31,14 @@ def _cpu_count() -> int:
 
 
 def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3) -> dict:
-    cfg = TrainConfig(task=task, model=model, batch_size=batch_size, steps_per_dispatch=dispatch, log_every=dispatch,
+    cfg = TrainConfig(task=task, model=model, batch_size=batch_size, devices=1, steps_per_dispatch=dispatch, log_every=dispatch,
                       **task_defaults(task))
     t = build_task(cfg)
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
-    opt_state = prog.tx.init(params)
-    bad = jnp.zeros((), jnp.int32)
+    params = prog.replicate(params)
+    opt_state = prog.replicate(prog.tx.init(params))
+    bad = prog.replicate(jnp.zeros((), jnp.int32))
     t0 = time.perf_counter()
     params, opt_state, bad, stats = prog.train_chunk(params, opt_state, bad, jnp.int32(0), dispatch)
     jax.block_until_ready(stats)

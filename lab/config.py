@@ -32,6 +32,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     target: float | None = None  # stop when eval main metric < target
+    devices: int = 0  # data-parallel over this many devices; 0: all (jax.devices())
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -39,6 +40,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "steps_per_dispatch", "log_every", "eval_batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.devices < 0:
+            raise ValueError(f"devices must be >= 0 (0 = all), got {self.devices}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.log_every % self.steps_per_dispatch:

@@ -113,13 +113,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         description="make train: the NTM and a parameter-matched MLP on argmax, lists of 2-8, a few minutes on 2 CPU cores",
         task="argmax", task_options={"index_bits": 5}, train_sizes=(2, 8), eval_sizes=(4, 8, 16, 32),
         ntm=SMALL_NTM, models=(ModelSpec("ntm", "ntm"), ModelSpec("mlp", "mlp", match_ntm_params=1.0)),
-        steps=600, batch_size=32, lr=3e-3, seeds=(0,), scales=(0.5, 1.0, 2.0), log_every=50,
+        steps=800, batch_size=32, lr=1e-2, seeds=(0,), scales=(0.5, 1.0, 2.0), log_every=50,
     ),
     Experiment(
         name="argmax-extrapolation",
         description="argmax over lists of 2-16, evaluated up to 64 with steps scaled",
         task="argmax", task_options={"index_bits": 8}, train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64),
-        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
+        ntm=SMALL_NTM, models=BASELINES, steps=6000, batch_size=32, lr=1e-2,
     ),
     Experiment(
         name="modsquare-value",

@@ -17,8 +17,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lab import models
 from lab.checkpoint import Checkpointer, CheckpointError
@@ -28,7 +30,7 @@ from tasks import Batch, Task, make_task
 
 # Fields that may change when a run is resumed: they steer the loop, not what is computed.
 RUN_CONTROL_FIELDS = frozenset({"steps", "target", "log_every", "checkpoint_every", "keep_checkpoints",
-                                "max_nonfinite", "steps_per_dispatch"})
+                                "max_nonfinite", "steps_per_dispatch", "devices"})
 
 
 class TrainingError(RuntimeError):
@@ -60,6 +62,38 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
 
 
+def make_mesh(cfg: TrainConfig) -> Mesh:
+    """A 1-D ("data",) mesh over the first ``cfg.devices`` devices (all by default). The batch is
+    split over it and parameters are replicated; with one device this is plain single-device jit."""
+    devices = jax.devices()
+    n = cfg.devices or len(devices)
+    if n > len(devices):
+        raise ValueError(f"--devices {n}: only {len(devices)} device(s) available ({devices[0].platform})")
+    if cfg.batch_size % n:
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {n} devices; use a multiple of {n} "
+                         f"or --devices")
+    return Mesh(np.array(devices[:n]), ("data",))
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
+    """Constrain a batch (batch axis 1 for [T, B, ...] arrays, 0 for [B]) to be split over the mesh."""
+    def one(x: jax.Array, batch_axis: int) -> jax.Array:
+        spec = P(*([None] * batch_axis), "data")
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    time_major = {k: one(v, 0 if v.ndim == 1 else 1) for k, v in batch._asdict().items() if k != "aux"}
+    aux = None if batch.aux is None else jax.tree.map(lambda x: one(x, 0), batch.aux)  # batch-first
+    return Batch(**time_major, aux=aux)
+
+
+def maybe_initialize_distributed() -> None:
+    """Join a multi-host job when the environment describes one (see README, "Many devices")."""
+    import os
+
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("NTM_DISTRIBUTED") == "1":
+        jax.distributed.initialize()  # reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID,
+        # or auto-detects on Cloud TPU pods and SLURM
+
+
 def _tree_all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -73,10 +107,16 @@ class Program:
     tx: optax.GradientTransformation
     train_chunk: Callable[..., Any]
     evaluate: Callable[..., Any]
+    mesh: Mesh
+
+    def replicate(self, tree: Any) -> Any:
+        """Place params / optimizer state on every device of the mesh (what train_chunk expects)."""
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
 
-def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array) -> Program:
+def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array, mesh: Mesh | None = None) -> Program:
     tx = make_optimizer(cfg)
+    mesh = mesh or make_mesh(cfg)
 
     def loss_fn(params: Any, batch: Batch) -> jax.Array:
         logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
@@ -84,7 +124,7 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
 
     def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array):
         params, opt_state, bad_run = carry
-        batch = task.sample(jax.random.fold_in(data_key, step), cfg.batch_size)
+        batch = shard_batch(task.sample(jax.random.fold_in(data_key, step), cfg.batch_size), mesh)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         finite = jnp.isfinite(loss) & _tree_all_finite(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
@@ -104,7 +144,7 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
         return {k: v.mean() for k, v in task.metrics(logits, batch).items()}
 
-    return Program(task, graphdef, tx, train_chunk, evaluate)
+    return Program(task, graphdef, tx, train_chunk, evaluate, mesh)
 
 
 def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -161,6 +201,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     metrics.jsonl (one object per log step) and Orbax checkpoints."""
     workdir = Path(workdir)
     task = build_task(cfg)
+    make_mesh(cfg)  # bad device counts fail before anything on disk changes
     prepare_workdir(workdir, cfg, resume, overwrite)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json())
@@ -169,13 +210,15 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     graphdef, params = models.split(model)
     key = jax.random.key(cfg.seed)
     data_key, eval_key = jax.random.split(jax.random.fold_in(key, 1))
-    prog = make_program(cfg, task, graphdef, data_key)
-    opt_state = prog.tx.init(params)
+    mesh = make_mesh(cfg)
+    prog = make_program(cfg, task, graphdef, data_key, mesh)
+    params = prog.replicate(params)
+    opt_state = prog.replicate(prog.tx.init(params))
     step = 0
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
     if resume and ckpt.latest_step() is not None:
         step, restored = ckpt.restore({"params": params, "opt_state": opt_state})
-        params, opt_state = restored["params"], restored["opt_state"]
+        params, opt_state = prog.replicate((restored["params"], restored["opt_state"]))
     metrics_path = workdir / "metrics.jsonl"
     if not resume and metrics_path.exists():
         metrics_path.unlink()
@@ -183,7 +226,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
 
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
     bar = _Progress(cfg.steps, step, progress)
-    bad_run = jnp.zeros((), jnp.int32)
+    bad_run = prog.replicate(jnp.zeros((), jnp.int32))
     nonfinite_total = 0
     summary: dict[str, Any] = {"stopped": "steps", "params": models.count_params(model)}
     t_start = time.perf_counter()

@@ -60,8 +60,9 @@ def test_second_dispatch_does_not_recompile():
     task = build_task(TINY)
     graphdef, params = models.split(build_model(TINY, task))
     prog = make_program(TINY, task, graphdef, jax.random.key(0))
-    opt = prog.tx.init(params)
-    bad = jnp.zeros((), jnp.int32)
+    params = prog.replicate(params)
+    opt = prog.replicate(prog.tx.init(params))
+    bad = prog.replicate(jnp.zeros((), jnp.int32))
     for start in (0, 10, 20):
         params, opt, bad, _ = prog.train_chunk(params, opt, bad, jnp.int32(start), 10)
     assert prog.train_chunk._cache_size() == 1
@@ -171,3 +172,28 @@ def test_every_model_masks_past_its_steps_and_ignores_padding(name):
     assert bool(jnp.all(jnp.where(past[..., None], logits, 0.0) == 0.0))
     one, _ = model(batch.inputs[:, :1], batch.steps[:1])
     np.testing.assert_allclose(one[:, 0], logits[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_sharded_run_equals_single_device_run(tmp_path):
+    """Data parallelism over 8 (simulated) devices computes the same training curve as one device."""
+    assert len(jax.devices()) == 8
+    cfg = dataclasses.replace(TINY, steps=40, log_every=10, checkpoint_every=40)
+    one = train(dataclasses.replace(cfg, devices=1), tmp_path / "one", progress=False)
+    eight = train(dataclasses.replace(cfg, devices=8), tmp_path / "eight", progress=False)
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "eight")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a[1:], b[1:]):
+        np.testing.assert_allclose(ra["train/loss"], rb["train/loss"], rtol=2e-4)
+        np.testing.assert_allclose(ra["eval/loss"], rb["eval/loss"], rtol=2e-4)
+    assert one["step"] == eight["step"] == 40
+
+
+def test_batch_that_does_not_split_over_devices_is_a_clear_error(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    argv = ["--task", "copy", "--batch-size", "12", "--devices", "8", "--workdir", str(workdir), "--steps", "10"]
+    assert run_cli(train_cli.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not split over 8 devices" in err
+    assert not workdir.exists()
+    assert run_cli(train_cli.main, ["--devices", "9", "--workdir", str(workdir)]) == 2
+    assert "only 8 device" in capsys.readouterr().err
