@@ -6,7 +6,8 @@
 
 ``lang`` is the register-machine language and its interpreter, ``compile`` the compiler,
 ``programs`` the modsquare and argmax programs, ``run`` batched execution, and the commands
-``python -m compiler.sweep``, ``compiler.size``, ``compiler.fragility`` the measurements.
+``python -m compiler.sweep``, ``compiler.size``, ``compiler.fragility``, ``compiler.show`` the
+measurements and a per-step picture.
 See docs/compiled_ntm.md.
 """
 from compiler import lang

@@ -27,7 +27,8 @@ from compiler.programs import MODSQUARE, modsquare_steps
 from compiler.run import decode, run_constant_input
 from tasks.modsquare import solve
 
-SIGMAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+SIGMAS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+BANDS = ((2, 16), (16, 256), (256, 4097))  # accuracy is also reported for n in [lo, hi)
 
 
 def fixed_ns(count: int = 256, max_bits: int = 12, seed: int = 0) -> np.ndarray:
@@ -60,14 +61,18 @@ def fragility(ns: Sequence[int], sigmas: Sequence[float] = SIGMAS, seeds: int = 
     ref = np.array([solve(n) for n in ns])
     rows = []
     for sigma in sigmas:
-        accs, finite = [], []
+        right, finite = [], []
         for s in range(seeds):
             noisy = Compiled(c.program, c.cfg, perturb(c.params, sigma, jax.random.key(s), mode), c.layout)
             y = run_constant_input(noisy, ns[:, None], steps, chunk=512)
             ok = np.isfinite(y)
             finite.append(float(ok.mean()))
-            accs.append(float(np.mean(ok & (decode(np.where(ok, y, -1)) == ref))))
-        rows.append({"mode": mode, "sigma": sigma, "accuracy": float(np.mean(accs)), "accuracy_per_seed": accs,
+            right.append(ok & (decode(np.where(ok, y, -1)) == ref))
+        right = np.array(right)  # [seeds, n]
+        bands = {f"[{lo},{hi})": float(right[:, (ns >= lo) & (ns < hi)].mean())
+                 for lo, hi in BANDS if ((ns >= lo) & (ns < hi)).any()}
+        rows.append({"mode": mode, "sigma": sigma, "accuracy": float(right.mean()),
+                     "accuracy_per_seed": right.mean(1).tolist(), "accuracy_by_n": bands,
                      "finite": float(np.mean(finite)), "num_n": int(len(ns)), "max_steps": int(steps.max())})
     return rows
 
@@ -83,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     ns = fixed_ns(args.count, args.max_bits)
     t0 = time.time()
     rows = [r for mode in ("relative", "additive") for r in fragility(ns, seeds=args.seeds, mode=mode)]
-    lines = [f"{len(ns)} n log-uniform in [2, 2^{args.max_bits}], {args.seeds} noise seeds, float32",
-             "", "| noise | sigma | accuracy | per seed |", "|---|---|---|---|"]
+    band_names = list(rows[0]["accuracy_by_n"])
+    lines = [f"{len(ns)} distinct n log-uniform in [2, 2^{args.max_bits}], {args.seeds} noise seeds, float32",
+             "", f"| noise | sigma | accuracy | per seed | {' | '.join('n in ' + b for b in band_names)} |",
+             "|---|---|---|---|" + "---|" * len(band_names)]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['sigma']:.0e} | {r['accuracy']:.3f} | "
-                     f"{', '.join(f'{a:.3f}' for a in r['accuracy_per_seed'])} |")
+                     f"{', '.join(f'{a:.3f}' for a in r['accuracy_per_seed'])} | "
+                     + " | ".join(f"{r['accuracy_by_n'][b]:.3f}" for b in band_names) + " |")
     md = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "fragility.json"), "w") as f:
         json.dump({"ns": ns.tolist(), "rows": rows, "seconds": time.time() - t0}, f, indent=1)

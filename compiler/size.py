@@ -8,7 +8,9 @@ Three ways to answer every n' <= n (n = 2^4 .. 2^30):
   unrolled       the same computation as a feedforward network with one copy of the step's weights
                  (controller, heads, output) per step: step_params * steps(n) parameters;
   lookup table   every answer memorised: n entries of ceil(log2 n) bits.
-Parameters are counted in bits as 32-bit floats up to n = 2^F32_BITS (float32 runs are exact
+Both networks are also counted by nonzero parameters only (most head weights of the compiled
+step are zero: the wiring is sparse), which moves the crossovers.
+Parameters are counted in bits as 32-bit floats below n = 2^F32_BITS (float32 runs are exact
 there, see compiler.sweep) and 64-bit floats beyond. "Memorising stops being cheaper" where the
 lookup table needs more bits than the network.
 """
@@ -20,22 +22,32 @@ import math
 import os
 from typing import Iterable
 
+import jax
+import numpy as np
+
 import ntm
 from compiler.compile import compile_program
 from compiler.programs import MODSQUARE
 from tasks.modsquare import loop_bound
 
-F32_BITS = 22  # float32 agreement measured exhaustively/randomly up to 2^22 (compiler.sweep); float64 above
+F32_BITS = 23  # float32 is guaranteed exact for n < 5.5e6 and measured exact on random n below 2^23 (compiler.sweep); float64 from 2^23
 
 
 def _word_bits(n: int) -> int:
-    return 32 if n <= 2**F32_BITS else 64
+    return 32 if n < 2**F32_BITS else 64
+
+
+def _counts() -> dict[str, int]:
+    """Parameters of the compiled modsquare NTM: all / per step (without the initial state), dense / nonzero."""
+    c = compile_program(MODSQUARE)
+    nonzero = lambda tree: sum(int(np.count_nonzero(np.asarray(a))) for a in jax.tree.leaves(tree))  # noqa: E731
+    return {"total": ntm.num_params(c.params), "step": ntm.num_params(c.params) - ntm.num_params(c.params["init"]),
+            "total_nonzero": nonzero(c.params), "step_nonzero": nonzero(c.params) - nonzero(c.params["init"])}
 
 
 def size_table(bits: Iterable[int] = range(4, 31)) -> list[dict]:
-    c = compile_program(MODSQUARE)
-    total = ntm.num_params(c.params)
-    step = total - ntm.num_params(c.params["init"])  # weights applied on every step
+    k = _counts()
+    total, step = k["total"], k["step"]
     rows = []
     for b in bits:
         n = 2**b
@@ -45,6 +57,9 @@ def size_table(bits: Iterable[int] = range(4, 31)) -> list[dict]:
             "log2_n": b, "n": n, "ntm_params": total, "step_params": step, "ntm_steps": steps,
             "unrolled_params": steps * step, "lookup_entries": n, "lookup_bits": n * math.ceil(math.log2(n)),
             "word_bits": w, "ntm_bits": total * w, "unrolled_bits": steps * step * w,
+            "ntm_nonzero": k["total_nonzero"], "step_nonzero": k["step_nonzero"],
+            "unrolled_nonzero": steps * k["step_nonzero"],
+            "ntm_nonzero_bits": k["total_nonzero"] * w, "unrolled_nonzero_bits": steps * k["step_nonzero"] * w,
         }
         row["cheapest"] = min(("ntm", "unrolled", "lookup"), key=lambda k: row[f"{k}_bits"])
         row["lookup_cheaper_than_ntm"] = row["lookup_bits"] < row["ntm_bits"]
@@ -53,12 +68,11 @@ def size_table(bits: Iterable[int] = range(4, 31)) -> list[dict]:
     return rows
 
 
-def crossover(bits_key: str, lo: int = 2, hi: int = 2**60) -> int:
-    """Smallest n with lookup bits >= the given network's bits (binary search; both grow monotonically
-    apart from the float32 -> float64 step, which the search range handles as a plain comparison)."""
-    c = compile_program(MODSQUARE)
-    total = ntm.num_params(c.params)
-    step = total - ntm.num_params(c.params["init"])
+def crossover(bits_key: str, nonzero: bool = False, lo: int = 2, hi: int = 2**60) -> int:
+    """Smallest n with lookup bits >= the network's bits ("ntm" or "unrolled"); doubling, then
+    bisection inside the octave where the lookup table overtakes."""
+    k = _counts()
+    total, step = (k["total_nonzero"], k["step_nonzero"]) if nonzero else (k["total"], k["step"])
 
     def net(n: int) -> int:
         return (total if bits_key == "ntm" else (loop_bound(n) + 1) * step) * _word_bits(n)
@@ -78,20 +92,23 @@ def crossover(bits_key: str, lo: int = 2, hi: int = 2**60) -> int:
     return b
 
 
-def markdown(rows: list[dict], x_ntm: int, x_unrolled: int) -> str:
-    lines = ["| n | NTM params | NTM steps | unrolled params | lookup bits | NTM bits | unrolled bits | cheapest |",
+def markdown(rows: list[dict], x: dict[str, int]) -> str:
+    lines = ["| n | NTM params (nonzero) | NTM steps | unrolled params (nonzero) | lookup bits | NTM bits | unrolled bits | cheapest |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mark = " (lookup > NTM)" if not r["lookup_cheaper_than_ntm"] else ""
-        lines.append(f"| 2^{r['log2_n']} | {r['ntm_params']} | {r['ntm_steps']} | {r['unrolled_params']:,} | "
-                     f"{r['lookup_bits']:,} | {r['ntm_bits']:,} | {r['unrolled_bits']:,} | {r['cheapest']}{mark} |")
-    lines.append("")
-    lines.append(f"Memorising stops being cheaper than the compiled NTM at n = {x_ntm} (2^{math.log2(x_ntm):.2f}), "
-                 f"and than the unrolled network at n = {x_unrolled} (2^{math.log2(x_unrolled):.2f}).")
+        lines.append(f"| 2^{r['log2_n']} | {r['ntm_params']} ({r['ntm_nonzero']}) | {r['ntm_steps']:,} | "
+                     f"{r['unrolled_params']:,} ({r['unrolled_nonzero']:,}) | {r['lookup_bits']:,} | {r['ntm_bits']:,} | "
+                     f"{r['unrolled_bits']:,} | {r['cheapest']}{mark} |")
+    lines += ["", f"Bits = parameters x {rows[0]['word_bits']} (float32) for n < 2^{F32_BITS}, x 64 (float64) from there.",
+              "Memorising (a lookup table) stops being cheaper than searching at:", ""]
+    for key, label in [("ntm", "compiled NTM"), ("ntm_nonzero", "compiled NTM, nonzero weights only"),
+                       ("unrolled", "unrolled network"), ("unrolled_nonzero", "unrolled network, nonzero weights only")]:
+        lines.append(f"- {label}: n = {x[key]:,} (2^{math.log2(x[key]):.2f})")
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: list[dict], x_ntm: int, x_unrolled: int, path: str) -> None:
+def figure(rows: list[dict], x: dict[str, int], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,13 +118,18 @@ def figure(rows: list[dict], x_ntm: int, x_unrolled: int, path: str) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ax.loglog(n, [r["ntm_bits"] for r in rows], "o-", label="compiled NTM (constant params)")
     ax.loglog(n, [r["unrolled_bits"] for r in rows], "s-", label="unrolled feedforward (params x steps)")
-    ax.loglog(n, [r["lookup_bits"] for r in rows], "^-", label="lookup table (n x log2 n bits)")
-    ax.axvline(x_ntm, color="grey", ls="--", lw=1)
-    ax.annotate(f"lookup > NTM\nn={x_ntm}", (x_ntm, rows[0]["ntm_bits"]), textcoords="offset points", xytext=(5, 30), fontsize=8)
+    ax.loglog(n, [r["ntm_nonzero_bits"] for r in rows], "o:", color="C0", alpha=0.6, label="compiled NTM, nonzero only")
+    ax.loglog(n, [r["unrolled_nonzero_bits"] for r in rows], "s:", color="C1", alpha=0.6, label="unrolled, nonzero only")
+    ax.loglog(n, [r["lookup_bits"] for r in rows], "^-", color="C2", label="lookup table (n x log2 n bits)")
+    for key, color in [("ntm", "C0"), ("unrolled_nonzero", "C1")]:
+        if x[key] <= n[-1]:
+            ax.axvline(x[key], color=color, ls="--", lw=1)
+            ax.annotate(f"lookup > {key}\nn={x[key]:,}", (x[key], rows[0]["lookup_bits"]), textcoords="offset points",
+                        xytext=(4, 0), fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("n (answers memorised / searched for every n' <= n)")
-    ax.set_ylabel("bits")
-    ax.set_title(f"size (unrolled = lookup at n={x_unrolled:.3g}, off the right edge)", fontsize=9)
+    ax.set_ylabel(f"bits (float32 words below 2^{F32_BITS}, float64 from there)")
+    ax.set_title(f"size; lookup > dense unrolled only at n = 2^{math.log2(x['unrolled']):.1f}", fontsize=9)
     ax.legend(fontsize=8)
     ax2.loglog(n, [r["ntm_steps"] for r in rows], "o-", color="C0")
     ax2.set_xscale("log", base=2)
@@ -127,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     rows = size_table(range(args.min_bits, args.max_bits + 1))
-    x_ntm, x_unrolled = crossover("ntm"), crossover("unrolled")
+    x = {"ntm": crossover("ntm"), "ntm_nonzero": crossover("ntm", nonzero=True),
+         "unrolled": crossover("unrolled"), "unrolled_nonzero": crossover("unrolled", nonzero=True)}
     with open(os.path.join(args.out, "size.json"), "w") as f:
-        json.dump({"rows": rows, "crossover_lookup_vs_ntm": x_ntm, "crossover_lookup_vs_unrolled": x_unrolled,
-                   "f32_bits": F32_BITS}, f, indent=1)
-    md = markdown(rows, x_ntm, x_unrolled)
+        json.dump({"rows": rows, "crossover_lookup_exceeds": x, "f32_bits": F32_BITS}, f, indent=1)
+    md = markdown(rows, x)
     with open(os.path.join(args.out, "size.md"), "w") as f:
         f.write(md)
-    figure(rows, x_ntm, x_unrolled, os.path.join(args.out, "size.png"))
+    figure(rows, x, os.path.join(args.out, "size.png"))
     print(md)
     return 0
 
