@@ -122,6 +122,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         ntm=SMALL_NTM, models=BASELINES, steps=6000, batch_size=32, lr=1e-2,
     ),
     Experiment(
+        name="argmax-labels",
+        description="argmax over lists of 2-16 with random distinct labels (every answer bit seen in training), "
+                    "values on a 256-level grid, 0-4 extra steps; evaluated up to 64",
+        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4},
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=BASELINES, steps=6000,
+        batch_size=32, lr=1e-2,
+    ),
+    Experiment(
         name="modsquare-value",
         description="modsquare with hint=value (step i shows i and i*i mod n): learn keep-the-best; n of 4-8 bits, "
                     "held-out n inside, 9-10 bits beyond",

@@ -55,10 +55,12 @@ def build_model(cfg: TrainConfig, task: Task, max_steps: int | None = None) -> n
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    # lr_half_life > 0: the learning rate halves every that many steps (smoothly)
+    lr = optax.exponential_decay(cfg.lr, cfg.lr_half_life, 0.5) if cfg.lr_half_life else cfg.lr
     if cfg.optimizer == "adam":
-        opt = optax.adam(cfg.lr)
+        opt = optax.adam(lr)
     else:  # Graves 2014: RMSProp with momentum 0.9
-        opt = optax.rmsprop(cfg.lr, decay=0.95, momentum=0.9, eps=1e-6)
+        opt = optax.rmsprop(lr, decay=0.95, momentum=0.9, eps=1e-6)
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
 
 

@@ -23,6 +23,19 @@ do not depend on the schedule), so accuracy there measures what can be done with
 Steps past an example's `steps` have zero inputs, targets and mask; every batch is padded to
 max_steps() = ceil(step_scale * max_size) + step_offset.
 
+Options that make extrapolation a test of the search rather than of the encoding:
+  labels="position" (default): each value is tagged with its position, as above.
+  labels="random": each value is tagged with a random label instead, distinct within the list
+    (label_i = (a*i + b) mod 2^index_bits with a random odd a and random b), and the answer is the
+    label of the largest.
+    With positions, lists of at most 16 never set bits 4-7 of the answer, so a model trained on them
+    cannot output position 40 whatever it has learnt; random labels exercise every bit in training.
+  levels=0 (default): values uniform in [0, 1). levels=K > 0: values uniform on the grid
+    {0, 1/K, ..., (K-1)/K}: two different values differ by at least 1/K, so no answer needs
+    unbounded precision; equal values (ties) go to the earliest, as the loop's strict ">" does.
+  extra_steps=E: each example gets U{0..E} additional blank steps at the end, so that training
+    shows the model that it must hold its answer (what a test-time step multiplier > 1 asks).
+
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position
 (the same convention as priority sort's smallest gap). List length is reported as `size`.
@@ -63,6 +76,9 @@ class Argmax:
     index_bits: int = 8
     step_scale: float = 1.0
     step_offset: int = 1
+    labels: str = "position"  # "position" | "random"
+    levels: int = 0  # 0: continuous values; K: distinct values on a grid of K levels
+    extra_steps: int = 0  # each example gets U{0..extra_steps} more blank steps
 
     def __post_init__(self) -> None:
         check_range("argmax list length", self.min_size, self.max_size, minimum=2)
@@ -72,6 +88,10 @@ class Argmax:
                              f"{self.max_size - 1}, which do not fit in index_bits={self.index_bits} "
                              f"(at most {2**self.index_bits} values); raise index_bits")
         check_schedule("argmax", self.step_scale, self.step_offset)
+        if self.labels not in ("position", "random"):
+            raise ValueError(f"argmax: labels must be 'position' or 'random', got {self.labels!r}")
+        if self.levels < 0 or self.extra_steps < 0:
+            raise ValueError("argmax: levels and extra_steps must be >= 0")
 
     @property
     def input_size(self) -> int:
@@ -82,27 +102,44 @@ class Argmax:
         return self.index_bits
 
     def max_steps(self) -> int:
-        return scaled_steps(self.max_size, self.step_scale, self.step_offset)
+        return scaled_steps(self.max_size, self.step_scale, self.step_offset) + self.extra_steps
 
     def with_sizes(self, min_size: int, max_size: int) -> "Argmax":
         return dataclasses.replace(self, min_size=min_size, max_size=max_size)
 
     def sample(self, key: Array, batch_size: int) -> Batch:
-        k_len, k_val = jax.random.split(key)
+        k_len, k_val, k_lab, k_extra = jax.random.split(key, 4)
         B, T, Lmax = batch_size, self.max_steps(), self.max_size
         length = sample_sizes(k_len, B, self.min_size, self.max_size)  # [B]
-        values = jax.random.uniform(k_val, (Lmax, B), jnp.float32)  # [L, B]
+        if self.levels:  # grid values; ties go to the earliest, as in the loop's strict ">"
+            values = (jax.random.randint(k_val, (Lmax, B), 0, self.levels) / self.levels).astype(jnp.float32)
+        else:
+            values = jax.random.uniform(k_val, (Lmax, B), jnp.float32)  # [L, B]
+        if self.labels == "random":
+            # a random affine permutation of 0..2^bits-1 (odd multiplier): distinct labels, no sort
+            # (an argsort of 2^bits keys per example made XLA:CPU compile the training step for minutes)
+            k_a, k_b = jax.random.split(k_lab)
+            a = 2 * jax.random.randint(k_a, (1, B), 0, 2 ** (self.index_bits - 1)) + 1  # [1, B] odd
+            b = jax.random.randint(k_b, (1, B), 0, 2**self.index_bits)
+            labels = (a * jnp.arange(Lmax)[:, None] + b) % (2**self.index_bits)  # [L, B]
+        else:
+            labels = jnp.broadcast_to(jnp.arange(Lmax, dtype=jnp.int32)[:, None], (Lmax, B))
+        labels = labels.astype(jnp.int32)
         in_list = jnp.arange(Lmax, dtype=jnp.int32)[:, None] < length[None, :]  # [L, B]
         masked = jnp.where(in_list, values, -jnp.inf)
-        answer = jnp.argmax(masked, axis=0).astype(jnp.int32)  # [B], earliest on ties
+        best = jnp.argmax(masked, axis=0).astype(jnp.int32)  # [B], earliest on ties
+        answer = jnp.take_along_axis(labels, best[None], axis=0)[0]  # [B]
         top2, _ = jax.lax.top_k(masked.T, 2)  # [B, 2]
         difficulty = -(top2[:, 0] - top2[:, 1])
         steps = jnp.asarray(steps_table(Lmax, self.step_scale, self.step_offset))[length]  # [B]
+        if self.extra_steps:
+            steps = steps + jax.random.randint(k_extra, (B,), 0, self.extra_steps + 1, dtype=jnp.int32)
 
         t = time_index(T, B)  # [T, B]
         shown = (t < length[None, :]) & (t < steps[None, :])  # [T, B]
         value = jnp.take_along_axis(values, jnp.clip(t, 0, Lmax - 1), axis=0) * shown  # [T, B]
-        position = int_to_bits(t, self.index_bits) * shown[..., None]  # [T, B, index_bits]
+        label = jnp.take_along_axis(labels, jnp.clip(t, 0, Lmax - 1), axis=0)  # [T, B]
+        position = int_to_bits(label, self.index_bits) * shown[..., None]  # [T, B, index_bits]
         inputs = jnp.concatenate([value[..., None], shown[..., None].astype(jnp.float32), position], axis=-1)
         last = t == steps[None, :] - 1  # [T, B]
         targets = int_to_bits(answer, self.index_bits)[None] * last[..., None]  # [T, B, Y]
@@ -131,11 +168,13 @@ class Argmax:
             raise ValueError("argmax reference: every step shows a value, the list may be truncated")
         weights = 2 ** np.arange(nb)
         positions = [int(round(float(inputs[t, 2:] @ weights))) for t in range(shown)]
-        if positions != list(range(shown)):
+        if self.labels == "position" and positions != list(range(shown)):
             raise ValueError(f"argmax reference: positions {positions} are not 0..{shown - 1}")
-        if steps != scaled_steps(shown, self.step_scale, self.step_offset):
+        if len(set(positions)) != shown:
+            raise ValueError(f"argmax reference: labels {positions} are not distinct")
+        if not 0 <= steps - scaled_steps(shown, self.step_scale, self.step_offset) <= self.extra_steps:
             raise ValueError(f"argmax reference: {steps} steps for a list of {shown}")
-        answer = argmax_reference(list(inputs[:shown, 0]))
+        answer = positions[argmax_reference(list(inputs[:shown, 0]))]
         targets = np.zeros((T, nb), np.float32)
         mask = np.zeros(T, np.float32)
         targets[steps - 1] = [(answer >> b) & 1 for b in range(nb)]

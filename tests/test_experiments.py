@@ -89,19 +89,25 @@ def test_unknown_experiment_or_model_exits_2(capsys, tmp_path):
     assert "no runs" in capsys.readouterr().err
 
 
-def test_experiment_trains_every_model_then_compares_them(tmp_path, capsys):
+TINY_EXP = dataclasses.replace(
+    experiments.get("argmax-quick"), name="tiny", eval_sizes=(4, 8), scales=(1.0, 2.0), train_sizes=(2, 4),
+    ntm=models.ModelConfig(memory_rows=8, memory_width=4, controller_size=8))
+
+
+def test_experiment_trains_every_model_then_compares_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", TINY_EXP)
     root = str(tmp_path)
-    assert run_cli(train_cli.main, ["--experiment", "argmax-quick", "--steps", "10", "--no-progress",
+    assert run_cli(train_cli.main, ["--experiment", "tiny", "--steps", "10", "--no-progress",
                                     "--runs-root", root]) == 0
-    exp = experiments.get("argmax-quick")
+    exp = experiments.get("tiny")
     for label in ("ntm", "mlp"):
         assert (tmp_path / exp.name / f"{label}-s0" / "metrics.jsonl").exists()
     mtime = (tmp_path / exp.name / "ntm-s0" / "metrics.jsonl").stat().st_mtime_ns
-    assert run_cli(train_cli.main, ["--experiment", "argmax-quick", "--steps", "10", "--no-progress",
+    assert run_cli(train_cli.main, ["--experiment", "tiny", "--steps", "10", "--no-progress",
                                     "--runs-root", root]) == 0  # finished runs are kept, not retrained
     assert (tmp_path / exp.name / "ntm-s0" / "metrics.jsonl").stat().st_mtime_ns == mtime
     capsys.readouterr()
-    assert run_cli(eval_cli.main, ["--experiment", "argmax-quick", "--runs-root", root, "--batch-size", "16"]) == 0
+    assert run_cli(eval_cli.main, ["--experiment", "tiny", "--runs-root", root, "--batch-size", "16"]) == 0
     report_dir = tmp_path / exp.name / "report"
     for f in ("results.json", "results.md", "comparison.png", "ntm_heads.png"):
         assert (report_dir / f).stat().st_size > 0

@@ -147,8 +147,9 @@ def test_metrics_perfect_and_wrong(name):
 # ---- argmax ----
 
 
-def test_argmax_matches_reference():
-    task = Argmax()
+@pytest.mark.parametrize("opts", [{}, {"labels": "random", "levels": 64, "extra_steps": 3}])
+def test_argmax_matches_reference(opts):
+    task = Argmax(**opts)
     for seed in range(3):
         b = sample(task, seed)
         for i in range(B):
@@ -157,10 +158,18 @@ def test_argmax_matches_reference():
             np.testing.assert_array_equal(targets, b.targets[:, i])
             np.testing.assert_array_equal(mask, b.mask[:, i])
             values = b.inputs[:L, i, 0]
-            assert from_bits(b.targets[b.steps[i] - 1, i]) == argmax_reference(list(values))
+            labels = from_bits(b.inputs[:L, i, 2:])
+            assert from_bits(b.targets[b.steps[i] - 1, i]) == labels[argmax_reference(list(values))]
+            assert 0 <= b.steps[i] - (L + task.step_offset) <= task.extra_steps
+            if task.levels:
+                assert np.allclose(values * task.levels, np.round(values * task.levels))
+            assert len(set(labels.tolist())) == L
             top = np.sort(values)[::-1]
             assert b.difficulty[i] == pytest.approx(-(top[0] - top[1]), abs=1e-7)
             assert ((values >= 0) & (values < 1)).all() and (b.inputs[L:, i] == 0).all()
+    if task.labels == "random":  # every answer bit is exercised, even though lists are short
+        answers = np.concatenate([from_bits(last(sample(task, s).targets, sample(task, s))) for s in range(3)])
+        assert (answers >= 128).any() and (answers < 128).any()
 
 
 def test_argmax_long_lists_fit_index_bits():
