@@ -65,15 +65,23 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 
 def make_mesh(cfg: TrainConfig) -> Mesh:
-    """A 1-D ("data",) mesh over the first ``cfg.devices`` devices (all by default). The batch is
-    split over it and parameters are replicated; with one device this is plain single-device jit."""
+    """A 1-D ("data",) mesh: the batch is split over it and parameters are replicated; with one
+    device this is plain single-device jit. ``cfg.devices`` = N uses the first N devices (the batch
+    must split evenly); 0 (the default) uses as many devices as split the batch evenly, all of them
+    whenever the batch size is a multiple of the device count."""
     devices = jax.devices()
-    n = cfg.devices or len(devices)
-    if n > len(devices):
-        raise ValueError(f"--devices {n}: only {len(devices)} device(s) available ({devices[0].platform})")
-    if cfg.batch_size % n:
-        raise ValueError(f"batch size {cfg.batch_size} does not split over {n} devices; use a multiple of {n} "
-                         f"or --devices")
+    if cfg.devices:
+        n = cfg.devices
+        if n > len(devices):
+            raise ValueError(f"--devices {n}: only {len(devices)} device(s) available ({devices[0].platform})")
+        if cfg.batch_size % n:
+            raise ValueError(f"batch size {cfg.batch_size} does not split over {n} devices; use a multiple of {n} "
+                             f"or fewer --devices")
+    else:
+        n = max(d for d in range(1, len(devices) + 1) if cfg.batch_size % d == 0)
+        if n < len(devices):
+            print(f"note: batch size {cfg.batch_size} splits over {n} of {len(devices)} devices; "
+                  f"use a multiple of {len(devices)} to use them all", file=sys.stderr)
     return Mesh(np.array(devices[:n]), ("data",))
 
 
@@ -203,7 +211,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     metrics.jsonl (one object per log step) and Orbax checkpoints."""
     workdir = Path(workdir)
     task = build_task(cfg)
-    make_mesh(cfg)  # bad device counts fail before anything on disk changes
+    mesh = make_mesh(cfg)  # bad device counts fail before anything on disk changes
     prepare_workdir(workdir, cfg, resume, overwrite)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json())
@@ -212,7 +220,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     graphdef, params = models.split(model)
     key = jax.random.key(cfg.seed)
     data_key, eval_key = jax.random.split(jax.random.fold_in(key, 1))
-    mesh = make_mesh(cfg)
     prog = make_program(cfg, task, graphdef, data_key, mesh)
     params = prog.replicate(params)
     opt_state = prog.replicate(prog.tx.init(params))
