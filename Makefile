@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train train-copy test bench install clean-venv
+.PHONY: train train-copy copy-seeds test bench install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,12 @@ train: $(STAMP)
 # The classic anchor: the NTM on copy (lengths 1-20) until < 0.1 bits per sequence.
 train-copy: $(STAMP)
 	$(BIN)/python train.py --task copy --model ntm --seed 0 --workdir runs/copy-s0 --target 0.1 --overwrite
+
+# README "Copy": 10 seeds of the paper's set-up to < 0.1 bits per sequence, then the summary table.
+copy-seeds: $(STAMP)
+	for s in 0 1 2 3 4 5 6 7 8 9; do $(BIN)/python train.py --task copy --seed $$s --target 0.1 --log-every 80 \
+		--workdir runs/copy10/s$$s --overwrite --no-progress || exit 1; done
+	$(BIN)/python -m lab.summary runs/copy10/s* --target 0.1 --json runs/copy10/summary.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
