@@ -31,8 +31,8 @@ def _cpu_count() -> int:
 
 
 def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3) -> dict:
-    cfg = TrainConfig(task=task, model=model, batch_size=batch_size, devices=1, steps_per_dispatch=dispatch, log_every=dispatch,
-                      **task_defaults(task))
+    cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": 1,
+                         "steps_per_dispatch": dispatch, "log_every": dispatch})
     t = build_task(cfg)
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
