@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_experiment(args)
     cfg = cli.config_from_args(args)
     workdir = args.workdir or f"runs/{cfg.task}-{cfg.model}-s{cfg.seed}"
-    summary = trainer.train(cfg, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = trainer.train(cfg, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                            wandb_project=args.wandb)
     print(json.dumps({"workdir": workdir, **summary}))
     return 0
 
@@ -45,7 +46,7 @@ def run_experiment(args) -> int:
                 continue
         print(f"== {exp.name}: {name} ({cfg.model}, {cfg.steps} steps x {cfg.batch_size})", file=sys.stderr)
         summary = trainer.train(cfg, workdir, resume=not args.overwrite, overwrite=args.overwrite,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, wandb_project=args.wandb)
         print(json.dumps({"workdir": str(workdir), **summary}))
     return 0
 

@@ -52,6 +52,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="move an existing run in --workdir aside and start anew")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="also log to Weights & Biases under this project (needs `pip install wandb`; off by default)")
     e = p.add_argument_group("experiments (train every model of a named preset; see lab/experiments.py)")
     e.add_argument("--experiment", default=None, help="preset name; runs go to <runs-root>/<experiment>/<model>-s<seed>")
     e.add_argument("--models", nargs="+", default=None, help="only these models of the preset")

@@ -205,13 +205,47 @@ class _Progress:
             self.bar.close()
 
 
+class _Loggers:
+    """Where each logged record goes besides metrics.jsonl: TensorBoard event files (always, in
+    <workdir>/tb) and, when a project is named, Weights & Biases (imported only then)."""
+
+    def __init__(self, workdir: Path, cfg: TrainConfig, wandb_project: str | None):
+        from lab.tensorboard import SummaryWriter
+
+        self.wandb = None
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError as e:
+                raise ValueError("--wandb needs the wandb package: pip install wandb") from e
+            self.wandb = wandb.init(project=wandb_project, config=dataclasses.asdict(cfg), dir=str(workdir),
+                                    name=workdir.name, resume="allow")
+        self.tb = SummaryWriter(workdir / "tb")
+
+    def log(self, record: dict[str, Any]) -> None:
+        values = {k: v for k, v in record.items() if k != "step"}
+        self.tb.scalars(record["step"], values)
+        if self.wandb is not None:
+            self.wandb.log(values, step=record["step"])
+
+    def close(self) -> None:
+        self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
 def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, wandb_project: str | None = None) -> dict[str, Any]:
     """Train one model on one task; returns a summary. The run directory gets config.json,
-    metrics.jsonl (one object per log step) and Orbax checkpoints."""
+    metrics.jsonl (one object per log step), TensorBoard event files (tb/) and Orbax checkpoints."""
     workdir = Path(workdir)
     task = build_task(cfg)
     mesh = make_mesh(cfg)  # bad device counts fail before anything on disk changes
+    if wandb_project:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ValueError("--wandb needs the wandb package: pip install wandb")
     prepare_workdir(workdir, cfg, resume, overwrite)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json())
@@ -235,6 +269,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
 
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
     bar = _Progress(cfg.steps, step, progress)
+    loggers = _Loggers(workdir, cfg, wandb_project)
     bad_run = prog.replicate(jnp.zeros((), jnp.int32))
     nonfinite_total = 0
     summary: dict[str, Any] = {"stopped": "steps", "params": models.count_params(model)}
@@ -244,9 +279,11 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     try:
         if step == 0:  # the learning curve starts at the untrained model
             ev = jax.device_get(prog.evaluate(params, eval_batch))
+            first = {"step": 0, "examples_seen": 0, **{f"eval/{k}": float(v) for k, v in ev.items()},
+                     "eval/main": float(ev[task.main_metric])}
             with metrics_path.open("a") as f:
-                f.write(json.dumps({"step": 0, "examples_seen": 0, **{f"eval/{k}": float(v) for k, v in ev.items()},
-                                    "eval/main": float(ev[task.main_metric])}) + "\n")
+                f.write(json.dumps(first) + "\n")
+            loggers.log(first)
         while step < cfg.steps:
             num = min(cfg.steps_per_dispatch, cfg.steps - step)
             params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num)
@@ -274,6 +311,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
             record["eval/main"] = record[f"eval/{task.main_metric}"]
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            loggers.log(record)
             bar.update(step, record)
             t_last, ex_last = time.perf_counter(), ex
             if int(bad_run) >= cfg.max_nonfinite:
@@ -288,6 +326,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
             ckpt.save(step, {"params": params, "opt_state": opt_state})
     finally:
         bar.close()
+        loggers.close()
         ckpt.close()
     summary.update({"step": step, "examples_seen": step * cfg.batch_size, "wall_s": time.perf_counter() - t_start,
                     **{k: v for k, v in record.items() if k.startswith("eval/")}})
