@@ -6,8 +6,8 @@
 
 ``lang`` is the register-machine language and its interpreter, ``compile`` the compiler,
 ``programs`` the modsquare and argmax programs, ``run`` batched execution, and the commands
-``python -m compiler.sweep``, ``compiler.size``, ``compiler.fragility``, ``compiler.show`` the
-measurements and a per-step picture.
+``python -m compiler.sweep``, ``compiler.size``, ``compiler.fragility``, ``compiler.finetune`` (Adam from the
+compiled weights), ``compiler.show`` the measurements and a per-step picture / head figure.
 See docs/compiled_ntm.md.
 """
 from compiler import lang

@@ -159,3 +159,28 @@ def test_perturb_relative_keeps_zeros_and_zero_sigma_is_identity():
     assert np.abs(v[nz] / w[nz] - 1).max() < 1e-2
     added = fragility.perturb(params, 1e-3, jax.random.key(0), mode="additive")
     assert (np.asarray(added["heads"]["w"]) != 0).all()
+
+
+def test_finetune_runs_and_lr_zero_keeps_the_compiled_answers_exactly():
+    from compiler import finetune
+
+    c = compile_program(MODSQUARE)
+    ns = np.array([2, 7, 20, 63, 97, 128])
+    before = finetune.accuracy(c, c.params, ns)
+    assert before == {"accuracy": 1.0, "exact_integer": 1.0, "finite": 1.0}
+    # at the compiled weights the loss and every gradient entry are exactly 0
+    p, log = finetune.finetune(c, c.params, 1e-3, steps=2, batch=4, train_max_n=64)
+    assert [r["loss"] for r in log] == [0.0, 0.0] and all(r["grad_nonzero"] == 0 for r in log)
+    # from perturbed weights gradients are nonzero, but lr = 0 leaves every weight bit-identical
+    noisy = fragility.perturb(c.params, 1e-5, jax.random.key(0), "relative")
+    p, log = finetune.finetune(c, noisy, 0.0, steps=2, batch=4, train_max_n=64)
+    assert all(r["grad_finite"] and r["grad_nonzero"] > 0 for r in log)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(noisy)))
+    assert finetune.accuracy(c, p, ns) == finetune.accuracy(c, noisy, ns)
+
+
+def test_show_heads_png(tmp_path):
+    from compiler import show
+
+    show.heads_png(30, str(tmp_path / "heads.png"))
+    assert (tmp_path / "heads.png").stat().st_size > 10_000
