@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
-	$(BIN)/python -m lab.bench --batch-sizes 1 16 64 --out bench.json
+	$(BIN)/python -m lab.bench --batch-sizes 1 16 64 256 1024 --tasks copy argmax --models ntm lstm mlp --out bench.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,17 +1,27 @@
-"""Training-throughput benchmark: examples/s and ms per optimizer step, written to bench.json.
+"""Training-throughput benchmark against this machine's roofline, written to bench.json.
 
-    python -m lab.bench [--batch-sizes 1 16 64] [--task copy] [--model ntm] [--out bench.json]
+    python -m lab.bench [--batch-sizes 1 16 64] [--tasks copy argmax] [--models ntm lstm mlp] [--out bench.json]
+
+Each row: examples/s and ms per optimizer step (10 steps per dispatch, best of 3, compile excluded),
+the FLOPs one step executes (counted from its jaxpr: dot_general exactly, 1 per output element of
+elementwise arithmetic; scans multiplied by their length, so the rematerialised forward of the
+backward pass is included), and the fraction of the machine's measured matmul FLOP/s the step
+reaches. The machine's peaks are measured first: a 2048^2 float32 matmul, and a 256 MB streaming
+multiply-add for memory bandwidth.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from lab import models
 from lab.config import TrainConfig, task_defaults
@@ -30,7 +40,63 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3) -> dict:
+_ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "exp", "log", "log1p", "tanh", "logistic", "max", "min", "pow",
+                "integer_pow", "sqrt", "rsqrt", "abs", "select_n", "exp2", "square", "sign", "erf", "cos", "sin",
+                "reduce_sum", "reduce_max", "reduce_min", "cumsum", "add_any", "atan2", "clamp", "ge", "gt", "le",
+                "lt", "eq", "ne", "and", "or", "not"}
+
+
+def count_flops(jaxpr: Any) -> tuple[float, float]:
+    """(matmul FLOPs, other FLOPs) executed by a (closed) jaxpr."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    mm = other = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (lc, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            k = math.prod(lhs[d] for d in lc)
+            mm += 2.0 * math.prod(eqn.outvars[0].aval.shape) * k
+            continue
+        subs = [v for v in eqn.params.values() if hasattr(v, "eqns") or hasattr(getattr(v, "jaxpr", None), "eqns")]
+        subs += [b for v in eqn.params.values() if isinstance(v, (tuple, list)) for b in v
+                 if hasattr(getattr(b, "jaxpr", None), "eqns")]
+        if subs:
+            counts = [count_flops(j) for j in subs]
+            if name == "cond":  # one branch runs: count the dearest
+                a, b = max(counts, key=sum)
+            else:
+                a, b = sum(c[0] for c in counts), sum(c[1] for c in counts)
+            n = eqn.params.get("length", 1) if name == "scan" else 1
+            mm, other = mm + n * a, other + n * b
+        elif name in _ELEMENTWISE:
+            inputs = [math.prod(v.aval.shape) for v in eqn.invars if hasattr(v, "aval") and hasattr(v.aval, "shape")]
+            other += float(max([math.prod(eqn.outvars[0].aval.shape)] + inputs))
+    return mm, other
+
+
+def _best_time(fn: Any, *args: Any, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_peaks() -> dict[str, float]:
+    """Measured float32 matmul FLOP/s and streaming memory bandwidth (bytes/s) of device 0."""
+    n = 2048
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    t = _best_time(jax.jit(lambda x: x @ x), a)
+    x = jnp.ones((64 * 1024 * 1024,), jnp.float32)  # 256 MB
+    tb = _best_time(jax.jit(lambda v: v * 1.0001 + 1.0), x)
+    return {"matmul_flops_per_s": 2 * n**3 / t, "bandwidth_bytes_per_s": 2 * x.nbytes / tb}
+
+
+def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3,
+              peaks: dict[str, float] | None = None) -> dict:
     cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": 1,
                          "steps_per_dispatch": dispatch, "log_every": dispatch})
     t = build_task(cfg)
@@ -50,25 +116,43 @@ def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeat
         jax.block_until_ready(stats)
         times.append((time.perf_counter() - t0) / dispatch)
     ms = 1000 * min(times)
-    return {"model": model, "task": task, "batch_size": batch_size, "examples_per_s": batch_size / (ms / 1000),
-            "ms_per_step": ms, "compile_s": compile_s, "seq_steps": t.max_steps(), "device": device_name(),
-            "jax": jax.__version__}
+    jaxpr = jax.make_jaxpr(prog.train_chunk, static_argnums=(4,))(params, opt_state, bad, jnp.int32(0), 1)
+    mm, other = count_flops(jaxpr)
+    n_params = models.count_params(nnx.merge(graphdef, params))
+    row = {"model": model, "task": task, "batch_size": batch_size, "examples_per_s": batch_size / (ms / 1000),
+           "ms_per_step": ms, "compile_s": compile_s, "seq_steps": t.max_steps(), "params": n_params,
+           "matmul_flops_per_step": mm, "flops_per_step": mm + other,
+           # at least: read params and Adam's two moments, write all three back (float32)
+           "min_bytes_per_step": 6 * 4 * n_params, "device": device_name(), "jax": jax.__version__}
+    if peaks:
+        s_ = ms / 1000
+        row["achieved_flops_per_s"] = (mm + other) / s_
+        row["frac_of_matmul_peak"] = (mm + other) / s_ / peaks["matmul_flops_per_s"]
+        row["frac_of_bandwidth_bound"] = row["min_bytes_per_step"] / s_ / peaks["bandwidth_bytes_per_s"]
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
-    p.add_argument("--task", default="copy")
+    p.add_argument("--tasks", nargs="+", default=["copy"])
     p.add_argument("--models", nargs="+", default=["ntm"])
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
+    peaks = machine_peaks()
+    print(f"machine: {peaks['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s float32 matmul, "
+          f"{peaks['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s streaming, on {device_name()}", flush=True)
     rows = []
-    for m in a.models:
-        for b in a.batch_sizes:
-            row = bench_one(a.task, m, b)
-            rows.append(row)
-            print(f"{row['model']:5s} {row['task']:10s} batch {b:5d}: {row['examples_per_s']:9.1f} examples/s "
-                  f"{row['ms_per_step']:8.2f} ms/step  (compile {row['compile_s']:.1f} s) on {row['device']}", flush=True)
+    for task in a.tasks:
+        for m in a.models:
+            for b in a.batch_sizes:
+                row = bench_one(task, m, b, peaks=peaks)
+                row.update({k: v for k, v in peaks.items()})
+                rows.append(row)
+                print(f"{row['model']:5s} {row['task']:10s} batch {b:5d}: {row['examples_per_s']:9.1f} examples/s "
+                      f"{row['ms_per_step']:8.2f} ms/step  {row['flops_per_step'] / 1e6:9.1f} MFLOP/step "
+                      f"{100 * row['frac_of_matmul_peak']:5.1f}% of matmul peak  (compile {row['compile_s']:.1f} s)",
+                      flush=True)
     Path(a.out).write_text(json.dumps(rows, indent=2))
     print(f"wrote {a.out}")
 
