@@ -123,6 +123,11 @@ class Program:
         """Place params / optimizer state on every device of the mesh (what train_chunk expects)."""
         return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
+    def initial_carry(self, params: Any) -> tuple[Any, Any, jax.Array]:
+        """(params, fresh optimizer state, non-finite streak 0), placed as train_chunk expects them."""
+        params = self.replicate(params)
+        return params, self.replicate(self.tx.init(params)), self.replicate(jnp.zeros((), jnp.int32))
+
 
 def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array, mesh: Mesh | None = None) -> Program:
     tx = make_optimizer(cfg)
@@ -255,8 +260,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     key = jax.random.key(cfg.seed)
     data_key, eval_key = jax.random.split(jax.random.fold_in(key, 1))
     prog = make_program(cfg, task, graphdef, data_key, mesh)
-    params = prog.replicate(params)
-    opt_state = prog.replicate(prog.tx.init(params))
+    params, opt_state, bad_run = prog.initial_carry(params)
     step = 0
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
     if resume and ckpt.latest_step() is not None:
@@ -270,7 +274,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
     bar = _Progress(cfg.steps, step, progress)
     loggers = _Loggers(workdir, cfg, wandb_project)
-    bad_run = prog.replicate(jnp.zeros((), jnp.int32))
     nonfinite_total = 0
     summary: dict[str, Any] = {"stopped": "steps", "params": models.count_params(model)}
     t_start = time.perf_counter()

@@ -60,9 +60,7 @@ def test_second_dispatch_does_not_recompile():
     task = build_task(TINY)
     graphdef, params = models.split(build_model(TINY, task))
     prog = make_program(TINY, task, graphdef, jax.random.key(0))
-    params = prog.replicate(params)
-    opt = prog.replicate(prog.tx.init(params))
-    bad = prog.replicate(jnp.zeros((), jnp.int32))
+    params, opt, bad = prog.initial_carry(params)
     for start in (0, 10, 20):
         params, opt, bad, _ = prog.train_chunk(params, opt, bad, jnp.int32(start), 10)
     assert prog.train_chunk._cache_size() == 1
