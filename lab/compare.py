@@ -69,23 +69,11 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
     rec: dict[str, Any] = {"run": str(run), "model": cfg.model, "seed": cfg.seed, "checkpoint_step": step,
                            "examples_seen": step * cfg.batch_size, "params": models.count_params(model),
                            "main_metric": main, "by_size": [], "by_scale": [], "by_difficulty": {}}
-    for size in exp.eval_sizes:
-        row: dict[str, Any] = {"size": size}
-        try:
-            t = exp.eval_task(size)
-            row.update(evaluation.summarise(ev.metrics(t, evaluation.fixed_batch(t, batch_size))))
-        except ValueError as e:
-            row["skipped"] = str(e)
-        rec["by_size"].append(row)
+    rec["by_size"] = [evaluation.evaluate_on(ev, lambda s=size: exp.eval_task(s), batch_size, size=size)
+                      for size in exp.eval_sizes]
     hi = exp.train_sizes[1]
-    for scale in exp.scales:
-        row = {"scale": scale, "size": hi}
-        try:
-            t = exp.eval_task(hi, scale)
-            row.update(evaluation.summarise(ev.metrics(t, evaluation.fixed_batch(t, batch_size))))
-        except ValueError as e:
-            row["skipped"] = str(e)
-        rec["by_scale"].append(row)
+    rec["by_scale"] = [evaluation.evaluate_on(ev, lambda c=scale: exp.eval_task(hi, c), batch_size, scale=scale, size=hi)
+                       for scale in exp.scales]
     # easy vs hard over the whole training range (held-out instances where the task has them)
     t = exp.eval_task(exp.train_sizes[0]).with_sizes(*exp.train_sizes)
     batch = evaluation.fixed_batch(t, 4 * batch_size, seed=evaluation.EVAL_SEED + 1)

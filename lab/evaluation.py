@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -73,18 +73,23 @@ def summarise(per_example: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+def evaluate_on(ev: Evaluator, make: Callable[[], Task], batch_size: int, **keys: Any) -> dict[str, Any]:
+    """One table row: ``keys`` plus the batch means of ``make()``'s metrics on a fixed batch, or
+    ``skipped`` with the reason when the task or model cannot take it (e.g. an MLP whose input width
+    cannot hold longer sequences)."""
+    row: dict[str, Any] = dict(keys)
+    try:
+        t = make()
+        row.update(summarise(ev.metrics(t, fixed_batch(t, batch_size))))
+    except ValueError as e:
+        row["skipped"] = str(e)
+    return row
+
+
 def evaluate_sizes(ev: Evaluator, task: Task, sizes: list[int], batch_size: int) -> list[dict[str, Any]]:
     """One row per size: every example of the batch has exactly that size."""
-    rows = []
-    for size in sizes:
-        row: dict[str, Any] = {"size": size, "examples": batch_size}
-        try:
-            t = task.with_sizes(size, size)
-            row.update(summarise(ev.metrics(t, fixed_batch(t, batch_size))))
-        except ValueError as e:  # e.g. an MLP whose input width cannot hold longer sequences
-            row["skipped"] = str(e)
-        rows.append(row)
-    return rows
+    return [evaluate_on(ev, lambda s=size: task.with_sizes(s, s), batch_size, size=size, examples=batch_size)
+            for size in sizes]
 
 
 def evaluate_run(workdir: str | Path, sizes: list[int] | None = None, batch_size: int = 256,
