@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
                    help="size of the example in example.png (default: the largest training size)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     p.add_argument("--out", default=None, help="directory for the combined table and figures of several runs")
+    p.add_argument("--compiled", type=int, nargs="+", default=None, metavar="N",
+                   help="also draw the compiled modsquare NTM (compiler/) on these n: heads and registers over "
+                        "the whole run, into --out (default runs/compiled)")
     return p
 
 
@@ -39,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     from lab import evaluation, figures
     from lab.trainer import load_run
 
+    if args.compiled:
+        from compiler.show import heads_png
+
+        out = Path(args.out or "runs/compiled")
+        out.mkdir(parents=True, exist_ok=True)
+        for n in args.compiled:
+            if n < 2:
+                raise ValueError(f"--compiled: n must be >= 2, got {n}")
+            heads_png(n, str(out / f"compiled_heads_n{n}.png"))
+            print(f"wrote {out / f'compiled_heads_n{n}.png'}", file=sys.stderr)
+        if not args.runs and not args.experiment:
+            return 0
     if args.experiment:
         from lab import compare, experiments
 

@@ -98,3 +98,9 @@ def test_summary_counts_hits_medians_and_relapses(tmp_path):
     a, b, c = s["runs"]
     assert (a["examples"], a["worst_after"], b["examples"], c["examples"]) == (80, 0.4, 40, None)
     assert s["median_examples"] == 60
+
+
+def test_eval_draws_the_compiled_ntm(tmp_path, capsys):
+    assert run_cli(eval_cli.main, ["--compiled", "30", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "compiled_heads_n30.png").stat().st_size > 0
+    assert run_cli(eval_cli.main, ["--compiled", "1", "--out", str(tmp_path)]) == 2
