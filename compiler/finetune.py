@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
 from typing import Sequence
@@ -32,7 +31,7 @@ import optax
 from compiler.compile import Compiled, compile_program
 from compiler.fragility import fixed_ns, perturb
 from compiler.programs import MODSQUARE, modsquare_steps
-from compiler.run import decode, exact, final_outputs, run_constant_input
+from compiler.run import decode, exact, final_outputs, run_constant_input, save_outputs
 from tasks.modsquare import solve
 
 LRS = (0.0, 1e-12, 1e-9, 1e-6, 1e-4, 1e-2)
@@ -168,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               args.steps, args.batch, args.train_max_n)
     res["seconds"] = time.time() - t0
     md = markdown(res)
-    with open(os.path.join(args.out, "finetune.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    with open(os.path.join(args.out, "finetune.md"), "w") as f:
-        f.write(md)
+    save_outputs(args.out, "finetune", res, md)
     print(md)
     print(f"{res['seconds']:.1f} s")
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
 from typing import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 
 from compiler.compile import Compiled, compile_program
 from compiler.programs import MODSQUARE, modsquare_steps
-from compiler.run import decode, run_constant_input
+from compiler.run import decode, run_constant_input, save_outputs
 from tasks.modsquare import solve
 
 SIGMAS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -97,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{', '.join(f'{a:.3f}' for a in r['accuracy_per_seed'])} | "
                      + " | ".join(f"{r['accuracy_by_n'][b]:.3f}" for b in band_names) + " |")
     md = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "fragility.json"), "w") as f:
-        json.dump({"ns": ns.tolist(), "rows": rows, "seconds": time.time() - t0}, f, indent=1)
-    with open(os.path.join(args.out, "fragility.md"), "w") as f:
-        f.write(md)
+    save_outputs(args.out, "fragility", {"ns": ns.tolist(), "rows": rows, "seconds": time.time() - t0}, md)
     print(md)
     print(f"{time.time() - t0:.1f} s")
     return 0

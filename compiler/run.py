@@ -82,3 +82,15 @@ def decode(y: np.ndarray) -> np.ndarray:
 
 def exact(y: np.ndarray) -> np.ndarray:
     return np.asarray(y) == np.rint(np.asarray(y))
+
+
+def save_outputs(out: str, name: str, data: dict, markdown: str) -> None:
+    """Write ``<out>/<name>.json`` and ``<out>/<name>.md`` (what each compiler command saves)."""
+    import json
+    import os
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(data, f, indent=1)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(markdown)

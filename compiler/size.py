@@ -17,7 +17,6 @@ lookup table needs more bits than the network.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from typing import Iterable
@@ -28,6 +27,7 @@ import numpy as np
 import ntm
 from compiler.compile import compile_program
 from compiler.programs import MODSQUARE
+from compiler.run import save_outputs
 from tasks.modsquare import loop_bound
 
 F32_BITS = 23  # float32 is guaranteed exact for n < 5.5e6 and measured exact on random n below 2^23 (compiler.sweep); float64 from 2^23
@@ -151,11 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = size_table(range(args.min_bits, args.max_bits + 1))
     x = {"ntm": crossover("ntm"), "ntm_nonzero": crossover("ntm", nonzero=True),
          "unrolled": crossover("unrolled"), "unrolled_nonzero": crossover("unrolled", nonzero=True)}
-    with open(os.path.join(args.out, "size.json"), "w") as f:
-        json.dump({"rows": rows, "crossover_lookup_exceeds": x, "f32_bits": F32_BITS}, f, indent=1)
     md = markdown(rows, x)
-    with open(os.path.join(args.out, "size.md"), "w") as f:
-        f.write(md)
+    save_outputs(args.out, "size", {"rows": rows, "crossover_lookup_exceeds": x, "f32_bits": F32_BITS}, md)
     figure(rows, x, os.path.join(args.out, "size.png"))
     print(md)
     return 0
