@@ -8,7 +8,6 @@ With several runs and --out, also a combined table and figures there.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--batch-size must be >= 2, got {args.batch_size}")
     if args.sizes and min(args.sizes) < 1:
         raise ValueError(f"--sizes must be >= 1, got {args.sizes}")
-    from lab import evaluation, figures
-    from lab.trainer import load_run
+    from lab import evaluation
 
     if args.compiled:
         from compiler.show import heads_png
@@ -67,27 +65,13 @@ def main(argv: list[str] | None = None) -> int:
 
     reports = []
     for run in args.runs:
-        run = Path(run)
-        report = evaluation.evaluate_run(run, args.sizes, args.batch_size, args.step)
-        js, md = evaluation.write_report(report, run)
-        figures.learning_curves([(run.name, evaluation.read_metrics(run))], run / "learning_curve.png",
-                                ylabel=report["main_metric"])
-        cfg, task, model, _ = load_run(run, args.step)
-        size = args.example_size or task.max_size
-        trace = evaluation.example_trace(model, task, size)
-        figures.head_picture(trace, run / "example.png", title=f"{cfg.task} / {cfg.model}, size {size}")
-        print(md.read_text())
-        print(f"wrote {js}, {md}, {run / 'learning_curve.png'}, {run / 'example.png'}", file=sys.stderr)
+        report = evaluation.report_run(run, args.sizes, args.batch_size, args.step, args.example_size)
+        print(evaluation.markdown_table(report))
+        print(f"wrote eval.json, eval.md, learning_curve.png, example.png into {run}", file=sys.stderr)
         reports.append(report)
     if args.out and len(reports) > 1:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(reports, indent=2) + "\n")
-        (out / "eval.md").write_text("\n".join(evaluation.markdown_table(r) for r in reports))
-        figures.metric_vs_size(reports, out / "metric_vs_size.png")
-        figures.learning_curves([(f"{r['model']} s{r['seed']}", evaluation.read_metrics(r["workdir"])) for r in reports],
-                                out / "learning_curves.png", ylabel=reports[0]["main_metric"])
-        print(f"wrote combined results to {out}", file=sys.stderr)
+        evaluation.report_combined(reports, args.out)
+        print(f"wrote combined results to {args.out}", file=sys.stderr)
     return 0
 
 

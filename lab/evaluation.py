@@ -95,7 +95,11 @@ def evaluate_sizes(ev: Evaluator, task: Task, sizes: list[int], batch_size: int)
 def evaluate_run(workdir: str | Path, sizes: list[int] | None = None, batch_size: int = 256,
                  step: int | None = None) -> dict[str, Any]:
     """Evaluate a run directory at its training sizes and beyond; returns the report dict."""
-    cfg, task, model, ckpt_step = load_run(workdir, step)
+    return _evaluate_loaded(workdir, *load_run(workdir, step), sizes, batch_size)
+
+
+def _evaluate_loaded(workdir: str | Path, cfg: TrainConfig, task: Task, model: nnx.Module, ckpt_step: int,
+                     sizes: list[int] | None, batch_size: int) -> dict[str, Any]:
     sizes = sizes or default_sizes(cfg, task)
     ev = Evaluator.of(model)
     return {
@@ -110,6 +114,37 @@ def evaluate_run(workdir: str | Path, sizes: list[int] | None = None, batch_size
         "main_metric": task.main_metric,
         "rows": evaluate_sizes(ev, task, sizes, batch_size),
     }
+
+
+def report_run(workdir: str | Path, sizes: list[int] | None = None, batch_size: int = 256, step: int | None = None,
+               example_size: int | None = None) -> dict[str, Any]:
+    """What ``eval.py RUN`` writes into the run directory: eval.json, eval.md, learning_curve.png and
+    example.png (one example of ``example_size``, default the largest training size)."""
+    from lab import figures
+
+    workdir = Path(workdir)
+    cfg, task, model, ckpt_step = load_run(workdir, step)
+    report = _evaluate_loaded(workdir, cfg, task, model, ckpt_step, sizes, batch_size)
+    write_report(report, workdir)
+    figures.learning_curves([(workdir.name, read_metrics(workdir))], workdir / "learning_curve.png",
+                            ylabel=report["main_metric"])
+    size = example_size or task.max_size
+    figures.head_picture(example_trace(model, task, size), workdir / "example.png",
+                         title=f"{cfg.task} / {cfg.model}, size {size}")
+    return report
+
+
+def report_combined(reports: list[dict[str, Any]], out: str | Path) -> None:
+    """Several runs' reports side by side: eval.json, eval.md, metric_vs_size.png, learning_curves.png."""
+    from lab import figures
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(reports, indent=2) + "\n")
+    (out / "eval.md").write_text("\n".join(markdown_table(r) for r in reports))
+    figures.metric_vs_size(reports, out / "metric_vs_size.png")
+    figures.learning_curves([(f"{r['model']} s{r['seed']}", read_metrics(r["workdir"])) for r in reports],
+                            out / "learning_curves.png", ylabel=reports[0]["main_metric"])
 
 
 def example_trace(model: nnx.Module, task: Task, size: int, seed: int = EVAL_SEED) -> dict[str, np.ndarray]:
@@ -169,5 +204,5 @@ def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["Evaluator", "evaluate_run", "evaluate_sizes", "example_trace", "write_report", "markdown_table",
+__all__ = ["Evaluator", "evaluate_run", "report_run", "report_combined", "evaluate_sizes", "example_trace", "write_report", "markdown_table",
            "read_metrics", "fixed_batch", "default_sizes"]
