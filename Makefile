@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train train-copy copy-seeds test bench install clean-venv
+.PHONY: train train-copy copy-seeds test bench figures figures-full install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m lab.bench --batch-sizes 1 16 64 256 1024 --tasks copy argmax --models ntm lstm mlp --out bench.json
+
+# Every figure and table of the README (lab/reproduce.py): one seed per search experiment at half its
+# budget, copy 10 seeds, detection + calibration, compiled NTM figures, the CPU benchmark. ~40 min on
+# 2 CPU cores; finished runs in runs/figures-small are reused. Outputs: docs/figures, docs/results.
+figures: $(STAMP)
+	$(BIN)/python -m lab.reproduce --preset small
+
+# The same at every preset's full budget and seeds (+ associative recall, the compiled NTM's exhaustive
+# sweep); runs in runs/, outputs in docs/full. Expected runtime: see README "Reproducing".
+figures-full: $(STAMP)
+	$(BIN)/python -m lab.reproduce --preset full
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,6 +4,10 @@ For each run directory: metrics at the training sizes and beyond (copy: lengths 
 to eval.json + eval.md, and figures learning_curve.png and example.png (inputs, targets, outputs
 and the NTM's read/write weightings over one example, as in Graves 2014 Fig. 6).
 With several runs and --out, also a combined table and figures there.
+
+Detection (lab/detect.py):  python eval.py detect RUN [RUN...]  writes RUN/detect/ (signatures,
+figure, the decision rule's verdict);  python eval.py detect --experiment NAME  adds the
+ground-truth zoo and the calibration table, in <runs-root>/NAME/detect/.
 """
 from __future__ import annotations
 
@@ -32,7 +36,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def detect_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval.py detect", description="Behavioural signatures of search and the "
+                                "decision rule's verdict, per run; with --experiment, calibrated on the ground-truth zoo",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="*", help="run directories of a search task (modsquare, argmax, polymax)")
+    p.add_argument("--experiment", default=None, help="every run of this preset plus the zoo")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--examples", type=int, default=1024, help="examples in the main evaluation batch")
+    p.add_argument("--out", default=None, help="output directory for --experiment (default <runs-root>/NAME/detect)")
+    return p
+
+
+def detect(argv: list[str]) -> int:
+    args = detect_parser().parse_args(argv)
+    if args.examples < 64:
+        raise ValueError(f"--examples must be >= 64 (quartiles and distribution fits), got {args.examples}")
+    if not args.runs and not args.experiment:
+        raise ValueError("give run directories or --experiment NAME")
+    from lab import detect as det
+
+    if args.experiment:
+        from lab import experiments
+
+        det.detect_experiment(experiments.get(args.experiment), args.runs_root, args.examples, args.out)
+        out = Path(args.out) if args.out else Path(args.runs_root) / args.experiment / "detect"
+        print((out / "detect.md").read_text())
+        print(f"wrote {out}", file=sys.stderr)
+    for res in det.detect_runs(args.runs, args.examples):
+        print(f"{res.name}: {det.decide(res.rec)} (bootstrap {det._f_dict(res.rec['verdict_bootstrap'])})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "detect":
+        return detect(argv[1:])
     args = parser().parse_args(argv)
     if args.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2, got {args.batch_size}")

@@ -41,7 +41,9 @@ the runner-up, the more precisely a model must compare the two to pick the right
 (the same convention as priority sort's smallest gap). List length is reported as `size`.
 
 Metrics (each [B]): exact_match (all answer bits right), error = 1 - exact_match (main metric),
-bits_per_seq (answer bits wrong), loss.
+bits_per_seq (answer bits wrong), regret = largest value - the value under the predicted label (a label
+not in the list counts as value 0, so regret is in [0, 1)), loss. The batch's `aux` [B, 2, max_size]
+holds each list's values and labels (the regret needs them when step_scale < 1 hides part of the list).
 """
 from __future__ import annotations
 
@@ -52,8 +54,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import (Batch, bitwise_loss, bitwise_metrics, check_range, check_schedule, int_to_bits,
-                        sample_sizes, scaled_steps, steps_table, time_index)
+from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule, int_to_bits,
+                        last_step, sample_sizes, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -143,7 +145,8 @@ class Argmax:
         inputs = jnp.concatenate([value[..., None], shown[..., None].astype(jnp.float32), position], axis=-1)
         last = t == steps[None, :] - 1  # [T, B]
         targets = int_to_bits(answer, self.index_bits)[None] * last[..., None]  # [T, B, Y]
-        return Batch(inputs, targets, last.astype(jnp.float32), steps, length, difficulty)
+        aux = jnp.stack([jnp.where(in_list, values, -1.0).T, labels.T.astype(jnp.float32)], axis=1)  # [B, 2, L]
+        return Batch(inputs, targets, last.astype(jnp.float32), steps, length, difficulty, aux=aux)
 
     def loss(self, logits: Array, batch: Batch) -> Array:
         """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
@@ -152,6 +155,10 @@ class Argmax:
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)
         m["error"] = 1.0 - m["exact_match"]
+        values, labels = batch.aux[:, 0], batch.aux[:, 1].astype(jnp.int32)  # [B, L]; value -1: not in the list
+        pred = bits_to_int(last_step(logits, batch.mask) > 0)  # [B]
+        hit = (labels == pred[:, None]) & (values >= 0)
+        m["regret"] = values.max(1) - jnp.where(hit, values, 0.0).max(1)
         return m
 
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
