@@ -81,6 +81,33 @@ def test_fit_min_of_k_recovers_k_of_simulated_draws(k):
     assert fit["ks"] < fit["crit_5pct"]
 
 
+@pytest.mark.parametrize("scale", [0.25, 0.5, 1.0])
+def test_modsquare_shown_candidates_are_the_hinted_ones(scale):
+    task = dataclasses.replace(TASKS["modsquare"], step_scale=scale)
+    b = _batch(task, 64)
+    c = detect.candidates(task, b)
+    x = np.asarray(b.inputs)
+    C = task.candidate_bits
+    for j in range(64):
+        hinted = detect._bits_np(x[:, j, task.bits : task.bits + C])  # [T] candidate i shown on each step
+        assert set(c.answer[j][np.isfinite(c.value[j])]) == {0, *hinted[hinted > 0].tolist()}
+
+
+def test_min_of_k_shape_test_rejects_a_solver_that_is_right_or_very_wrong():
+    # right 96% of the time, else the *worst* candidate: P(regret = 0) is matched by some K, the shape is not
+    rng = np.random.default_rng(1)
+    B = 2048
+    cand = np.round(rng.random((B, 16)), 3)
+    cand[:, 0] = 0
+    worst = rng.random(B) < 0.04 * 4  # 16%: enough errors for the shape test
+    regret = np.where(worst, np.nanmax(cand, 1), 0.0)
+    fit = detect.fit_min_of_k(regret, cand)
+    assert fit["ks_positive"] > fit["crit_positive_5pct"]
+    draws = cand[np.arange(B)[:, None], rng.integers(0, 16, (B, 4))].min(1)
+    good = detect.fit_min_of_k(draws, cand)
+    assert good["ks_positive"] < good["crit_positive_5pct"]
+
+
 def test_fit_families_on_exponential_and_weibull_samples():
     rng = np.random.default_rng(0)
     e = detect.fit_families(rng.exponential(0.3, 4000))
@@ -135,8 +162,9 @@ def test_modsquare_zoo_mechanisms():
     assert detect.per_example(lookup, ho, ho_b)["error"].mean() > 0.1  # nearby n often share the answer
 
 
-def _rec(error=0.5, gain=0.0, ext=None, mem=None, k=8, ks=0.2):
-    rec = {"error": error, "steps": {"error": {"gain": gain}}, "min_of_k": {"k": k, "ks": ks, "crit_5pct": 0.04}}
+def _rec(error=0.5, gain=0.0, ext=None, mem=None, k=8, ks=0.2, ks_pos=0.01):
+    rec = {"error": error, "steps": {"error": {"gain": gain}},
+           "min_of_k": {"k": k, "ks": ks, "crit_5pct": 0.04, "positive": 400, "ks_positive": ks_pos, "crit_positive_5pct": 0.07}}
     if ext is not None:
         rec["extrapolation"] = {"error": ext, "rise": ext - error}
     if mem is not None:
@@ -147,6 +175,8 @@ def _rec(error=0.5, gain=0.0, ext=None, mem=None, k=8, ks=0.2):
 def test_decision_rule():
     assert detect.decide(_rec(0.01, 0.3, ext=0.02)) == "search"
     assert detect.decide(_rec(0.01, 0.0, ext=0.02)) != "search"  # no gain from steps: not a loop over them
+    assert detect.decide(_rec(0.01, 0.3)) != "search"  # no extrapolation measured: no verdict of search
+    assert detect.decide(_rec(0.4, 0.0, ext=0.6, ks=0.01, k=8, ks_pos=0.2)) == "heuristic"  # wrong shape
     assert detect.decide(_rec(0.01, 0.3, ext=0.5, mem=0.6)) == "memoriser"
     assert detect.decide(_rec(0.4, 0.0, ext=0.6, ks=0.01, k=8)) == "partial search"
     assert detect.decide(_rec(0.4, 0.0, ext=0.6, ks=0.01, k=1)) == "heuristic"  # K = 1: a single guess
