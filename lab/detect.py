@@ -76,10 +76,9 @@ def candidates(task: Task, batch: Batch) -> Candidates:
 
 
 def _modsquare_candidates(task: Any, batch: Batch) -> Candidates:
-    inputs = np.asarray(batch.inputs)
-    n = _bits_np(inputs[0, :, : task.bits])  # [B]
+    n = _modsquare_n(task, batch)  # [B]
     steps = np.asarray(batch.steps)
-    from tasks.modsquare import loop_bound, solve
+    from tasks.modsquare import loop_bound
 
     bound = np.array([loop_bound(int(x)) for x in n])
     M = int(bound.max())
@@ -94,7 +93,7 @@ def _modsquare_candidates(task: Any, batch: Batch) -> Candidates:
     answer = np.concatenate([np.zeros((len(n), 1), np.int64), np.broadcast_to(i, valid.shape)], 1)
     value = np.concatenate([np.zeros((len(n), 1)), np.where(shown, value_all, -np.inf)], 1)
     regret = np.concatenate([best[:, None] / n[:, None], np.where(valid, (best[:, None] - value_all) / n[:, None], np.nan)], 1)
-    ref = np.array([solve(int(x)) for x in n])
+    ref = _bits_np((np.asarray(batch.targets) * np.asarray(batch.mask)[..., None]).sum(0))  # k, as the task computed it
     return Candidates(answer, value, regret, ref)
 
 
@@ -134,6 +133,11 @@ def _shown_coefficients(task: Any, batch: Batch) -> np.ndarray:
     c = np.asarray(batch.aux, np.float64)
     steps = np.asarray(batch.steps)
     return np.where(np.arange(c.shape[1])[None, :] < steps[:, None], c, 0.0)
+
+
+def _modsquare_n(task: Any, batch: Batch) -> np.ndarray:
+    """[B] n, read from step 0 of the inputs (n is shown on every step)."""
+    return _bits_np(np.asarray(batch.inputs)[0, :, : task.bits])
 
 
 def _bits_np(bits: np.ndarray) -> np.ndarray:
@@ -217,7 +221,7 @@ def heuristic_solver(task: Task, batch: Batch) -> jax.Array:
     if task.name == "modsquare":
         from tasks.modsquare import loop_bound
 
-        n = _bits_np(np.asarray(batch.inputs)[0, :, : task.bits])
+        n = _modsquare_n(task, batch)
         ans = np.array([min(math.isqrt(int(x) - 1), loop_bound(int(x))) for x in n])
         return encode(task, batch, ans)
     if task.name == "argmax":
@@ -250,7 +254,7 @@ def lookup_solver(train_task: Any) -> Solver:
     table_k = np.array([solve_n(int(x)) for x in table_n])
 
     def solve(task: Task, batch: Batch) -> jax.Array:
-        n = _bits_np(np.asarray(batch.inputs)[0, :, : task.bits])
+        n = _modsquare_n(task, batch)
         j = np.clip(np.searchsorted(table_n, n), 1, len(table_n) - 1)
         nearest = np.where(np.abs(table_n[j - 1] - n) <= np.abs(table_n[j] - n), j - 1, j)
         return encode(task, batch, table_k[nearest])
@@ -270,7 +274,7 @@ def compiled_solver() -> Solver:
     compiled = compile_program(MODSQUARE)
 
     def solve(task: Task, batch: Batch) -> jax.Array:
-        n = _bits_np(np.asarray(batch.inputs)[0, :, : task.bits])
+        n = _modsquare_n(task, batch)
         steps = np.maximum(np.asarray(batch.steps) - 1, 1)
         y = run_constant_input(compiled, n[:, None].astype(np.float32), steps)
         return encode(task, batch, np.clip(decode_real(y), 0, 2**task.output_size - 1))
