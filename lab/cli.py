@@ -38,6 +38,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-norm", type=float, default=d.clip_norm)
     p.add_argument("--min-size", type=int, default=None, help="smallest problem size (task default if unset)")
     p.add_argument("--max-size", type=int, default=None, help="largest problem size (task default if unset)")
+    p.add_argument("--size-buckets", type=int, default=d.size_buckets,
+                   help="split the size range into this many buckets, each padded to its own largest size "
+                   "(one compilation each; fewer padded steps on short problems)")
     g = p.add_argument_group("model (defaults: the task's paper configuration)")
     for flag, typ in MODEL_FLAGS.items():
         g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)

@@ -34,6 +34,10 @@ class TrainConfig:
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     target: float | None = None  # stop when eval main metric < target
     devices: int = 0  # data-parallel over this many devices; 0: all (jax.devices())
+    # Split the size range into this many contiguous buckets, each padded only to its own largest size
+    # (one compilation per bucket); each dispatch trains on one bucket, drawn with probability
+    # proportional to its share of the sizes, so the size distribution is unchanged. 1: no buckets.
+    size_buckets: int = 1
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -41,6 +45,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "steps_per_dispatch", "log_every", "eval_batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.size_buckets < 1:
+            raise ValueError(f"size_buckets must be >= 1, got {self.size_buckets}")
         if self.devices < 0:
             raise ValueError(f"devices must be >= 0 (0 = all), got {self.devices}")
         if self.lr_half_life < 0:

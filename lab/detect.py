@@ -175,6 +175,7 @@ class Member:
     name: str
     mechanism: str  # "search" | "partial search" | "memoriser" | "heuristic" | "feedforward"
     solve: Solver
+    held_out: bool = False  # not looked at while the rule's thresholds were chosen
 
     @property
     def searches(self) -> bool:
@@ -287,12 +288,16 @@ def model_solver(model: Any) -> Solver:
     return lambda task, batch: ev.forward(batch)[0]
 
 
-def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2, 8, 32)) -> list[Member]:
-    """The ground-truth members for an experiment's task."""
+def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2, 8, 32),
+        held_out_ks: tuple[int, ...] = (4, 16)) -> list[Member]:
+    """The ground-truth members for an experiment's task. ``held_out_ks``: best-of-K members added after
+    RULE's thresholds were fixed on the others (K = 2, 8, 32), a check that the rule is not fitted to them."""
     members = [Member("loop", "search", loop_solver)]
     if exp.task == "modsquare":
         members.append(Member("compiled NTM", "search", compiled_solver()))
     members += [Member(f"best-of-{k}", "partial search", best_of_k_solver(k)) for k in ks]
+    members += [Member(f"best-of-{k} (held out)", "partial search", best_of_k_solver(k, seed=1), held_out=True)
+                for k in held_out_ks]
     if exp.task == "modsquare":
         members.append(Member("lookup", "memoriser", lookup_solver(_split_task(exp, "train", *exp.train_sizes))))
     members.append(Member("heuristic", "heuristic", heuristic_solver))
@@ -586,7 +591,7 @@ def row(name: str, mechanism: str, rec: dict[str, Any]) -> dict[str, Any]:
         "exp_ks": fam.get("exponential", {}).get("ks"), "weibull_ks": fam.get("weibull", {}).get("ks"),
         "weibull_shape": fam.get("weibull", {}).get("shape"), "near_tie_match": rec["agreement"]["near_tie_exact_match"],
         "runner_up": rec["agreement"]["runner_up_share_of_errors"], "memo_gap": mem.get("gap"),
-        "label": decide(rec),
+        "label": decide(rec), "held_out": bool(rec.get("held_out", False)),
     }
 
 
@@ -685,7 +690,10 @@ def detect_experiment(exp: Experiment, root: str = "runs", examples: int = 1024,
     runs = find_runs(exp, Path(root))
     plan = Plan(exp, examples=examples)
     mlp = load_run(runs["mlp"][0])[2] if "mlp" in runs else None
-    results = [measure(z.name, z.mechanism, z.solve, plan) for z in zoo(exp, mlp)]
+    results = []
+    for z in zoo(exp, mlp):
+        results.append(measure(z.name, z.mechanism, z.solve, plan))
+        results[-1].rec["held_out"] = z.held_out
     for label, dirs in runs.items():
         for d in dirs:
             if label == "mlp" and d == runs["mlp"][0]:
@@ -706,14 +714,17 @@ def write(out: Any, results: list[Result], exp: Experiment, title: str) -> dict[
     rows = [row(r.name, r.mechanism, r.rec) for r in results]
     zoo_rows = [r for r in rows if r["mechanism"] != "trained"]
     right = [correct(r["mechanism"], r["label"]) for r in zoo_rows]
+    held = [ok for ok, r in zip(right, zoo_rows) if r["held_out"]]
     report = {"experiment": exp.name, "task": exp.task, "train_sizes": list(exp.train_sizes), "rule": RULE,
-              "zoo_correct": int(sum(right)), "zoo_total": len(right), "rows": rows,
+              "zoo_correct": int(sum(right)), "zoo_total": len(right), "held_out_correct": int(sum(held)),
+              "held_out_total": len(held), "rows": rows,
               "verdicts": {r.name: r.rec.get("verdict_bootstrap") for r in results if r.mechanism == "trained"},
               "signatures": {r.name: r.rec for r in results}}
     (out / "detect.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     md = markdown(rows, f"{title}: signatures and the rule's label")
     if zoo_rows:
-        md += f"\nThe rule labels {sum(right)}/{len(right)} zoo members correctly.\n"
+        md += (f"\nThe rule labels {sum(right)}/{len(right)} zoo members correctly ({sum(held)}/{len(held)} of the "
+               "held-out members, which were not looked at when its thresholds were chosen).\n")
     for name, v in report["verdicts"].items():
         md += f"\n{name}: verdict {decide(report['signatures'][name])!r}; bootstrap share per label {_f_dict(v)}"
     (out / "detect.md").write_text(md + "\n\n```\n" + RULE + "\n```\n")
@@ -725,19 +736,23 @@ def calibration_markdown(reports: list[dict[str, Any]]) -> str:
     """One table over several experiments' detect.json: every zoo member's signatures and label, the
     rule's hit rate, and the verdicts on the trained models."""
     lines = ["| task | " + " | ".join(h for _, h in COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 2)]
-    hit = tot = 0
+    hit = tot = held_hit = held_tot = 0
     verdicts = []
     for rep in reports:
         for r in rep["rows"]:
             lines.append(f"| {rep['task']} | " + " | ".join(_f(r.get(k)) for k, _ in COLUMNS) + " |")
             if r["mechanism"] != "trained":
-                hit += correct(r["mechanism"], r["label"])
-                tot += 1
+                ok = correct(r["mechanism"], r["label"])
+                hit, tot = hit + ok, tot + 1
+                if r.get("held_out"):
+                    held_hit, held_tot = held_hit + ok, held_tot + 1
         verdicts += [f"- {rep['experiment']} / {name}: **{rep['rows'][[x['model'] for x in rep['rows']].index(name)]['label']}**"
                      f" (bootstrap: {_f_dict(v)})" for name, v in rep["verdicts"].items()]
     return ("## Detection: calibration on the ground-truth zoo, then verdicts on trained models\n\n"
             + "\n".join(lines) + f"\n\nThe rule labels **{hit}/{tot}** zoo members correctly "
-            "(a feedforward MLP counts as correct with any label but search).\n\n"
+            "(a feedforward MLP counts as correct with any label but search); "
+            f"**{held_hit}/{held_tot}** of the held-out members (best-of-K with K not used, and a random "
+            "stream not seen, when the thresholds were chosen).\n\n"
             "Verdicts on trained models:\n\n" + "\n".join(verdicts) + "\n\n```\n" + RULE + "\n```\n")
 
 

@@ -54,6 +54,34 @@ def build_model(cfg: TrainConfig, task: Task, max_steps: int | None = None) -> n
                              max_steps or task.max_steps(), cfg.seed)
 
 
+def size_buckets(task: Task, count: int) -> list[Task]:
+    """The task's size range cut into ``count`` contiguous buckets (sizes as equal as possible, the
+    larger buckets first), each a task padded only to its own largest size."""
+    lo, hi = task.min_size, task.max_size
+    if not 1 <= count <= hi - lo + 1:
+        raise ValueError(f"size_buckets must be in [1, {hi - lo + 1}] (the number of sizes in "
+                         f"{lo}..{hi}), got {count}")
+    if count == 1:
+        return [task]
+    width, extra = divmod(hi - lo + 1, count)
+    out, start = [], lo
+    for b in range(count):
+        end = start + width + (b < extra) - 1
+        out.append(task.with_sizes(start, end))
+        start = end + 1
+    return out
+
+
+def bucket_schedule(cfg: TrainConfig, buckets: list[Task], start: int) -> int:
+    """Bucket of the dispatch that begins at optimizer step ``start``: a deterministic function of
+    (seed, start), so a resumed run trains on the same buckets as an uninterrupted one. Drawn with
+    probability proportional to each bucket's number of sizes (the size distribution is unchanged)."""
+    if len(buckets) == 1:
+        return 0
+    widths = np.array([b.max_size - b.min_size + 1 for b in buckets], np.float64)
+    return int(np.random.default_rng([cfg.seed, start]).choice(len(buckets), p=widths / widths.sum()))
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     # lr_half_life > 0: the learning rate halves every that many steps (smoothly)
     lr = optax.exponential_decay(cfg.lr, cfg.lr_half_life, 0.5) if cfg.lr_half_life else cfg.lr
@@ -118,6 +146,7 @@ class Program:
     train_chunk: Callable[..., Any]
     evaluate: Callable[..., Any]
     mesh: Mesh
+    buckets: list[Task] = dataclasses.field(default_factory=list)  # size buckets (train_chunk's last argument)
 
     def replicate(self, tree: Any) -> Any:
         """Place params / optimizer state on every device of the mesh (what train_chunk expects)."""
@@ -137,9 +166,11 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
         return task.loss(logits, batch).mean()
 
-    def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array):
+    buckets = size_buckets(task, cfg.size_buckets)
+
+    def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array, bucket: int = 0):
         params, opt_state, bad_run = carry
-        batch = shard_batch(task.sample(jax.random.fold_in(data_key, step), cfg.batch_size), mesh)
+        batch = shard_batch(buckets[bucket].sample(jax.random.fold_in(data_key, step), cfg.batch_size), mesh)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         finite = jnp.isfinite(loss) & _tree_all_finite(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
@@ -149,9 +180,12 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         stats = {"loss": loss, "grad_norm": optax.global_norm(grads), "nonfinite": (~finite).astype(jnp.int32)}
         return (keep(new_params, params), keep(new_opt, opt_state), bad_run), stats
 
-    @functools.partial(jax.jit, static_argnums=(4,), donate_argnums=(0, 1))
-    def train_chunk(params, opt_state, bad_run, start, num):
-        carry, stats = jax.lax.scan(one_step, (params, opt_state, bad_run), start + jnp.arange(num))
+    @functools.partial(jax.jit, static_argnums=(4, 5), donate_argnums=(0, 1))
+    def train_chunk(params, opt_state, bad_run, start, num, bucket=0):
+        """``num`` optimizer steps from step ``start`` on size bucket ``bucket`` (static: one
+        compilation per (num, bucket); see ``bucket_schedule``)."""
+        step_fn = functools.partial(one_step, bucket=bucket)
+        carry, stats = jax.lax.scan(step_fn, (params, opt_state, bad_run), start + jnp.arange(num))
         return (*carry, stats)
 
     @jax.jit
@@ -159,7 +193,7 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
         return {k: v.mean() for k, v in task.metrics(logits, batch).items()}
 
-    return Program(task, graphdef, tx, train_chunk, evaluate, mesh)
+    return Program(task, graphdef, tx, train_chunk, evaluate, mesh, buckets)
 
 
 def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -172,7 +206,8 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
             raise RunDirError(f"{workdir} has no config.json to resume from")
         old = json.loads(cfg_path.read_text())
         new = json.loads(cfg.to_json())
-        diff = {k for k in new if k not in RUN_CONTROL_FIELDS and old.get(k) != new[k]}
+        default = json.loads(TrainConfig().to_json())  # fields added since the old run was written
+        diff = {k for k in new if k not in RUN_CONTROL_FIELDS and old.get(k, default.get(k)) != new[k]}
         if diff:
             raise RunDirError(f"{workdir} holds a run with a different configuration ({', '.join(sorted(diff))}); "
                               "use the same options to resume, or --overwrite")
@@ -246,6 +281,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     workdir = Path(workdir)
     task = build_task(cfg)
     mesh = make_mesh(cfg)  # bad device counts fail before anything on disk changes
+    size_buckets(task, cfg.size_buckets)  # so does an impossible bucket count
     if wandb_project:
         import importlib.util
 
@@ -289,7 +325,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
             loggers.log(first)
         while step < cfg.steps:
             num = min(cfg.steps_per_dispatch, cfg.steps - step)
-            params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num)
+            bucket = bucket_schedule(cfg, prog.buckets, step)
+            params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num, bucket)
             step += num
             if step % cfg.log_every and step < cfg.steps:
                 if step % cfg.checkpoint_every == 0:

@@ -198,9 +198,11 @@ def test_detect_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / TINY.name / "detect"
     rep = json.loads((out / "detect.json").read_text())
     names = [r["model"] for r in rep["rows"]]
-    assert names[:5] == ["loop", "best-of-2", "best-of-8", "best-of-32", "heuristic"]
+    assert names[:7] == ["loop", "best-of-2", "best-of-8", "best-of-32", "best-of-4 (held out)",
+                         "best-of-16 (held out)", "heuristic"]
     assert "trained MLP" in names and "ntm-s0" in names
-    assert rep["zoo_total"] == 6 and 0 <= rep["zoo_correct"] <= 6
+    assert rep["zoo_total"] == 8 and 0 <= rep["zoo_correct"] <= 8
+    assert rep["held_out_total"] == 2 and [r["model"] for r in rep["rows"] if r["held_out"]] == names[4:6]
     loop = rep["rows"][0]
     assert loop["error"] == 0 and loop["extrap_error"] == 0  # (lists of 2-4 are too short for 0.5x steps to hurt much)
     assert all(r["label"] == detect.decide(rep["signatures"][r["model"]]) for r in rep["rows"])

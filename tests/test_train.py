@@ -293,3 +293,49 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         for k in ("train/loss", "eval/loss", "eval/bits_per_seq"):
             if k in ra:
                 np.testing.assert_allclose(ra[k], rb[k], rtol=1e-6, err_msg=f"{k} at step {ra['step']}")
+
+
+def test_size_buckets_compile_once_each_and_cover_the_range(tmp_path, caplog):
+    """A run over 3 size buckets compiles train_chunk once per bucket it uses, never per step, and
+    each bucket pads only to its own largest size."""
+    import logging
+
+    cfg = dataclasses.replace(TINY, steps=120, log_every=20, steps_per_dispatch=10, checkpoint_every=1000,
+                              min_size=1, max_size=8, size_buckets=3)
+    task = build_task(cfg)
+    from lab.trainer import bucket_schedule, size_buckets
+
+    buckets = size_buckets(task, 3)
+    assert [(b.min_size, b.max_size) for b in buckets] == [(1, 3), (4, 6), (7, 8)]
+    assert [b.max_steps() for b in buckets] == [2 * 3 + 1, 2 * 6 + 1, 2 * 8 + 1]  # L inputs, delimiter, L outputs
+    used = {bucket_schedule(cfg, buckets, s) for s in range(0, cfg.steps, cfg.steps_per_dispatch)}
+    assert len(used) == 3  # this seed's schedule visits every bucket (deterministic, not luck at test time)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax"):
+            train(cfg, tmp_path / "run", progress=False)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiles = [r for r in caplog.records if r.getMessage().startswith("Compiling jit(train_chunk)")]
+    assert len(compiles) == len(used), [r.getMessage()[:120] for r in compiles]
+    rows = _metrics(tmp_path / "run")
+    assert rows[-1]["step"] == cfg.steps and all(np.isfinite(r["eval/loss"]) for r in rows)
+
+
+def test_bucket_schedule_follows_bucket_widths():
+    cfg = dataclasses.replace(TINY, min_size=1, max_size=20, size_buckets=2)
+    from lab.trainer import bucket_schedule, size_buckets
+
+    buckets = size_buckets(build_task(cfg), 2)
+    draws = np.array([bucket_schedule(cfg, buckets, s) for s in range(0, 20_000, 10)])
+    assert abs(draws.mean() - 0.5) < 0.05
+    uneven = size_buckets(build_task(dataclasses.replace(cfg, max_size=4)), 3)  # sizes 1-2, 3, 4
+    draws = np.array([bucket_schedule(cfg, uneven, s) for s in range(0, 20_000, 10)])
+    assert np.bincount(draws, minlength=3) / draws.size == pytest.approx([0.5, 0.25, 0.25], abs=0.04)
+
+
+def test_impossible_size_buckets_exit_2(tmp_path, capsys):
+    rc = run_cli(train_cli.main, ["--task", "copy", "--min-size", "1", "--max-size", "4", "--size-buckets", "5",
+                                  "--steps", "10", "--workdir", str(tmp_path / "r"), "--no-progress"])
+    assert rc == 2 and "size_buckets" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
