@@ -1,6 +1,6 @@
 """Training-throughput benchmark against this machine's roofline, written to bench.json.
 
-    python -m lab.bench [--batch-sizes 1 16 64] [--tasks copy argmax] [--models ntm lstm mlp] [--out bench.json]
+    python -m lab.bench [--batch-sizes 1 16 64] [--tasks copy argmax] [--models ntm lstm mlp] [--devices 1] [--out bench.json]
 
 Each row: examples/s and ms per optimizer step (10 steps per dispatch, best of 3, compile excluded),
 the FLOPs one step executes (counted from its jaxpr: dot_general exactly, 1 per output element of
@@ -96,8 +96,8 @@ def machine_peaks() -> dict[str, float]:
 
 
 def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3,
-              peaks: dict[str, float] | None = None) -> dict:
-    cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": 1,
+              peaks: dict[str, float] | None = None, devices: int = 1) -> dict:
+    cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": devices,
                          "steps_per_dispatch": dispatch, "log_every": dispatch})
     t = build_task(cfg)
     graphdef, params = models.split(build_model(cfg, t))
@@ -121,7 +121,8 @@ def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeat
            "ms_per_step": ms, "compile_s": compile_s, "seq_steps": t.max_steps(), "params": n_params,
            "matmul_flops_per_step": mm, "flops_per_step": mm + other,
            # at least: read params and Adam's two moments, write all three back (float32)
-           "min_bytes_per_step": 6 * 4 * n_params, "device": device_name(), "jax": jax.__version__}
+           "min_bytes_per_step": 6 * 4 * n_params, "device": device_name(), "jax": jax.__version__,
+           "data_parallel_devices": devices}
     if peaks:
         s_ = ms / 1000
         row["achieved_flops_per_s"] = (mm + other) / s_
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--tasks", nargs="+", default=["copy"])
     p.add_argument("--models", nargs="+", default=["ntm"])
+    p.add_argument("--devices", type=int, default=1,
+                   help="data-parallel over this many devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
     peaks = machine_peaks()
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     for task in a.tasks:
         for m in a.models:
             for b in a.batch_sizes:
-                row = bench_one(task, m, b, peaks=peaks)
+                row = bench_one(task, m, b, peaks=peaks, devices=a.devices)
                 row.update({k: v for k, v in peaks.items()})
                 rows.append(row)
                 print(f"{row['model']:5s} {row['task']:10s} batch {b:5d}: {row['examples_per_s']:9.1f} examples/s "

@@ -44,6 +44,8 @@ class Experiment:
     steps: int
     batch_size: int = 32
     lr: float = 3e-3
+    lr_half_life: int = 0  # optimizer steps; 0: constant learning rate
+    size_buckets: int = 1  # TrainConfig.size_buckets
     seeds: tuple[int, ...] = (0, 1, 2)
     scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # test-time step multipliers
     in_range_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval at training sizes
@@ -84,7 +86,8 @@ class Experiment:
                     mc.mlp_layers, one_output=True))
         mc = dataclasses.replace(mc, **spec.overrides)
         return TrainConfig(task=self.task, model=spec.model, seed=seed, batch_size=self.batch_size, steps=self.steps,
-                           lr=self.lr, min_size=self.train_sizes[0], max_size=self.train_sizes[1],
+                           lr=self.lr, lr_half_life=self.lr_half_life, size_buckets=self.size_buckets,
+                           min_size=self.train_sizes[0], max_size=self.train_sizes[1],
                            task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
                            checkpoint_every=max(self.log_every, self.steps // 4))
 
@@ -140,6 +143,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4},
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=BASELINES, steps=6000,
         batch_size=32, lr=1e-2,
+    ),
+    Experiment(
+        name="argmax-long",
+        description="argmax-labels for the NTM (memory of 128 rows) and the LSTM with 6x the budget, the learning "
+                    "rate halved every 12,000 steps and 3 size buckets",
+        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4},
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm", {"memory_rows": 128}), ModelSpec("lstm", "lstm")), steps=36000,
+        batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=3, seeds=(0,),
     ),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
