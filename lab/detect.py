@@ -735,12 +735,12 @@ def write(out: Any, results: list[Result], exp: Experiment, title: str) -> dict[
 def calibration_markdown(reports: list[dict[str, Any]]) -> str:
     """One table over several experiments' detect.json: every zoo member's signatures and label, the
     rule's hit rate, and the verdicts on the trained models."""
-    lines = ["| task | " + " | ".join(h for _, h in COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 2)]
+    lines = ["| experiment | " + " | ".join(h for _, h in COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 2)]
     hit = tot = held_hit = held_tot = 0
     verdicts = []
     for rep in reports:
         for r in rep["rows"]:
-            lines.append(f"| {rep['task']} | " + " | ".join(_f(r.get(k)) for k, _ in COLUMNS) + " |")
+            lines.append(f"| {rep['experiment']} | " + " | ".join(_f(r.get(k)) for k, _ in COLUMNS) + " |")
             if r["mechanism"] != "trained":
                 ok = correct(r["mechanism"], r["label"])
                 hit, tot = hit + ok, tot + 1
