@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--only", nargs="+", default=None,
-                    help="only these steps (copy, experiments, detect, compiled, bench, assoc)")
+                    help="only these steps (copy, experiments, detect, compiled, bench, assoc), or single ones "
+                         "such as experiments:argmax-long or detect:polymax")
     args = ap.parse_args(argv)
     p = PRESETS[args.preset]
     runs, docs = Path(p["runs"]), Path(p["docs"])
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import train as train_py
 
     def step(name: str, fn: Callable[[], None]) -> None:
-        if args.only and name.split(":")[0] not in args.only:
+        if args.only and name not in args.only and name.split(":")[0] not in args.only:
             return
         t0 = time.time()
         print(f"== reproduce ({args.preset}): {name}", file=sys.stderr, flush=True)
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         step("assoc", assoc)
     old = json.loads((results / "timings.json").read_text()) if (results / "timings.json").exists() else {}
     total = sum(timings.values())
-    (results / "timings.json").write_text(json.dumps({**old, **timings, "total_s (this call)": round(total, 1)}, indent=1) + "\n")
+    # a partial call (--only) updates its steps' times but leaves the last whole call's total alone
+    record = {**old, **timings} if args.only else {**old, **timings, "total_s (this call)": round(total, 1)}
+    (results / "timings.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"reproduce ({args.preset}): {total:.0f} s; figures in {figs}, tables in {results}", file=sys.stderr)
     return 0
 
