@@ -125,6 +125,9 @@ def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeat
            "data_parallel_devices": devices}
     if peaks:
         s_ = ms / 1000
+        # simulated CPU devices share the cores the peak was measured on; real accelerators add theirs
+        scale = 1 if jax.devices()[0].platform == "cpu" else devices
+        peaks = {k: v * scale for k, v in peaks.items()}
         row["achieved_flops_per_s"] = (mm + other) / s_
         row["frac_of_matmul_peak"] = (mm + other) / s_ / peaks["matmul_flops_per_s"]
         row["frac_of_bandwidth_bound"] = row["min_bytes_per_step"] / s_ / peaks["bandwidth_bytes_per_s"]
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="data-parallel over this many devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
+    bad = [b for b in a.batch_sizes if b % a.devices]
+    if a.devices < 1 or bad:
+        p.error(f"--devices {a.devices}: every batch size must split evenly over the devices (not {bad})")
     peaks = machine_peaks()
     print(f"machine: {peaks['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s float32 matmul, "
           f"{peaks['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s streaming, on {device_name()}", flush=True)

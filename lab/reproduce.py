@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                          "such as experiments:argmax-long or detect:polymax")
     args = ap.parse_args(argv)
     p = PRESETS[args.preset]
+    known = {"copy", "experiments", "detect", "compiled", "bench", "assoc", "detect:calibration",
+             *(f"experiments:{n}" for n in SEARCH_EXPERIMENTS), *(f"detect:{n}" for n in DETECT_EXPERIMENTS)}
+    if args.only and set(args.only) - known:
+        ap.error(f"--only: unknown step(s) {sorted(set(args.only) - known)}; choose from {sorted(known)}")
     runs, docs = Path(p["runs"]), Path(p["docs"])
     figs, results = docs / "figures", docs / "results"
     figs.mkdir(parents=True, exist_ok=True)

@@ -72,14 +72,18 @@ def size_buckets(task: Task, count: int) -> list[Task]:
     return out
 
 
-def bucket_schedule(cfg: TrainConfig, buckets: list[Task], start: int) -> int:
-    """Bucket of the dispatch that begins at optimizer step ``start``: a deterministic function of
-    (seed, start), so a resumed run trains on the same buckets as an uninterrupted one. Drawn with
-    probability proportional to each bucket's number of sizes (the size distribution is unchanged)."""
+def bucket_schedule(cfg: TrainConfig, buckets: list[Task], step: int) -> int:
+    """Bucket of the dispatch slot holding optimizer step ``step`` (slots are ``steps_per_dispatch``
+    steps long and the trainer never lets a dispatch cross a slot's edge): a deterministic function
+    of (seed, slot), so a resumed or extended run trains on the same buckets as an uninterrupted one.
+    Drawn with probability proportional to each bucket's number of sizes, or of sampled sizes where the
+    task restricts them (modsquare's ``valid_sizes``), so the size distribution is unchanged."""
     if len(buckets) == 1:
         return 0
-    widths = np.array([b.max_size - b.min_size + 1 for b in buckets], np.float64)
-    return int(np.random.default_rng([cfg.seed, start]).choice(len(buckets), p=widths / widths.sum()))
+    widths = np.array([len(b.valid_sizes()) if hasattr(b, "valid_sizes") else b.max_size - b.min_size + 1
+                       for b in buckets], np.float64)
+    slot_start = step - step % cfg.steps_per_dispatch  # (the first step of the slot: keeps earlier runs' schedules)
+    return int(np.random.default_rng([cfg.seed & 0xFFFFFFFF, slot_start]).choice(len(buckets), p=widths / widths.sum()))
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -207,7 +211,9 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
         old = json.loads(cfg_path.read_text())
         new = json.loads(cfg.to_json())
         default = json.loads(TrainConfig().to_json())  # fields added since the old run was written
-        diff = {k for k in new if k not in RUN_CONTROL_FIELDS and old.get(k, default.get(k)) != new[k]}
+        # with size buckets the dispatch length decides which steps share a bucket: not a free choice on resume
+        control = RUN_CONTROL_FIELDS - ({"steps_per_dispatch"} if cfg.size_buckets > 1 else set())
+        diff = {k for k in new if k not in control and old.get(k, default.get(k)) != new[k]}
         if diff:
             raise RunDirError(f"{workdir} holds a run with a different configuration ({', '.join(sorted(diff))}); "
                               "use the same options to resume, or --overwrite")
@@ -324,7 +330,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
                 f.write(json.dumps(first) + "\n")
             loggers.log(first)
         while step < cfg.steps:
-            num = min(cfg.steps_per_dispatch, cfg.steps - step)
+            # never cross a dispatch slot's edge, so that the bucket schedule does not depend on where
+            # a previous (shorter) run stopped
+            num = min(cfg.steps_per_dispatch - step % cfg.steps_per_dispatch, cfg.steps - step)
             bucket = bucket_schedule(cfg, prog.buckets, step)
             params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num, bucket)
             step += num

@@ -339,3 +339,28 @@ def test_impossible_size_buckets_exit_2(tmp_path, capsys):
                                   "--steps", "10", "--workdir", str(tmp_path / "r"), "--no-progress"])
     assert rc == 2 and "size_buckets" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_with_size_buckets_after_a_partial_chunk_equals_uninterrupted(tmp_path):
+    """Buckets are drawn per dispatch slot and dispatches never cross a slot's edge, so a run stopped
+    mid-slot (steps=45 with 10 per dispatch) and extended trains on the same buckets and data."""
+    cfg = dataclasses.replace(TINY, steps=100, log_every=20, checkpoint_every=40, min_size=1, max_size=6,
+                              size_buckets=2)
+    train(cfg, tmp_path / "a", progress=False)
+    train(dataclasses.replace(cfg, steps=45), tmp_path / "b", progress=False)
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    a = {r["step"]: r for r in _metrics(tmp_path / "a")}
+    b = {r["step"]: r for r in _metrics(tmp_path / "b")}
+    assert 45 in b and 45 not in a
+    for step in (60, 80, 100):
+        for k in ("train/loss", "eval/loss"):
+            assert a[step][k] == pytest.approx(b[step][k], rel=1e-4), (step, k)
+
+
+def test_resume_with_size_buckets_refuses_another_dispatch_length(tmp_path):
+    cfg = dataclasses.replace(TINY, steps=20, log_every=20, checkpoint_every=20, size_buckets=2)
+    train(cfg, tmp_path / "r", progress=False)
+    from lab.trainer import RunDirError
+
+    with pytest.raises(RunDirError, match="steps_per_dispatch"):
+        train(dataclasses.replace(cfg, steps=40, steps_per_dispatch=20), tmp_path / "r", resume=True, progress=False)
