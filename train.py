@@ -33,7 +33,7 @@ def run_experiment(args) -> int:
     from lab.checkpoint import Checkpointer
 
     exp = experiments.get(args.experiment)
-    for name, cfg in exp.runs(args.models, args.seeds):
+    for name, cfg in exp.runs(args.models, args.seeds, args.runs_root):
         if args.steps is not None:
             cfg = dataclasses.replace(cfg, steps=args.steps, checkpoint_every=min(cfg.checkpoint_every, args.steps))
         workdir = Path(args.runs_root) / exp.name / name

@@ -52,6 +52,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-dispatch", type=int, default=d.steps_per_dispatch)
     p.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite)
     p.add_argument("--devices", type=int, default=d.devices, help="data-parallel over this many devices (0: all)")
+    p.add_argument("--init-from", default=d.init_from, metavar="RUN_DIR",
+                   help="start from the newest parameters of this run directory (same model shapes; fresh optimizer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="move an existing run in --workdir aside and start anew")
     p.add_argument("--no-progress", action="store_true")

@@ -14,7 +14,7 @@ import numpy as np
 
 from lab import evaluation, figures, models
 from lab.experiments import Experiment
-from lab.trainer import RunDirError, load_run
+from lab.trainer import RunDirError, examples_before, load_run
 
 QUANTILES = 4  # difficulty bins for easy vs hard
 
@@ -67,7 +67,8 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
     ev = evaluation.Evaluator.of(model)
     main = task.main_metric
     rec: dict[str, Any] = {"run": str(run), "model": cfg.model, "seed": cfg.seed, "checkpoint_step": step,
-                           "examples_seen": step * cfg.batch_size, "params": models.count_params(model),
+                           "examples_seen": step * cfg.batch_size + examples_before(cfg), "init_from": cfg.init_from,
+                           "params": models.count_params(model),
                            "main_metric": main, "by_size": [], "by_scale": [], "by_difficulty": {}}
     rec["by_size"] = [evaluation.evaluate_on(ev, lambda s=size: exp.eval_task(s), batch_size, size=size)
                       for size in exp.eval_sizes]
@@ -110,7 +111,8 @@ def compare(exp: Experiment, root: str | Path = "runs", batch_size: int = 256) -
     report: dict[str, Any] = {"experiment": exp.name, "description": exp.description, "task": exp.task,
                               "train_sizes": list(exp.train_sizes),
                               "budget_examples": max(r["examples_seen"] for rs in per_label.values() for r in rs),
-                              "main_metric": next(iter(per_label.values()))[0]["main_metric"], "models": {}}
+                              "main_metric": next(iter(per_label.values()))[0]["main_metric"], "models": {},
+                              "init_from": sorted({r["init_from"] for rs in per_label.values() for r in rs if r["init_from"]})}
     for label in order:
         recs = per_label[label]
         report["models"][label] = {
@@ -159,7 +161,9 @@ def markdown(report: dict[str, Any]) -> str:
     head = " | ".join(f"{s}{'' if lo <= s <= hi else ' (beyond)'}" for s in sizes)
     lines = [f"### {report['experiment']}: {report['description']}", "",
              f"{main} (lower is better), mean over seeds [min, max]; trained on sizes {lo}-{hi}, "
-             f"{report['budget_examples']:,} examples each.", "",
+             f"{report['budget_examples']:,} examples each"
+             + (" (counting the runs each started from: " + ", ".join(sorted(report["init_from"])) + ")" if report.get("init_from") else "")
+             + ".", "",
              f"| model | params | seeds | {head} |", "|---|---:|---:|" + "---:|" * len(sizes)]
     for label, m in report["models"].items():
         lines.append(f"| {label} | {m['params']:,} | {len(m['seeds'])} | " + " | ".join(_fmt(r) for r in m["by_size"]) + " |")

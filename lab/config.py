@@ -38,6 +38,9 @@ class TrainConfig:
     # (one compilation per bucket); each dispatch trains on one bucket, drawn with probability
     # proportional to its share of the sizes, so the size distribution is unchanged. 1: no buckets.
     size_buckets: int = 1
+    # A run directory whose newest parameters this run starts from (a later stage of a curriculum:
+    # same model shapes, fresh optimizer, its own task options and schedule). "": a fresh init.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

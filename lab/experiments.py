@@ -15,6 +15,7 @@ lab/compare.py). Baselines are swapped by name through the same trainer:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from lab import models
@@ -29,6 +30,8 @@ class ModelSpec:
     model: str  # a name in lab.models.MODELS
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # ModelConfig fields
     match_ntm_params: float = 0.0  # MLP only: hidden width for this multiple of the NTM's parameters
+    # start from another preset's run (a curriculum stage): "<experiment>/<label>-s{seed}" under the runs root
+    init_from: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Experiment:
         m = models.make_model("ntm", task.input_size, task.output_size, self.ntm, task.max_steps(), 0)
         return models.count_params(m)
 
-    def config(self, spec: ModelSpec, seed: int) -> TrainConfig:
+    def config(self, spec: ModelSpec, seed: int, runs_root: str = "runs") -> TrainConfig:
         task = self.base_task()
         mc = dataclasses.replace(self.ntm, hidden_size=self.ntm.controller_size)
         if spec.model == "mlp":
@@ -89,17 +92,20 @@ class Experiment:
                            lr=self.lr, lr_half_life=self.lr_half_life, size_buckets=self.size_buckets,
                            min_size=self.train_sizes[0], max_size=self.train_sizes[1],
                            task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
-                           checkpoint_every=max(self.log_every, self.steps // 4))
+                           checkpoint_every=max(self.log_every, self.steps // 4),
+                           init_from=str(Path(runs_root) / spec.init_from.format(seed=seed)) if spec.init_from else "")
 
-    def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[str, TrainConfig]]:
-        """(run name, config) for every model and seed, optionally restricted."""
+    def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None,
+             runs_root: str = "runs") -> list[tuple[str, TrainConfig]]:
+        """(run name, config) for every model and seed, optionally restricted; ``runs_root`` locates the runs
+        that ``init_from`` names."""
         specs = [s for s in self.models if not models_ or s.label in models_]
         if models_:
             unknown = set(models_) - {s.label for s in self.models}
             if unknown:
                 raise ValueError(f"experiment {self.name} has no model {sorted(unknown)}; "
                                  f"choose from {[s.label for s in self.models]}")
-        return [(f"{s.label}-s{seed}", self.config(s, seed)) for s in specs for seed in (seeds or self.seeds)]
+        return [(f"{s.label}-s{seed}", self.config(s, seed, runs_root)) for s in specs for seed in (seeds or self.seeds)]
 
 
 BASELINES = (
@@ -153,6 +159,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         models=(ModelSpec("ntm", "ntm", {"memory_rows": 128}), ModelSpec("ntm-r32", "ntm"), ModelSpec("lstm", "lstm")),
         steps=36000,
         batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=3, seeds=(0,),
+    ),
+    Experiment(
+        name="argmax-spread",
+        description="a second stage for argmax-long's ntm-r32 and lstm: 36,000 more steps on hard lists (each list's "
+                    "values squeezed into the top w of the grid, w log-uniform on [1/16, 1]: the near and exact ties "
+                    "of long lists, at lengths up to 16); evaluated on uniform lists",
+        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
+                                     "min_spread": 1 / 16},
+        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm", init_from="argmax-long/ntm-r32-s{seed}"),
+                ModelSpec("lstm", "lstm", init_from="argmax-long/lstm-s{seed}")),
+        steps=36000, batch_size=32, lr=3e-3, lr_half_life=12000, size_buckets=3, seeds=(0,),
     ),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),

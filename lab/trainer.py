@@ -293,12 +293,20 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
 
         if importlib.util.find_spec("wandb") is None:
             raise ValueError("--wandb needs the wandb package: pip install wandb")
+    model = build_model(cfg, task)
+    graphdef, params = models.split(model)
+    init_error: Exception | None = None
+    if cfg.init_from:  # read (and check) before the run directory is touched
+        try:
+            params = params_from(cfg.init_from, params)
+        except (RunDirError, CheckpointError) as e:
+            if not resume:
+                raise
+            init_error = e  # fatal only if there is no checkpoint of this run to resume from
     prepare_workdir(workdir, cfg, resume, overwrite)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json())
 
-    model = build_model(cfg, task)
-    graphdef, params = models.split(model)
     key = jax.random.key(cfg.seed)
     data_key, eval_key = jax.random.split(jax.random.fold_in(key, 1))
     prog = make_program(cfg, task, graphdef, data_key, mesh)
@@ -308,6 +316,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     if resume and ckpt.latest_step() is not None:
         step, restored = ckpt.restore({"params": params, "opt_state": opt_state})
         params, opt_state = prog.replicate((restored["params"], restored["opt_state"]))
+    elif init_error is not None:
+        raise init_error
     metrics_path = workdir / "metrics.jsonl"
     if not resume and metrics_path.exists():
         metrics_path.unlink()
@@ -390,6 +400,35 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(l + "\n" for l in keep))
 
 
+def params_from(workdir: str | Path, like: Any) -> Any:
+    """The newest parameters of the run in ``workdir``, checked against the shapes of ``like``."""
+    _, _, model, step = load_run(workdir)
+    params = models.split(model)[1]
+    got = jax.tree.map(lambda x: tuple(x.shape), params)
+    want = jax.tree.map(lambda x: tuple(x.shape), like)
+    if jax.tree.structure(got) != jax.tree.structure(want) or got != want:
+        raise RunDirError(f"--init-from {workdir}: its model (step {step}) has other parameter shapes than this run's; "
+                          "the model options must match")
+    return params
+
+
+def examples_before(cfg: TrainConfig) -> int:
+    """Examples the runs that ``cfg.init_from`` chains back to had seen (0 for a fresh start), so that a
+    curriculum stage reports its whole budget. A source that is gone counts as 0."""
+    total, src, seen = 0, cfg.init_from, set()
+    while src and src not in seen and (Path(src) / "config.json").exists():
+        seen.add(src)
+        prev = TrainConfig.load(Path(src) / "config.json")
+        if (Path(src) / "checkpoints").is_dir():
+            ckpt = Checkpointer(Path(src) / "checkpoints", keep=prev.keep_checkpoints)
+            try:
+                total += (ckpt.latest_step() or 0) * prev.batch_size
+            finally:
+                ckpt.close()
+        src = prev.init_from
+    return total
+
+
 def load_run(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig, Task, nnx.Module, int]:
     """Rebuild the model of a run directory from its config.json and newest checkpoint."""
     workdir = Path(workdir)
@@ -412,5 +451,5 @@ def load_run(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig,
     return cfg, task, nnx.merge(graphdef, restored["params"]), step
 
 
-__all__ = ["train", "load_run", "make_program", "build_task", "build_model", "TrainingError", "RunDirError",
+__all__ = ["train", "load_run", "params_from", "examples_before", "make_program", "build_task", "build_model", "TrainingError", "RunDirError",
            "CheckpointError"]

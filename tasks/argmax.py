@@ -35,6 +35,12 @@ Options that make extrapolation a test of the search rather than of the encoding
     unbounded precision; equal values (ties) go to the earliest, as the loop's strict ">" does.
   extra_steps=E: each example gets U{0..E} additional blank steps at the end, so that training
     shows the model that it must hold its answer (what a test-time step multiplier > 1 asks).
+  min_spread=S < 1 (a training distribution; default 1: every list uniform): each list's values
+    are drawn uniformly from the top fraction w of the range, [1 - w, 1) (on the grid: its top
+    max(1, ceil(w K)) levels), with w log-uniform on [S, 1] per list. A short list then has the
+    near ties (and, on a grid, the exact ties) of a long uniform one: the top gaps of L values
+    spread over w look like those of about L / w uniform values, so a model trained on lengths
+    up to 16 sees the comparisons a list of 64 or more asks for. Evaluate with min_spread=1.
 
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position
@@ -48,6 +54,7 @@ holds each list's values and labels (the regret needs them when step_scale < 1 h
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -81,6 +88,7 @@ class Argmax:
     labels: str = "position"  # "position" | "random"
     levels: int = 0  # 0: continuous values; K: distinct values on a grid of K levels
     extra_steps: int = 0  # each example gets U{0..extra_steps} more blank steps
+    min_spread: float = 1.0  # < 1: each list's values from the top w of the range, w log-uniform on [min_spread, 1]
 
     def __post_init__(self) -> None:
         check_range("argmax list length", self.min_size, self.max_size, minimum=2)
@@ -94,6 +102,8 @@ class Argmax:
             raise ValueError(f"argmax: labels must be 'position' or 'random', got {self.labels!r}")
         if self.levels < 0 or self.extra_steps < 0:
             raise ValueError("argmax: levels and extra_steps must be >= 0")
+        if not 0 < self.min_spread <= 1:
+            raise ValueError(f"argmax: min_spread must be in (0, 1], got {self.min_spread}")
 
     @property
     def input_size(self) -> int:
@@ -117,6 +127,15 @@ class Argmax:
             values = (jax.random.randint(k_val, (Lmax, B), 0, self.levels) / self.levels).astype(jnp.float32)
         else:
             values = jax.random.uniform(k_val, (Lmax, B), jnp.float32)  # [L, B]
+        if self.min_spread < 1:  # squeeze each list into the top w of the range (its own key: the default draws stay)
+            k_w, k_u = jax.random.split(jax.random.fold_in(k_val, 1))
+            w = jnp.exp(jax.random.uniform(k_w, (1, B), minval=math.log(self.min_spread), maxval=0.0))  # [1, B]
+            u = jax.random.uniform(k_u, (Lmax, B))
+            if self.levels:
+                top = jnp.maximum(1, jnp.ceil(w * self.levels))  # levels K - top .. K - 1
+                values = ((self.levels - 1 - jnp.floor(u * top)) / self.levels).astype(jnp.float32)
+            else:
+                values = (1.0 - w * (1.0 - u)).astype(jnp.float32)  # [1 - w, 1)
         if self.labels == "random":
             # a random affine permutation of 0..2^bits-1 (odd multiplier): distinct labels, no sort
             # (an argsort of 2^bits keys per example made XLA:CPU compile the training step for minutes)

@@ -66,6 +66,7 @@ def test_registered_and_make_task():
 def test_bad_options_raise():
     for bad in [lambda: Argmax(max_size=257), lambda: Argmax(index_bits=4).with_sizes(2, 17),
                 lambda: Argmax(min_size=1), lambda: Argmax(step_scale=0), lambda: Argmax(step_offset=-1),
+                lambda: Argmax(min_spread=0.0), lambda: Argmax(min_spread=1.5),
                 lambda: ModSquare(max_size=13), lambda: ModSquare(bits=23, max_size=8), lambda: ModSquare(hint="x"),
                 lambda: ModSquare(split="test"), lambda: ModSquare(holdout_fraction=1.0),
                 lambda: ModSquare(split="holdout", holdout_fraction=0.0),
@@ -146,7 +147,8 @@ def test_metrics_perfect_and_wrong(name):
 # ---- argmax ----
 
 
-@pytest.mark.parametrize("opts", [{}, {"labels": "random", "levels": 64, "extra_steps": 3}])
+@pytest.mark.parametrize("opts", [{}, {"labels": "random", "levels": 64, "extra_steps": 3},
+                                  {"labels": "random", "levels": 256, "min_spread": 1 / 16}, {"min_spread": 0.1}])
 def test_argmax_matches_reference(opts):
     task = Argmax(**opts)
     for seed in range(3):
@@ -169,6 +171,25 @@ def test_argmax_matches_reference(opts):
     if task.labels == "random":  # every answer bit is exercised, even though lists are short
         answers = np.concatenate([from_bits(last(sample(task, s).targets, sample(task, s))) for s in range(3)])
         assert (answers >= 128).any() and (answers < 128).any()
+
+
+@pytest.mark.parametrize("levels", [0, 256])
+def test_argmax_min_spread_squeezes_lists_to_the_top(levels):
+    """Each list's values lie in the top w of the range, w log-uniform on [min_spread, 1]: about half
+    the lists of 16 span less than a quarter of the range (none do when uniform), and near ties
+    (the top two within 2/256) are as common as in uniform lists four times longer or more."""
+    hard = Argmax(levels=levels, min_spread=1 / 16).with_sizes(16, 16)
+    b = sample(hard, 0, 2048)
+    values = b.inputs[:16, :, 0]
+    span = values.max(0) - values.min(0)
+    assert 0.4 < (span < 0.25).mean() < 0.7
+    assert values.min() >= 0 and values.max() < 1
+    u = sample(Argmax(levels=levels).with_sizes(16, 16), 0, 2048).inputs[:16, :, 0]
+    assert (u.max(0) - u.min(0) < 0.25).mean() == 0
+    near = lambda bt: (-bt.difficulty <= 2 / 256 + 1e-7).mean()
+    assert near(b) > near(sample(Argmax(levels=levels).with_sizes(64, 64), 0, 2048))
+    if levels:  # exact ties at the top happen, and go to the earliest as in the loop
+        assert (b.difficulty == 0).mean() > 0.05
 
 
 def test_argmax_long_lists_fit_index_bits():

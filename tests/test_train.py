@@ -364,3 +364,26 @@ def test_resume_with_size_buckets_refuses_another_dispatch_length(tmp_path):
 
     with pytest.raises(RunDirError, match="steps_per_dispatch"):
         train(dataclasses.replace(cfg, steps=40, steps_per_dispatch=20), tmp_path / "r", resume=True, progress=False)
+
+
+def test_init_from_starts_at_the_other_runs_parameters(tiny_run, tmp_path):
+    """A curriculum stage: the new run's step-0 evaluation is the old run's final one (same eval batch)."""
+    workdir, summary = tiny_run
+    cfg = dataclasses.replace(TINY, steps=50, init_from=str(workdir))
+    train(cfg, tmp_path / "stage2", progress=False)
+    first = _metrics(tmp_path / "stage2")[0]
+    assert first["step"] == 0
+    assert first["eval/bits_per_seq"] == pytest.approx(summary["eval/bits_per_seq"], abs=1e-5)
+    assert json.loads((tmp_path / "stage2" / "config.json").read_text())["init_from"] == str(workdir)
+
+
+def test_init_from_a_missing_or_mismatched_run_exits_2_and_creates_nothing(tiny_run, tmp_path, capsys):
+    workdir, _ = tiny_run
+    for init, extra, message in [(tmp_path / "nowhere", [], "not a run directory"),
+                                 (workdir, ["--memory-rows", "8"], "other parameter shapes")]:
+        work = tmp_path / "w"
+        code, err = _cli(["--workdir", str(work), "--steps", "1", "--min-size", "1", "--max-size", "4",
+                          "--memory-width", "8", "--controller-size", "32", "--memory-rows", "16", *extra,
+                          "--init-from", str(init)], capsys)
+        assert code == 2 and message in err and "Traceback" not in err
+        assert not work.exists()
