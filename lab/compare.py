@@ -33,6 +33,21 @@ def loopiness(weights: np.ndarray, steps: np.ndarray) -> float:
     return float(moved_one[valid].mean()) if valid.any() else float("nan")
 
 
+def write_on_improvement(weights: np.ndarray, improved: np.ndarray, shown: np.ndarray) -> dict[str, float]:
+    """How sharply the write heads write when the running best improves, against the other steps.
+
+    weights [T, B, heads, N]; improved, shown [T, B] bool (a task's ``improvements``). The peak of a
+    step is its largest write weight over heads and rows: near 1 is a focused write, near 1/N a
+    diffuse one. A model keeping the loop's best in memory writes sharply on improvements only.
+    """
+    T = min(weights.shape[0], improved.shape[0])
+    peak = weights[:T].max(axis=(-1, -2))  # [T, B]
+    imp, other = improved[:T], shown[:T] & ~improved[:T]
+    return {"improvement": float(peak[imp].mean()) if imp.any() else float("nan"),
+            "other": float(peak[other].mean()) if other.any() else float("nan"),
+            "improvement_steps": int(imp.sum()), "other_steps": int(other.sum())}
+
+
 def quantile_bins(difficulty: np.ndarray, values: np.ndarray, q: int = QUANTILES) -> list[dict[str, float]]:
     """Mean (and s.e.) of ``values`` in q equal-count bins of difficulty, easiest first."""
     order = np.argsort(difficulty, kind="stable")
@@ -85,6 +100,12 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
     if "read_weights" in aux:
         steps = np.asarray(batch.steps)
         rec["loopiness"] = {k: loopiness(np.asarray(aux[k]), steps) for k in ("read_weights", "write_weights")}
+        try:
+            improved, shown = (np.asarray(x) for x in t.improvements(batch))
+        except (AttributeError, ValueError):  # the task has no running best to improve (or does not show it)
+            pass
+        else:
+            rec["write_on_improvement"] = write_on_improvement(np.asarray(aux["write_weights"]), improved, shown)
     return rec
 
 
@@ -121,6 +142,7 @@ def compare(exp: Experiment, root: str | Path = "runs", batch_size: int = 256) -
             "by_size": aggregate(recs, "by_size", "size"), "by_scale": aggregate(recs, "by_scale", "scale"),
             "by_difficulty": _mean_bins([r["by_difficulty"] for r in recs]),
             "loopiness": _mean_dict([r["loopiness"] for r in recs if "loopiness" in r]),
+            "write_on_improvement": _mean_dict([r["write_on_improvement"] for r in recs if "write_on_improvement" in r]),
             "runs": recs,
         }
     out = root / exp.name / "report"
@@ -172,13 +194,16 @@ def markdown(report: dict[str, Any]) -> str:
     for label, m in report["models"].items():
         lines.append(f"| {label} | " + " | ".join(_fmt(r) for r in m["by_scale"]) + " |")
     lines += ["", f"{main} by difficulty quartile (training sizes; 1 = easiest):", "",
-              "| model | " + " | ".join(f"Q{i + 1}" for i in range(QUANTILES)) + " | loopiness (read, write) |",
-              "|---|" + "---:|" * (QUANTILES + 1)]
+              "| model | " + " | ".join(f"Q{i + 1}" for i in range(QUANTILES)) + " | loopiness (read, write) |"
+              + " write peak (new best, other steps) |",
+              "|---|" + "---:|" * (QUANTILES + 2)]
     for label, m in report["models"].items():
         bins = m["by_difficulty"].get(main, [])
         loop = m["loopiness"]
         lp = f"{loop['read_weights']:.2f}, {loop['write_weights']:.2f}" if loop else ""
-        lines.append(f"| {label} | " + " | ".join(f"{b['mean']:.3g}" for b in bins) + f" | {lp} |")
+        wi = m.get("write_on_improvement")
+        wp = f"{wi['improvement']:.2f}, {wi['other']:.2f}" if wi else ""
+        lines.append(f"| {label} | " + " | ".join(f"{b['mean']:.3g}" for b in bins) + f" | {lp} | {wp} |")
     return "\n".join(lines) + "\n"
 
 

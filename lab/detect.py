@@ -136,8 +136,10 @@ def _shown_coefficients(task: Any, batch: Batch) -> np.ndarray:
 
 
 def _modsquare_n(task: Any, batch: Batch) -> np.ndarray:
-    """[B] n, read from step 0 of the inputs (n is shown on every step)."""
-    return _bits_np(np.asarray(batch.inputs)[0, :, : task.bits])
+    """[B] n of the batch (its ``aux``, or step 0 of the inputs)."""
+    from tasks.modsquare import batch_n
+
+    return np.asarray(batch_n(task, batch)).astype(np.int64)
 
 
 def _bits_np(bits: np.ndarray) -> np.ndarray:

@@ -128,6 +128,24 @@ def _modsquare(hint: str, what: str) -> Experiment:
     )
 
 
+def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None, steps: int = 36000,
+                    lr: float = 1e-2, init_from: str = "") -> Experiment:
+    """hint=value over n of 4-10 bits (about 900 training n, 10% held out), by default with 12x
+    modsquare-value's budget; held-out n at 6-10 bits, every n at 11-12 bits."""
+    init = {"init_from": f"{init_from}/{{label}}-s{{seed}}"} if init_from else {}
+    return Experiment(
+        name=name, description=f"modsquare with hint=value, {what}: n of 4-10 bits (about 900 training n, 10% held "
+                               f"out), {steps:,} steps x 32, learning rate {lr:g} halved every 12,000 steps, 4 size "
+                               "buckets; held-out n at 6-10 bits, every n at 11-12 bits",
+        task="modsquare", task_options={"hint": "value", "bits": 12, **(options or {})},
+        train_sizes=(4, 10), eval_sizes=(6, 8, 10, 11, 12), ntm=SMALL_NTM,
+        models=tuple(ModelSpec(label, label, **{k: v.format(label=label, seed="{seed}") for k, v in init.items()})
+                     for label in ("ntm", "lstm")),
+        steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=4, seeds=(0,),
+        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
+    )
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment(
         name="argmax-quick",
@@ -177,6 +195,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
         ("index", "step i shows i: evaluate candidates and keep the best"),
         ("none", "only n: count, evaluate and keep the best"))],
+    _modsquare_many("modsquare-many", "more n than a small model can memorise"),
+    _modsquare_many("modsquare-hidden-n", "n itself hidden (only i and i*i mod n shown: nothing to look up, only "
+                    "keep-the-best to learn)", {"show_n": False}),
+    _modsquare_many("modsquare-random", "random values (candidate i's value uniform on [0, n) instead of i*i mod n: "
+                    "the same keep-the-best over sequences that cannot be memorised; stage 1 of modsquare-curriculum)",
+                    {"values": "random"}),
+    _modsquare_many("modsquare-curriculum", "starting from modsquare-random's models (stage 2: the real values)",
+                    steps=18000, lr=3e-3, init_from="modsquare-random"),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",

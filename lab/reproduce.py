@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "modsquare-value", "modsquare-index",
-                      "modsquare-none", "polymax")
-DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "polymax")
+SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "modsquare-value",
+                      "modsquare-index", "modsquare-none", "modsquare-many", "modsquare-hidden-n", "modsquare-random",
+                      "modsquare-curriculum", "polymax")
+DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "polymax")
 PRESETS = {
     "small": {"runs": "runs/figures-small", "docs": "docs", "seeds": ["0"], "budget": 0.5, "copy_seeds": 10,
               "sweep": False, "assoc": False},
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(rep / "comparison.png", figs / f"{name}.png")
             shutil.copy(rep / "results.json", results / f"{name}.json")
             shutil.copy(rep / "results.md", results / f"{name}.md")
-            heads = {"argmax-extrapolation": "argmax-ntm-heads.png", "argmax-long": "argmax-long-ntm-heads.png"}
+            heads = {"argmax-extrapolation": "argmax-ntm-heads.png", "argmax-long": "argmax-long-ntm-heads.png",
+                     "argmax-spread": "argmax-spread-ntm-heads.png"}
             if name in heads and (rep / "ntm_heads.png").exists():
                 shutil.copy(rep / "ntm_heads.png", figs / heads[name])
         return run

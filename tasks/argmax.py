@@ -180,6 +180,14 @@ class Argmax:
         m["regret"] = values.max(1) - jnp.where(hit, values, 0.0).max(1)
         return m
 
+    def improvements(self, batch: Batch) -> tuple[Array, Array]:
+        """(improved, shown), each [T, B] bool: the steps that show a value, and those whose value beats
+        every earlier one (strictly, as the loop's ">"; the first value counts): where the loop's k changes."""
+        shown = batch.inputs[..., 1] > 0.5
+        v = jnp.where(shown, batch.inputs[..., 0], -jnp.inf)
+        before = jnp.concatenate([jnp.full_like(v[:1], -jnp.inf), jax.lax.cummax(v, axis=0)[:-1]])
+        return shown & (v > before), shown
+
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, Y] and score mask [T].
 

@@ -21,7 +21,8 @@ n, split="all" samples every n (use it for sizes beyond training). Bit lengths t
 allowed n (small octaves under split="holdout") are left out of the size distribution.
 
 Input channels, with C = bit length of loop_bound(2^bits - 1) (9 for bits = 12):
-  0..bits-1            n in binary, least significant first, on every step t < steps;
+  0..bits-1            n in binary, least significant first, on every step t < steps (zeros
+                       with show_n=False: then only the candidates and their values are shown);
   then, if hint != "none", on steps t < min(loop_bound(n), steps), for candidate i = t + 1:
   next C channels      i in binary (hint "index" or "value");
   next bits channels   i*i mod n in binary (hint "value" only).
@@ -41,6 +42,13 @@ value of any other candidate, k = 0 (value 0) included. A small margin means the
 from the runner-up in only the low bits of two numbers seen possibly far apart in the loop, the
 case where an approximate comparison picks the wrong candidate; v2 = v1 (a tie, so that only the
 "earliest wins" rule decides) is the hardest, 0.
+
+values="random" (with hint="value"): candidate i's value is uniform on [0, n) instead of i*i mod n,
+and k is the loop's answer over those values: the same keep-the-best, over a sequence that does not
+identify n (a curriculum stage that cannot be memorised).
+
+Batch.aux is [B, 1 + M] int32: n, then the value of each candidate 1..M (-1 past loop_bound(n));
+scoring needs them when show_n=False hides n or the values are random.
 
 Metrics (each [B]; the predicted k is read from thresholded bits at the last step): exact_match,
 error = 1 - exact_match (main metric), bits_per_seq (answer bits wrong), regret = (v1 - value(k)) / n
@@ -165,6 +173,13 @@ def _held_out_device(n: Array, fraction: float, seed: int) -> Array:
     return x < jnp.uint32(holdout_threshold(fraction))
 
 
+def batch_n(task: "ModSquare", batch: Batch) -> Array:
+    """[B] n of a batch: from ``aux`` (every sampled batch has it), else read from step 0's inputs."""
+    if batch.aux is not None:
+        return batch.aux[:, 0].astype(jnp.int32)
+    return bits_to_int(batch.inputs[0, :, : task.bits] > 0.5)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModSquare:
     name: ClassVar[str] = "modsquare"
@@ -177,6 +192,8 @@ class ModSquare:
     hint: str = "value"
     split: str = "train"
     holdout_fraction: float = 0.1
+    show_n: bool = True  # False: n's channels stay zero (with hint="value" only keep-the-best is left to do)
+    values: str = "modsquare"  # "random": candidate i's value is uniform in [0, n) instead of i*i mod n
     holdout_seed: int = 0
     step_scale: float = 1.0
     step_offset: int = 2
@@ -191,6 +208,12 @@ class ModSquare:
             raise ValueError(f"modsquare: hint must be one of {self.hints}, got {self.hint!r}")
         if self.split not in self.splits:
             raise ValueError(f"modsquare: split must be one of {self.splits}, got {self.split!r}")
+        if self.values not in ("modsquare", "random"):
+            raise ValueError(f"modsquare: values must be 'modsquare' or 'random', got {self.values!r}")
+        if self.values == "random" and self.hint != "value":
+            raise ValueError("modsquare: values='random' needs hint='value' (the values must be shown)")
+        if not self.show_n and self.hint != "value":
+            raise ValueError("modsquare: show_n=False needs hint='value' (without n or the values nothing determines k)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"modsquare: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         check_schedule("modsquare", self.step_scale, self.step_offset)
@@ -255,7 +278,11 @@ class ModSquare:
         bound = jnp.searchsorted(th, n, side="right").astype(jnp.int32)  # [B] loop_bound(n)
         cand = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = cand[None, :] <= bound[:, None]  # [B, M]
-        value = jnp.where(valid, (cand * cand)[None, :] % n[:, None], -1)  # [B, M]; -1: not a candidate
+        if self.values == "random":  # the same loop over a random function of i (own key: n's draws stay)
+            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, n[:, None], dtype=jnp.int32)
+        else:
+            drawn = (cand * cand)[None, :] % n[:, None]
+        value = jnp.where(valid, drawn, -1)  # [B, M]; -1: not a candidate
         v1 = value.max(1)  # [B]
         first = jnp.argmax(value, axis=1)  # [B] earliest maximum
         k = jnp.where(v1 > 0, first + 1, 0).astype(jnp.int32)  # [B]
@@ -266,17 +293,19 @@ class ModSquare:
 
         t = time_index(T, B)  # [T, B]
         alive = t < steps[None, :]  # [T, B]
-        channels = [int_to_bits(n, self.bits)[None] * alive[..., None]]  # [T, B, bits]
+        channels = [int_to_bits(n, self.bits)[None] * (alive & self.show_n)[..., None]]  # [T, B, bits]
         if self.hint != "none":
             hinted = alive & (t < bound[None, :])  # [T, B]
             i = (t + 1) * hinted  # [T, B] candidate i = t + 1, 0 when not shown
             channels.append(int_to_bits(i, self.candidate_bits))
-            if self.hint == "value":
-                channels.append(int_to_bits(i * i % n[None, :], self.bits))
+            if self.hint == "value":  # value of candidate t + 1 (i*i mod n unless values="random")
+                shown_value = jnp.take_along_axis(value.T, jnp.clip(t, 0, M - 1), axis=0) * hinted  # [T, B]
+                channels.append(int_to_bits(shown_value, self.bits))
         inputs = jnp.concatenate(channels, axis=-1)  # [T, B, X]
         last = t == steps[None, :] - 1  # [T, B]
         targets = int_to_bits(k, self.candidate_bits)[None] * last[..., None]  # [T, B, Y]
-        return Batch(inputs, targets, last.astype(jnp.float32), steps, size, difficulty)
+        aux = jnp.concatenate([n[:, None], value], axis=1).astype(jnp.int32)  # [B, 1 + M]: n, then the values
+        return Batch(inputs, targets, last.astype(jnp.float32), steps, size, difficulty, aux=aux)
 
     def loss(self, logits: Array, batch: Batch) -> Array:
         """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
@@ -285,20 +314,40 @@ class ModSquare:
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)
         m["error"] = 1.0 - m["exact_match"]
-        n = bits_to_int(batch.inputs[0, :, : self.bits] > 0.5)  # [B]; n is shown on step 0
+        n = batch_n(self, batch)  # [B]
         bound = jnp.searchsorted(jnp.asarray(_thresholds(2**self.bits - 1)), n, side="right")  # [B]
         pred = bits_to_int(last_step(logits, batch.mask) > 0)  # [B]
         best = bits_to_int(last_step(batch.targets, batch.mask) > 0.5)  # [B]
         feasible = pred <= bound
         pred_in = jnp.where(feasible, pred, 0)  # pred <= loop_bound(n) <= 43237: the square fits int32
-        regret = (best * best % n - pred_in * pred_in % n).astype(jnp.float32) / n.astype(jnp.float32)
+        if self.values == "random":  # the values are in aux: [B, 1 + M], -1 past the bound
+            vals = batch.aux[:, 1:]
+            at = lambda k: jnp.where(k > 0, jnp.take_along_axis(vals, jnp.clip(k - 1, 0, vals.shape[1] - 1)[:, None],
+                                                                axis=1)[:, 0], 0)
+            regret = (at(best) - at(pred_in)).astype(jnp.float32) / n.astype(jnp.float32)
+        else:
+            regret = (best * best % n - pred_in * pred_in % n).astype(jnp.float32) / n.astype(jnp.float32)
         m["regret"] = regret
         m["out_of_range"] = (~feasible).astype(jnp.float32)
         return m
 
+    def improvements(self, batch: Batch) -> tuple[Array, Array]:
+        """(improved, shown), each [T, B] bool, for hint="value" (raises otherwise): the steps that show a
+        candidate, and those whose value i*i mod n beats every earlier one and k = 0's value 0 (where the
+        loop's k changes)."""
+        if self.hint != "value":
+            raise ValueError("modsquare: improvements need hint='value' (the values are not shown otherwise)")
+        C = self.candidate_bits
+        shown = bits_to_int(batch.inputs[..., self.bits: self.bits + C] > 0.5) > 0  # candidate i >= 1 shown
+        v = jnp.where(shown, bits_to_int(batch.inputs[..., self.bits + C:] > 0.5), -1)
+        before = jnp.concatenate([jnp.zeros_like(v[:1]), jnp.maximum(jax.lax.cummax(v, axis=0)[:-1], 0)])
+        return shown & (v > before), shown
+
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, Y] and score mask [T], via `solve`."""
         T, C = inputs.shape[0], self.candidate_bits
+        if not self.show_n or self.values != "modsquare":
+            raise ValueError("modsquare reference: needs n on the inputs (show_n=True) and values='modsquare'")
         n = sum(int(b) << j for j, b in enumerate(inputs[0, : self.bits].round().astype(np.int64)))
         if steps != scaled_steps(loop_bound(n), self.step_scale, self.step_offset):
             raise ValueError(f"modsquare reference: {steps} steps for n={n}")

@@ -104,3 +104,21 @@ def test_eval_draws_the_compiled_ntm(tmp_path, capsys):
     assert run_cli(eval_cli.main, ["--compiled", "30", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "compiled_heads_n30.png").stat().st_size > 0
     assert run_cli(eval_cli.main, ["--compiled", "1", "--out", str(tmp_path)]) == 2
+
+
+def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
+    from lab import diagnose
+
+    cfg = TrainConfig(task="argmax", steps=10, log_every=10, batch_size=8, min_size=2, max_size=8, eval_batch_size=16,
+                      checkpoint_every=10, task_options={"labels": "random", "levels": 16},
+                      model_config=ModelConfig(memory_rows=8, memory_width=4, controller_size=8))
+    train(cfg, tmp_path / "am", progress=False)
+    d = diagnose.diagnose(str(tmp_path / "am"), size=12, batch_size=64)
+    assert sum(b["lists"] for b in d["by_margin"]) == 64 and sum(b["wrong"] for b in d["by_margin"]) == d["wrong"]
+    assert d["error"] == pytest.approx(d["wrong"] / 64)
+    assert d["by_margin"][0]["lists"] == round(d["tie_share"] * 64)
+    assert d["wrong_not_in_list"] + d["wrong_later_than_max"] <= d["wrong"]
+    assert 0 <= d["register_row"] < 8 and 0 <= d["register_weight_on_other_steps"] <= 1
+    assert d["write_on_improvement"]["improvement_steps"] >= 64  # the first value of every list improves
+    assert run_cli(diagnose.main, [str(runs_dir := tmp_path / "nowhere")]) == 2 and not runs_dir.exists()
+    assert "error" in capsys.readouterr().err

@@ -14,6 +14,19 @@ from lab.cli import run_cli
 from lab.trainer import build_model, build_task
 
 
+def test_write_on_improvement_separates_the_two_kinds_of_step():
+    T, B, N = 4, 2, 8
+    w = np.full((T, B, 1, N), 1 / N)
+    w[0, :, 0] = np.eye(N)[0]  # a focused write on the first step of both examples
+    improved = np.zeros((T, B), bool)
+    improved[0] = True
+    shown = np.ones((T, B), bool)
+    shown[3, 1] = False  # not a shown step: left out of both
+    w[3, 1, 0] = np.eye(N)[2]
+    out = compare.write_on_improvement(w, improved, shown)
+    assert out == {"improvement": 1.0, "other": pytest.approx(1 / N), "improvement_steps": 2, "other_steps": 5}
+
+
 def test_loopiness_counts_one_slot_moves_with_wraparound():
     T, N = 6, 5
     w = np.zeros((T, 2, 2, N))
@@ -120,4 +133,7 @@ def test_experiment_trains_every_model_then_compares_them(tmp_path, capsys, monk
         assert len(m["by_difficulty"]["error"]) == compare.QUANTILES
     assert 0 <= rep["models"]["ntm"]["loopiness"]["read_weights"] <= 1
     assert rep["models"]["mlp"]["loopiness"] is None
+    wi = rep["models"]["ntm"]["write_on_improvement"]
+    assert 0 <= wi["improvement"] <= 1 and 0 <= wi["other"] <= 1 and wi["improvement_steps"] > 0
+    assert rep["models"]["mlp"]["write_on_improvement"] is None
     assert "| ntm |" in capsys.readouterr().out

@@ -192,6 +192,86 @@ def test_argmax_min_spread_squeezes_lists_to_the_top(levels):
         assert (b.difficulty == 0).mean() > 0.05
 
 
+def _running_best_changes(values):
+    """Steps where the loop's k changes: a value strictly above every earlier one (and above start)."""
+    out, best = [], None
+    for v in values:
+        out.append(best is None or v > best)
+        best = v if best is None or v > best else best
+    return out
+
+
+@pytest.mark.parametrize("levels", [0, 16])
+def test_argmax_improvements_follow_the_loop(levels):
+    task = Argmax(levels=levels, extra_steps=2)
+    b = sample(task, 3)
+    improved, shown = (np.asarray(x) for x in task.improvements(b))
+    for i in range(B):
+        L = int(b.size[i])
+        assert shown[:, i].tolist() == [t < L for t in range(len(shown))]
+        assert improved[:L, i].tolist() == _running_best_changes(b.inputs[:L, i, 0].tolist())
+        assert not improved[L:, i].any()
+
+
+def test_modsquare_hidden_n_zeroes_only_ns_channels_and_keeps_the_scoring():
+    shown = ModSquare(hint="value", bits=8).with_sizes(4, 8)
+    hidden = dataclasses.replace(shown, show_n=False)
+    a, b = sample(shown, 5), sample(hidden, 5)
+    assert (b.inputs[..., :8] == 0).all() and (a.inputs[0, :, :8] != 0).any()
+    np.testing.assert_array_equal(a.inputs[..., 8:], b.inputs[..., 8:])
+    for f in ("targets", "mask", "steps", "difficulty", "aux"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    np.testing.assert_array_equal(b.aux[:, 0], from_bits(a.inputs[0, :, :8]))
+    logits = jnp.asarray(np.where(b.targets > 0.5, 5.0, -5.0))  # the right answer
+    for t, x in ((shown, a), (hidden, b)):
+        m = t.metrics(logits, jax.tree.map(jnp.asarray, x))
+        assert (np.asarray(m["error"]) == 0).all() and (np.asarray(m["regret"]) == 0).all()
+    with pytest.raises(ValueError):
+        ModSquare(hint="index", show_n=False)
+    with pytest.raises(ValueError):
+        hidden.reference(b.inputs[:, 0], int(b.steps[0]))
+
+
+def test_modsquare_random_values_run_the_same_loop():
+    """values="random": the answer is the loop's k over the values shown (uniform on [0, n)), and
+    the regret is read from them."""
+    task = ModSquare(hint="value", bits=8, values="random").with_sizes(4, 8)
+    b = sample(task, 2)
+    C = task.candidate_bits
+    for j in range(B):
+        n = from_bits(b.inputs[0, j, :8])
+        m = loop_bound(n)
+        vals = from_bits(b.inputs[:m, j, 8 + C:]).tolist()
+        assert from_bits(b.inputs[:m, j, 8: 8 + C]).tolist() == list(range(1, m + 1))
+        assert all(0 <= v < n for v in vals)
+        k, best = 0, 0
+        for i, v in enumerate(vals, start=1):
+            if v > best:
+                k, best = i, v
+        assert from_bits(b.targets[b.steps[j] - 1, j]) == k
+    assert len({tuple(from_bits(b.inputs[:3, j, 8 + C:])) for j in range(B)}) > B // 2  # not i*i mod n
+    wrong = jnp.asarray(np.where(b.targets > 0.5, -5.0, 5.0))
+    m = task.metrics(wrong, jax.tree.map(jnp.asarray, b))
+    assert (np.asarray(m["regret"]) >= 0).all() and (np.asarray(m["regret"]) < 1).all()
+    with pytest.raises(ValueError):
+        ModSquare(hint="index", values="random")
+
+
+def test_modsquare_improvements_follow_the_loop():
+    task = ModSquare(hint="value", bits=8).with_sizes(4, 8)
+    b = sample(task, 1)
+    improved, shown = (np.asarray(x) for x in task.improvements(b))
+    for j in range(B):
+        n = from_bits(b.inputs[0, j, :8])
+        m = loop_bound(n)
+        vals = [i * i % n for i in range(1, m + 1)]
+        assert shown[:, j].tolist() == [t < m for t in range(len(shown))]
+        # k = 0 (value 0) is the loop's start: a candidate must beat it too
+        assert improved[:m, j].tolist() == [v > max([0] + vals[:t]) for t, v in enumerate(vals)]
+    with pytest.raises(ValueError):
+        ModSquare(hint="index").improvements(b)
+
+
 def test_argmax_long_lists_fit_index_bits():
     task = Argmax().with_sizes(64, 64)
     b = sample(task, 0, 16)

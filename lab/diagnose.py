@@ -1,0 +1,85 @@
+"""Where an argmax model goes wrong, and what its memory heads do:  python -m lab.diagnose RUN_DIR [--size 64]
+
+On a fixed batch of uniform lists of one length (the run's own task options otherwise, with
+``min_spread`` 1 and no extra steps), prints and returns:
+- the error overall, on lists with an exact tie at the top, and by the margin between the two
+  largest values in grid levels (1/levels; 0 = tie), with the number of lists in each bin;
+- of the wrong answers: how many name a label that is not in the list, and how many name a value
+  later in the list than the true maximum (a kept best that drifted down lets a later, lower value win);
+- for an NTM, its write head on the steps where the running maximum improves against the other
+  shown steps (the largest write weight; ``lab.compare.write_on_improvement``), the row the
+  improvement writes go to most often (the "register") and the mean write weight that row receives
+  on the other steps (1 / rows would be a uniform smear).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from lab import evaluation
+from lab.compare import write_on_improvement
+from lab.trainer import load_run
+from tasks.base import bits_to_int, last_step
+
+MARGIN_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # margins in grid levels, inclusive
+
+
+def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, Any]:
+    cfg, task, model, step = load_run(workdir)
+    if cfg.task != "argmax":
+        raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
+    task = dataclasses.replace(task, min_spread=1.0, extra_steps=0).with_sizes(size, size)
+    ev = evaluation.Evaluator.of(model)
+    batch = evaluation.fixed_batch(task, batch_size)
+    logits, aux = ev.forward(batch)
+    wrong = np.asarray(task.metrics(logits, batch)["error"]) > 0
+    pred = np.asarray(bits_to_int(last_step(logits, batch.mask) > 0))
+    values, labels = np.asarray(batch.aux[:, 0]), np.asarray(batch.aux[:, 1]).astype(np.int64)
+    levels = task.levels or 256  # continuous values: bins of 1/256
+    margin = np.rint(-np.asarray(batch.difficulty) * levels).astype(np.int64)
+    best = values.argmax(1)  # earliest maximum, as the task's answer
+    pos = np.array([int(np.flatnonzero(l == p)[0]) if (l == p).any() else -1 for l, p in zip(labels, pred)])
+    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "size": size, "examples": batch_size,
+                           "error": float(wrong.mean()), "tie_share": float((margin == 0).mean()), "by_margin": []}
+    for lo, hi in MARGIN_BINS:
+        sel = (margin >= lo) & (margin <= hi if hi is not None else True)
+        out["by_margin"].append({"levels": f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi else f">={lo}"),
+                                 "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
+                                 "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+    out["wrong"] = int(wrong.sum())
+    out["wrong_not_in_list"] = int((wrong & (pos < 0)).sum())
+    out["wrong_later_than_max"] = int((wrong & (pos > best)).sum())
+    if "write_weights" in aux:
+        w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
+        improved, shown = (np.asarray(x) for x in task.improvements(batch))
+        out["write_on_improvement"] = write_on_improvement(w, improved, shown)
+        T = improved.shape[0]
+        focus = w[:T].max(axis=2)  # [T, B, N]: the largest weight over write heads
+        register = int(np.bincount(focus[improved].argmax(-1), minlength=w.shape[-1]).argmax())
+        other = shown & ~improved
+        out["register_row"] = register
+        out["register_weight_on_other_steps"] = float(focus[other][:, register].mean())
+        out["uniform_weight"] = 1.0 / w.shape[-1]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("workdir")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=1024)
+    a = p.parse_args(argv)
+    print(json.dumps(diagnose(a.workdir, a.size, a.batch_size), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lab.cli import run_cli
+
+    sys.exit(run_cli(main))
