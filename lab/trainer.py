@@ -300,9 +300,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
         try:
             params = params_from(cfg.init_from, params)
         except (RunDirError, CheckpointError) as e:
-            if not resume:
+            ckpts = workdir / "checkpoints"
+            if not (resume and ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
                 raise
-            init_error = e  # fatal only if there is no checkpoint of this run to resume from
+            init_error = e  # fatal only if the checkpoint of this run cannot be restored either
     prepare_workdir(workdir, cfg, resume, overwrite)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json())
