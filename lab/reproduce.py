@@ -8,7 +8,7 @@ to ``<docs>/results``. Finished runs in the runs root are reused (delete it for 
 Presets:
   small  one seed per experiment at half the preset's training budget, copy 10 seeds, the CPU
          benchmark, the compiled NTM's figures; runs in runs/figures-small, outputs in docs/.
-         About 40 minutes on 2 CPU cores (measured: docs/results/timings.json).
+         About 75 minutes on 2 CPU cores (its parts measured: docs/results/timings.json).
   full   every seed and the preset's whole budget, plus associative recall and the compiled NTM's
          exhaustive sweep; runs in runs/, outputs in docs/full/. Its expected runtime is stated in
          the README (from the runs' own wall clocks).
