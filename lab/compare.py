@@ -100,11 +100,11 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
     if "read_weights" in aux:
         steps = np.asarray(batch.steps)
         rec["loopiness"] = {k: loopiness(np.asarray(aux[k]), steps) for k in ("read_weights", "write_weights")}
-        try:
-            improved, shown = (np.asarray(x) for x in t.improvements(batch))
-        except (AttributeError, ValueError):  # the task has no running best to improve (or does not show it)
-            pass
-        else:
+        try:  # tasks with a running best (argmax, modsquare with hint=value) say where it improves
+            improved, shown = (np.asarray(x) for x in t.improvements(batch)) if hasattr(t, "improvements") else (None, None)
+        except ValueError:  # the task does not show the values (e.g. modsquare with another hint)
+            improved = None
+        if improved is not None:
             rec["write_on_improvement"] = write_on_improvement(np.asarray(aux["write_weights"]), improved, shown)
     return rec
 
