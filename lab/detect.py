@@ -136,10 +136,10 @@ def _shown_coefficients(task: Any, batch: Batch) -> np.ndarray:
 
 
 def _modsquare_n(task: Any, batch: Batch) -> np.ndarray:
-    """[B] n of the batch (its ``aux``, or step 0 of the inputs)."""
+    """[B] n of the batch (its ``aux``: the inputs may hide it)."""
     from tasks.modsquare import batch_n
 
-    return np.asarray(batch_n(task, batch)).astype(np.int64)
+    return np.asarray(batch_n(batch)).astype(np.int64)
 
 
 def _bits_np(bits: np.ndarray) -> np.ndarray:

@@ -132,14 +132,13 @@ def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None,
                     lr: float = 1e-2, init_from: str = "") -> Experiment:
     """hint=value over n of 4-10 bits (about 900 training n, 10% held out), by default with 12x
     modsquare-value's budget; held-out n at 6-10 bits, every n at 11-12 bits."""
-    init = {"init_from": f"{init_from}/{{label}}-s{{seed}}"} if init_from else {}
     return Experiment(
         name=name, description=f"modsquare with hint=value, {what}: n of 4-10 bits (about 900 training n, 10% held "
                                f"out), {steps:,} steps x 32, learning rate {lr:g} halved every 12,000 steps, 4 size "
                                "buckets; held-out n at 6-10 bits, every n at 11-12 bits",
         task="modsquare", task_options={"hint": "value", "bits": 12, **(options or {})},
         train_sizes=(4, 10), eval_sizes=(6, 8, 10, 11, 12), ntm=SMALL_NTM,
-        models=tuple(ModelSpec(label, label, **{k: v.format(label=label, seed="{seed}") for k, v in init.items()})
+        models=tuple(ModelSpec(label, label, init_from=f"{init_from}/{label}-s{{seed}}" if init_from else "")
                      for label in ("ntm", "lstm")),
         steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=4, seeds=(0,),
         in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule, int_to_bits,
-                        last_step, sample_sizes, scaled_steps, steps_table, time_index)
+                        last_step, running_best_improves, sample_sizes, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -184,9 +184,7 @@ class Argmax:
         """(improved, shown), each [T, B] bool: the steps that show a value, and those whose value beats
         every earlier one (strictly, as the loop's ">"; the first value counts): where the loop's k changes."""
         shown = batch.inputs[..., 1] > 0.5
-        v = jnp.where(shown, batch.inputs[..., 0], -jnp.inf)
-        before = jnp.concatenate([jnp.full_like(v[:1], -jnp.inf), jax.lax.cummax(v, axis=0)[:-1]])
-        return shown & (v > before), shown
+        return running_best_improves(batch.inputs[..., 0], shown, -jnp.inf), shown
 
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, Y] and score mask [T].

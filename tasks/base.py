@@ -137,6 +137,15 @@ def bits_to_int(bits: Array) -> Array:
     return (bits.astype(jnp.int32) * weights).sum(-1)
 
 
+def running_best_improves(values: Array, shown: Array, start: float) -> Array:
+    """[T, B] bool: the shown steps whose value is strictly above every earlier shown value and above
+    ``start`` (the loop's initial best: -inf when the first value always counts, 0 for modsquare's k = 0).
+    These are the steps where a keep-the-best loop changes its answer."""
+    v = jnp.where(shown, values, start)
+    before = jnp.maximum(jnp.concatenate([jnp.full_like(v[:1], start), jax.lax.cummax(v, axis=0)[:-1]]), start)
+    return shown & (v > before)
+
+
 def last_step(x: Array, mask: Array) -> Array:
     """The values at each example's single scored step: x [T, B, Y], one-hot mask [T, B] -> [B, Y]."""
     return jnp.where(mask[..., None] > 0, x, jnp.zeros_like(x)).sum(0)

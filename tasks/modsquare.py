@@ -66,7 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
-                        int_to_bits, last_step, scaled_steps, steps_table, time_index)
+                        int_to_bits, last_step, running_best_improves, scaled_steps, steps_table,
+                        time_index)
 
 Array = jax.Array
 
@@ -173,11 +174,9 @@ def _held_out_device(n: Array, fraction: float, seed: int) -> Array:
     return x < jnp.uint32(holdout_threshold(fraction))
 
 
-def batch_n(task: "ModSquare", batch: Batch) -> Array:
-    """[B] n of a batch: from ``aux`` (every sampled batch has it), else read from step 0's inputs."""
-    if batch.aux is not None:
-        return batch.aux[:, 0].astype(jnp.int32)
-    return bits_to_int(batch.inputs[0, :, : task.bits] > 0.5)
+def batch_n(batch: Batch) -> Array:
+    """[B] n of a sampled batch (``aux[:, 0]``; the inputs may hide it)."""
+    return batch.aux[:, 0].astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,19 +313,19 @@ class ModSquare:
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)
         m["error"] = 1.0 - m["exact_match"]
-        n = batch_n(self, batch)  # [B]
+        n = batch_n(batch)  # [B]
         bound = jnp.searchsorted(jnp.asarray(_thresholds(2**self.bits - 1)), n, side="right")  # [B]
         pred = bits_to_int(last_step(logits, batch.mask) > 0)  # [B]
         best = bits_to_int(last_step(batch.targets, batch.mask) > 0.5)  # [B]
         feasible = pred <= bound
-        pred_in = jnp.where(feasible, pred, 0)  # pred <= loop_bound(n) <= 43237: the square fits int32
-        if self.values == "random":  # the values are in aux: [B, 1 + M], -1 past the bound
-            vals = batch.aux[:, 1:]
-            at = lambda k: jnp.where(k > 0, jnp.take_along_axis(vals, jnp.clip(k - 1, 0, vals.shape[1] - 1)[:, None],
-                                                                axis=1)[:, 0], 0)
-            regret = (at(best) - at(pred_in)).astype(jnp.float32) / n.astype(jnp.float32)
-        else:
-            regret = (best * best % n - pred_in * pred_in % n).astype(jnp.float32) / n.astype(jnp.float32)
+        pred_in = jnp.where(feasible, pred, 0)  # an out-of-range answer counts as k = 0 (value 0)
+        vals = batch.aux[:, 1:]  # [B, M]: candidate values (i*i mod n or random), -1 past the bound
+
+        def value(k: Array) -> Array:  # k = 0 (and an out-of-range k, mapped to 0) has value 0
+            at = jnp.take_along_axis(vals, jnp.clip(k - 1, 0, vals.shape[1] - 1)[:, None], axis=1)[:, 0]
+            return jnp.where(k > 0, at, 0)
+
+        regret = (value(best) - value(pred_in)).astype(jnp.float32) / n.astype(jnp.float32)
         m["regret"] = regret
         m["out_of_range"] = (~feasible).astype(jnp.float32)
         return m
@@ -339,9 +338,7 @@ class ModSquare:
             raise ValueError("modsquare: improvements need hint='value' (the values are not shown otherwise)")
         C = self.candidate_bits
         shown = bits_to_int(batch.inputs[..., self.bits: self.bits + C] > 0.5) > 0  # candidate i >= 1 shown
-        v = jnp.where(shown, bits_to_int(batch.inputs[..., self.bits + C:] > 0.5), -1)
-        before = jnp.concatenate([jnp.zeros_like(v[:1]), jnp.maximum(jax.lax.cummax(v, axis=0)[:-1], 0)])
-        return shown & (v > before), shown
+        return running_best_improves(bits_to_int(batch.inputs[..., self.bits + C:] > 0.5), shown, 0), shown
 
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, Y] and score mask [T], via `solve`."""
