@@ -54,6 +54,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=d.devices, help="data-parallel over this many devices (0: all)")
     p.add_argument("--init-from", default=d.init_from, metavar="RUN_DIR",
                    help="start from the newest parameters of this run directory (same model shapes; fresh optimizer)")
+    p.add_argument("--head-entropy", type=float, default=d.head_entropy,
+                   help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="move an existing run in --workdir aside and start anew")
     p.add_argument("--no-progress", action="store_true")

@@ -41,6 +41,9 @@ class TrainConfig:
     # A run directory whose newest parameters this run starts from (a later stage of a curriculum:
     # same model shapes, fresh optimizer, its own task options and schedule). "": a fresh init.
     init_from: str = ""
+    # Sharp heads: add this times the mean entropy (nats) of the NTM's read and write weightings,
+    # over each example's active steps, to the loss. 0: the plain loss (and for non-NTM models).
+    head_entropy: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -54,6 +57,10 @@ class TrainConfig:
             raise ValueError(f"devices must be >= 0 (0 = all), got {self.devices}")
         if self.lr_half_life < 0:
             raise ValueError(f"lr_half_life must be >= 0, got {self.lr_half_life}")
+        if self.head_entropy < 0:
+            raise ValueError(f"head_entropy must be >= 0, got {self.head_entropy}")
+        if self.head_entropy and self.model != "ntm":
+            raise ValueError(f"head_entropy penalises NTM head weightings; model {self.model!r} has none")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.log_every % self.steps_per_dispatch:

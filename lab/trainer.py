@@ -162,13 +162,25 @@ class Program:
         return params, self.replicate(self.tx.init(params)), self.replicate(jnp.zeros((), jnp.int32))
 
 
+def head_entropy(aux: dict[str, jax.Array], steps: jax.Array) -> jax.Array:
+    """Mean entropy (nats) of the NTM's read and write weightings [T, B, heads, N] over every
+    head and every example's active steps t < steps[b] (the state is frozen after them)."""
+    w = jnp.concatenate([aux["read_weights"], aux["write_weights"]], axis=2)  # [T, B, R+W, N]
+    ent = -jnp.sum(w * jnp.log(jnp.maximum(w, 1e-30)), axis=-1).mean(axis=-1)  # [T, B]
+    active = jnp.arange(w.shape[0])[:, None] < steps[None, :]
+    return jnp.sum(jnp.where(active, ent, 0.0)) / jnp.maximum(jnp.sum(active), 1)
+
+
 def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array, mesh: Mesh | None = None) -> Program:
     tx = make_optimizer(cfg)
     mesh = mesh or make_mesh(cfg)
 
     def loss_fn(params: Any, batch: Batch) -> jax.Array:
-        logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
-        return task.loss(logits, batch).mean()
+        logits, aux = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
+        loss = task.loss(logits, batch).mean()
+        if cfg.head_entropy:
+            loss = loss + cfg.head_entropy * head_entropy(aux, batch.steps)
+        return loss
 
     buckets = size_buckets(task, cfg.size_buckets)
 

@@ -41,6 +41,10 @@ Options that make extrapolation a test of the search rather than of the encoding
     near ties (and, on a grid, the exact ties) of a long uniform one: the top gaps of L values
     spread over w look like those of about L / w uniform values, so a model trained on lengths
     up to 16 sees the comparisons a list of 64 or more asks for. Evaluate with min_spread=1.
+  early_max=p (a training distribution; default 0): with probability p a list's maximum is swapped
+    to position 0, so that the loop holds its first k for the whole list while later values (with
+    min_spread, often equal or one level below) test it: the long holds of long lists, at lengths
+    up to 16. Evaluate with early_max=0.
 
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position
@@ -89,6 +93,7 @@ class Argmax:
     levels: int = 0  # 0: continuous values; K: distinct values on a grid of K levels
     extra_steps: int = 0  # each example gets U{0..extra_steps} more blank steps
     min_spread: float = 1.0  # < 1: each list's values from the top w of the range, w log-uniform on [min_spread, 1]
+    early_max: float = 0.0  # probability that a list's maximum is swapped to position 0 (long holds)
 
     def __post_init__(self) -> None:
         check_range("argmax list length", self.min_size, self.max_size, minimum=2)
@@ -104,6 +109,8 @@ class Argmax:
             raise ValueError("argmax: levels and extra_steps must be >= 0")
         if not 0 < self.min_spread <= 1:
             raise ValueError(f"argmax: min_spread must be in (0, 1], got {self.min_spread}")
+        if not 0 <= self.early_max <= 1:
+            raise ValueError(f"argmax: early_max must be in [0, 1], got {self.early_max}")
 
     @property
     def input_size(self) -> int:
@@ -149,6 +156,13 @@ class Argmax:
         in_list = jnp.arange(Lmax, dtype=jnp.int32)[:, None] < length[None, :]  # [L, B]
         masked = jnp.where(in_list, values, -jnp.inf)
         best = jnp.argmax(masked, axis=0).astype(jnp.int32)  # [B], earliest on ties
+        if self.early_max:  # swap the maximum to position 0 (its own key: the default draws stay)
+            swap = jax.random.bernoulli(jax.random.fold_in(k_val, 2), self.early_max, (B,))
+            cols = jnp.arange(B)
+            first, top = values[0], values[best, cols]
+            values = values.at[best, cols].set(jnp.where(swap, first, top)).at[0].set(jnp.where(swap, top, first))
+            masked = jnp.where(in_list, values, -jnp.inf)
+            best = jnp.where(swap, 0, best)
         answer = jnp.take_along_axis(labels, best[None], axis=0)[0]  # [B]
         top2, _ = jax.lax.top_k(masked.T, 2)  # [B, 2]
         difficulty = -(top2[:, 0] - top2[:, 1])

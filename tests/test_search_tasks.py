@@ -66,7 +66,7 @@ def test_registered_and_make_task():
 def test_bad_options_raise():
     for bad in [lambda: Argmax(max_size=257), lambda: Argmax(index_bits=4).with_sizes(2, 17),
                 lambda: Argmax(min_size=1), lambda: Argmax(step_scale=0), lambda: Argmax(step_offset=-1),
-                lambda: Argmax(min_spread=0.0), lambda: Argmax(min_spread=1.5),
+                lambda: Argmax(min_spread=0.0), lambda: Argmax(min_spread=1.5), lambda: Argmax(early_max=1.5),
                 lambda: ModSquare(max_size=13), lambda: ModSquare(bits=23, max_size=8), lambda: ModSquare(hint="x"),
                 lambda: ModSquare(split="test"), lambda: ModSquare(holdout_fraction=1.0),
                 lambda: ModSquare(split="holdout", holdout_fraction=0.0),
@@ -148,7 +148,8 @@ def test_metrics_perfect_and_wrong(name):
 
 
 @pytest.mark.parametrize("opts", [{}, {"labels": "random", "levels": 64, "extra_steps": 3},
-                                  {"labels": "random", "levels": 256, "min_spread": 1 / 16}, {"min_spread": 0.1}])
+                                  {"labels": "random", "levels": 256, "min_spread": 1 / 16}, {"min_spread": 0.1},
+                                  {"labels": "random", "levels": 16, "early_max": 0.5}])
 def test_argmax_matches_reference(opts):
     task = Argmax(**opts)
     for seed in range(3):
@@ -190,6 +191,18 @@ def test_argmax_min_spread_squeezes_lists_to_the_top(levels):
     assert near(b) > near(sample(Argmax(levels=levels).with_sizes(64, 64), 0, 2048))
     if levels:  # exact ties at the top happen, and go to the earliest as in the loop
         assert (b.difficulty == 0).mean() > 0.05
+
+
+def test_argmax_early_max_moves_the_maximum_to_the_front():
+    """With early_max=p about a fraction p of the lists have their maximum (the earliest, on ties) at
+    position 0, against 1/L without; the multiset of values in each list is unchanged."""
+    base = Argmax(levels=8, labels="random").with_sizes(16, 16)
+    plain, front = sample(base, 0, 2048), sample(dataclasses.replace(base, early_max=0.5), 0, 2048)
+    first_is_max = lambda b: (b.inputs[0, :, 0] == b.inputs[:16, :, 0].max(0)).mean()
+    assert first_is_max(plain) < 0.3 and 0.5 < first_is_max(front) < 0.8  # ties at position 0 add to p
+    np.testing.assert_array_equal(np.sort(plain.inputs[:16, :, 0], 0), np.sort(front.inputs[:16, :, 0], 0))
+    answer_at_0 = from_bits(last(front.targets, front)) == from_bits(front.inputs[0, :, 2:])
+    assert (answer_at_0 == (front.inputs[0, :, 0] == front.inputs[:16, :, 0].max(0))).all()
 
 
 def _running_best_changes(values):

@@ -14,7 +14,7 @@ from lab import models
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.models import ModelConfig
-from lab.trainer import TrainingError, build_model, build_task, load_run, make_program, train
+from lab.trainer import TrainingError, build_model, build_task, head_entropy, load_run, make_program, train
 
 TINY = TrainConfig(
     steps=300, log_every=50, batch_size=16, lr=1e-2, min_size=1, max_size=4, eval_batch_size=64,
@@ -124,6 +124,8 @@ def _cli(argv, capsys):
     (["--lr", "-1"], "lr"),
     (["--controller", "gru"], "controller"),
     (["--steps", "x"], "invalid int"),
+    (["--head-entropy", "-0.1"], "head_entropy"),
+    (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
     code, err = _cli(argv + ["--workdir", str(tmp_path / "w"), "--steps", "1"] if "--steps" not in argv else argv, capsys)
@@ -390,3 +392,26 @@ def test_init_from_a_missing_or_mismatched_run_exits_2_and_creates_nothing(tiny_
     code, err = _cli(["--workdir", str(tmp_path / "w"), "--steps", "1", "--resume", "--init-from", str(tmp_path / "x")],
                      capsys)  # --resume with nothing to resume from: the same
     assert code == 2 and "not a run directory" in err and not (tmp_path / "w").exists()
+
+
+def test_head_entropy_is_the_mean_entropy_over_active_steps():
+    T, B, N = 4, 2, 8
+    one_hot = jnp.zeros((T, B, 1, N)).at[..., 3].set(1.0)
+    uniform = jnp.full((T, B, 1, N), 1.0 / N)
+    aux = {"read_weights": one_hot, "write_weights": uniform}  # per step: (0 + ln N) / 2 heads
+    steps = jnp.array([4, 1])
+    assert float(head_entropy(aux, steps)) == pytest.approx(np.log(N) / 2, rel=1e-6)
+    # steps past an example's end do not count, whatever the weightings hold there
+    late = {k: v.at[2:, 0].set(0.5).at[1:, 1].set(0.5) for k, v in aux.items()}
+    assert float(head_entropy(late, jnp.array([2, 1]))) == pytest.approx(np.log(N) / 2, rel=1e-6)
+
+def test_head_entropy_penalty_sharpens_the_heads(tmp_path):
+    """Same tiny copy run with and without the penalty: the penalised heads end up sharper."""
+    cfg = dataclasses.replace(TINY, steps=100, checkpoint_every=100)
+    ent = {}
+    for lam in (0.0, 0.5):
+        train(dataclasses.replace(cfg, head_entropy=lam), tmp_path / str(lam), progress=False)
+        _, task, model, _ = load_run(tmp_path / str(lam))
+        batch = task.sample(jax.random.key(7), 64)
+        ent[lam] = float(head_entropy(model(batch.inputs, batch.steps)[1], batch.steps))
+    assert ent[0.5] < 0.5 * ent[0.0]
