@@ -32,7 +32,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, 
     cfg, task, model, step = load_run(workdir)
     if cfg.task != "argmax":
         raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
-    task = dataclasses.replace(task, min_spread=1.0, extra_steps=0).with_sizes(size, size)
+    task = dataclasses.replace(task, min_spread=1.0, early_max=0.0, extra_steps=0).with_sizes(size, size)
     ev = evaluation.Evaluator.of(model)
     batch = evaluation.fixed_batch(task, batch_size)
     logits, aux = ev.forward(batch)

@@ -32,6 +32,7 @@ class ModelSpec:
     match_ntm_params: float = 0.0  # MLP only: hidden width for this multiple of the NTM's parameters
     # start from another preset's run (a curriculum stage): "<experiment>/<label>-s{seed}" under the runs root
     init_from: str = ""
+    head_entropy: float = 0.0  # NTM only: TrainConfig.head_entropy (a penalty for diffuse heads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,8 @@ class Experiment:
                            min_size=self.train_sizes[0], max_size=self.train_sizes[1],
                            task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
                            checkpoint_every=max(self.log_every, self.steps // 4),
-                           init_from=str(Path(runs_root) / spec.init_from.format(seed=seed)) if spec.init_from else "")
+                           init_from=str(Path(runs_root) / spec.init_from.format(seed=seed)) if spec.init_from else "",
+                           head_entropy=spec.head_entropy)
 
     def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None,
              runs_root: str = "runs") -> list[tuple[str, TrainConfig]]:

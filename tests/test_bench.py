@@ -29,3 +29,31 @@ def test_bench_row_has_throughput_and_roofline_fields():
     assert row["batch_size"] == 2 and row["examples_per_s"] > 0 and row["ms_per_step"] > 0
     assert row["flops_per_step"] > row["matmul_flops_per_step"] > 0
     assert row["frac_of_matmul_peak"] == pytest.approx(row["flops_per_step"] / (row["ms_per_step"] / 1e3) / 1e11)
+
+
+def test_profile_groups_xla_ops_and_skips_host_and_control_flow_events(tmp_path):
+    import gzip
+    import json
+
+    from lab import profile_step
+
+    events = [{"ph": "X", "name": "ynn_fusion.3", "dur": 10}, {"ph": "X", "name": "ynn_fusion.12", "dur": 5},
+              {"ph": "X", "name": "ynn_fusion.3", "dur": 10}, {"ph": "X", "name": "dot.1", "dur": 7},
+              {"ph": "X", "name": "while.2", "dur": 100}, {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 99},
+              {"ph": "X", "name": "$api.py:1 block_until_ready", "dur": 99}, {"ph": "i", "name": "dot.1"}]
+    (tmp_path / "a").mkdir()
+    with gzip.open(tmp_path / "a" / "host.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    times = profile_step.op_times(tmp_path)
+    assert times == {"ynn_fusion.3": (20.0, 2), "ynn_fusion.12": (5.0, 1), "dot.1": (7.0, 1)}
+    assert profile_step.group(times) == [("ynn_fusion", 25.0, 3, 2), ("dot", 7.0, 1, 1)]
+
+
+def test_profile_of_a_real_step_finds_its_matmuls():
+    from lab import profile_step
+
+    res = profile_step.profile("argmax", "mlp", 4, dispatch=2, repeats=1)
+    kinds = {r["kind"] for r in res["kinds"]}
+    assert res["ms_per_step"] > 0 and res["ops_per_step"] >= 1
+    assert any("dot" in k or "fusion" in k for k in kinds)
+    assert not any(k.startswith(("while", "$", "ThunkExecutor")) for k in kinds)
