@@ -192,6 +192,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                 ModelSpec("lstm", "lstm", init_from="argmax-long/lstm-s{seed}")),
         steps=36000, batch_size=32, lr=3e-3, lr_half_life=12000, size_buckets=3, seeds=(0,),
     ),
+    Experiment(
+        name="argmax-sharp",
+        description="a third stage for argmax-spread's models: 72,000 more steps on the same hard lists at lr 1e-3 "
+                    "(halved every 12,000), the NTM with a head-entropy penalty of 0.3 (sharp heads: a purer "
+                    "register row); evaluated on uniform lists",
+        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
+                                     "min_spread": 1 / 16},
+        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm", init_from="argmax-spread/ntm-s{seed}", head_entropy=0.3),
+                ModelSpec("lstm", "lstm", init_from="argmax-spread/lstm-s{seed}")),
+        steps=72000, batch_size=32, lr=1e-3, lr_half_life=12000, size_buckets=3, seeds=(0,),
+    ),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
         ("index", "step i shows i: evaluate candidates and keep the best"),

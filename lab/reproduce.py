@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "modsquare-value",
-                      "modsquare-index", "modsquare-none", "modsquare-many", "modsquare-hidden-n", "modsquare-random",
-                      "modsquare-curriculum", "polymax")
-DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "polymax")
+SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "argmax-sharp",
+                      "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many", "modsquare-hidden-n",
+                      "modsquare-random", "modsquare-curriculum", "polymax")
+DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "argmax-sharp",
+                      "polymax")
 PRESETS = {
     "small": {"runs": "runs/figures-small", "docs": "docs", "seeds": ["0"], "budget": 0.5, "copy_seeds": 10,
               "sweep": False, "assoc": False},

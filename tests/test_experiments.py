@@ -76,6 +76,7 @@ def test_every_preset_builds_and_its_mlp_covers_every_evaluation(name):
     ntm_params = exp.ntm_params()
     for run, cfg in exp.runs():
         assert run.rsplit("-s", 1)[0] in {s.label for s in exp.models}
+        assert cfg.head_entropy == next(s for s in exp.models if run.startswith(s.label + "-s")).head_entropy
         task = build_task(cfg)
         assert (task.min_size, task.max_size) == exp.train_sizes
         if cfg.model == "mlp":
