@@ -8,7 +8,7 @@ to ``<docs>/results``. Finished runs in the runs root are reused (delete it for 
 Presets:
   small  one seed per experiment at half the preset's training budget, copy 10 seeds, the CPU
          benchmark, the compiled NTM's figures; runs in runs/figures-small, outputs in docs/.
-         About 75 minutes on 2 CPU cores (its parts measured: docs/results/timings.json).
+         About 83 minutes on 2 CPU cores (its parts measured: docs/results/timings.json).
   full   every seed and the preset's whole budget, plus associative recall and the compiled NTM's
          exhaustive sweep; runs in runs/, outputs in docs/full/. Its expected runtime is stated in
          the README (from the runs' own wall clocks).
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(rep / "results.json", results / f"{name}.json")
             shutil.copy(rep / "results.md", results / f"{name}.md")
             heads = {"argmax-extrapolation": "argmax-ntm-heads.png", "argmax-long": "argmax-long-ntm-heads.png",
-                     "argmax-spread": "argmax-spread-ntm-heads.png"}
+                     "argmax-spread": "argmax-spread-ntm-heads.png", "argmax-sharp": "argmax-sharp-ntm-heads.png"}
             if name in heads and (rep / "ntm_heads.png").exists():
                 shutil.copy(rep / "ntm_heads.png", figs / heads[name])
         return run
