@@ -218,6 +218,18 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _modsquare_many("modsquare-curriculum", "starting from modsquare-random's models (stage 2: the real values)",
                     steps=18000, lr=3e-3, init_from="modsquare-random"),
     Experiment(
+        name="modsquare-short-random",
+        description="keep-the-best on random values only (candidate i's value uniform on [0, n)), short loops (n of "
+                    "4-6 bits: at most 18 candidates), the NTM with a head-entropy penalty of 0.3; evaluated on the "
+                    "real modsquare values (i*i mod n) of held-out n at 4-6 bits and of every n at 8 and 10 bits",
+        task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random"},
+        train_sizes=(4, 6), eval_sizes=(4, 5, 6, 8, 10), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
+        steps=12000, batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=2, seeds=(0,),
+        in_range_options={"split": "holdout", "values": "modsquare"},
+        beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
+    ),
+    Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",
         task="polymax", task_options={"index_bits": 5}, train_sizes=(2, 6), eval_sizes=(4, 6, 12, 24),
