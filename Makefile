@@ -31,7 +31,7 @@ copy-seeds: $(STAMP)
 	$(BIN)/python -m lab.summary runs/copy10/s* --target 0.1 --json runs/copy10/summary.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
 	$(BIN)/python -m lab.bench --batch-sizes 1 16 64 256 1024 --tasks copy argmax --models ntm lstm mlp --out bench.json

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from typing import Any, Callable
 
@@ -36,6 +37,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}, or the task's")
     p.add_argument("--lr-half-life", type=int, default=None, help="halve the learning rate every this many steps (0: constant)")
     p.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a task option (repeatable), e.g. --task-option labels=random --task-option levels=256 "
+                   "(VALUE is read as JSON when it parses, else as a string)")
     p.add_argument("--min-size", type=int, default=None, help="smallest problem size (task default if unset)")
     p.add_argument("--max-size", type=int, default=None, help="largest problem size (task default if unset)")
     p.add_argument("--size-buckets", type=int, default=d.size_buckets,
@@ -77,7 +81,16 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config" and v is not None}
     kw.setdefault("steps", TrainConfig.steps)
-    return TrainConfig(**{**defaults, **kw, "model_config": mc})
+    options = dict(defaults.pop("task_options", {}))
+    for item in a.task_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--task-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return TrainConfig(**{**defaults, **kw, "task_options": options, "model_config": mc})
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

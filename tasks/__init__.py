@@ -1,4 +1,6 @@
 """Tasks: each samples batches on device and scores outputs; none knows about models."""
+import dataclasses
+
 from tasks.argmax import Argmax
 from tasks.associative_recall import AssociativeRecall
 from tasks.base import Batch, Task
@@ -22,7 +24,12 @@ REGISTRY: dict[str, type] = {
 def make_task(name: str, **kwargs) -> Task:
     if name not in REGISTRY:
         raise ValueError(f"unknown task {name!r}; choose from {sorted(REGISTRY)}")
-    return REGISTRY[name](**kwargs)
+    cls = REGISTRY[name]
+    unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"task {name!r} has no option {unknown}; its options: "
+                         f"{sorted(f.name for f in dataclasses.fields(cls))}")
+    return cls(**kwargs)
 
 
 __all__ = ["Batch", "Task", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",

@@ -125,6 +125,9 @@ def _cli(argv, capsys):
     (["--controller", "gru"], "controller"),
     (["--steps", "x"], "invalid int"),
     (["--head-entropy", "-0.1"], "head_entropy"),
+    (["--task", "argmax", "--task-option", "nope=1"], "has no option ['nope']"),
+    (["--task", "argmax", "--task-option", "levels"], "expected KEY=VALUE"),
+    (["--task", "argmax", "--task-option", "labels=shuffled"], "labels must be"),
     (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
@@ -407,7 +410,7 @@ def test_head_entropy_is_the_mean_entropy_over_active_steps():
 
 def test_head_entropy_penalty_sharpens_the_heads(tmp_path):
     """Same tiny copy run with and without the penalty: the penalised heads end up sharper."""
-    cfg = dataclasses.replace(TINY, steps=100, checkpoint_every=100)
+    cfg = dataclasses.replace(TINY, steps=50, checkpoint_every=50)
     ent = {}
     for lam in (0.0, 0.5):
         train(dataclasses.replace(cfg, head_entropy=lam), tmp_path / str(lam), progress=False)
@@ -415,3 +418,16 @@ def test_head_entropy_penalty_sharpens_the_heads(tmp_path):
         batch = task.sample(jax.random.key(7), 64)
         ent[lam] = float(head_entropy(model(batch.inputs, batch.steps)[1], batch.steps))
     assert ent[0.5] < 0.5 * ent[0.0]
+
+
+def test_task_options_from_the_command_line(tmp_path):
+    from lab.cli import config_from_args, train_parser
+
+    a = train_parser().parse_args(["--task", "argmax", "--task-option", "labels=random", "--task-option", "levels=256",
+                                   "--task-option", "min_spread=0.0625"])
+    cfg = config_from_args(a)
+    assert cfg.task_options == {"labels": "random", "levels": 256, "min_spread": 0.0625}
+    task = build_task(cfg)
+    assert (task.labels, task.levels, task.min_spread) == ("random", 256, 0.0625)
+    code = run_cli(train_cli.main, ["--task", "argmax", "--task-option", "nope=1", "--workdir", str(tmp_path / "w")])
+    assert code == 2 and not (tmp_path / "w").exists()
