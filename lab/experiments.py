@@ -147,6 +147,18 @@ def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None,
     )
 
 
+def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float) -> Experiment:
+    """A later stage of argmax-long's models on hard lists (min_spread 1/16), evaluated on uniform lists."""
+    return Experiment(
+        name=name, description=description,
+        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
+                                     "min_spread": 1 / 16},
+        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
+        steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=3, seeds=(0,),
+    )
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment(
         name="argmax-quick",
@@ -179,32 +191,18 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         steps=36000,
         batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=3, seeds=(0,),
     ),
-    Experiment(
-        name="argmax-spread",
-        description="a second stage for argmax-long's ntm-r32 and lstm: 36,000 more steps on hard lists (each list's "
-                    "values squeezed into the top w of the grid, w log-uniform on [1/16, 1]: the near and exact ties "
-                    "of long lists, at lengths up to 16); evaluated on uniform lists",
-        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
-                                     "min_spread": 1 / 16},
-        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
-        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm", init_from="argmax-long/ntm-r32-s{seed}"),
-                ModelSpec("lstm", "lstm", init_from="argmax-long/lstm-s{seed}")),
-        steps=36000, batch_size=32, lr=3e-3, lr_half_life=12000, size_buckets=3, seeds=(0,),
-    ),
-    Experiment(
-        name="argmax-sharp",
-        description="a third stage for argmax-spread's models: 72,000 more steps on the same hard lists at lr 1e-3 "
-                    "(halved every 12,000), the NTM with a head-entropy penalty of 0.3 (sharp heads: a purer "
-                    "register row); evaluated on uniform lists",
-        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
-                                     "min_spread": 1 / 16},
-        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
-        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm", init_from="argmax-spread/ntm-s{seed}", head_entropy=0.3),
-                ModelSpec("lstm", "lstm", init_from="argmax-spread/lstm-s{seed}")),
-        steps=72000, batch_size=32, lr=1e-3, lr_half_life=12000, size_buckets=3, seeds=(0,),
-    ),
+    _argmax_hard_stage(
+        "argmax-spread", "a second stage for argmax-long's ntm-r32 and lstm: 36,000 more steps on hard lists (each "
+        "list's values squeezed into the top w of the grid, w log-uniform on [1/16, 1]: the near and exact ties of "
+        "long lists, at lengths up to 16); evaluated on uniform lists",
+        (ModelSpec("ntm", "ntm", init_from="argmax-long/ntm-r32-s{seed}"),
+         ModelSpec("lstm", "lstm", init_from="argmax-long/lstm-s{seed}")), steps=36000, lr=3e-3),
+    _argmax_hard_stage(
+        "argmax-sharp", "a third stage for argmax-spread's models: 72,000 more steps on the same hard lists at lr "
+        "1e-3 (halved every 12,000), the NTM with a head-entropy penalty of 0.3 (sharp heads: a purer register row); "
+        "evaluated on uniform lists",
+        (ModelSpec("ntm", "ntm", init_from="argmax-spread/ntm-s{seed}", head_entropy=0.3),
+         ModelSpec("lstm", "lstm", init_from="argmax-spread/lstm-s{seed}")), steps=72000, lr=1e-3),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
         ("index", "step i shows i: evaluate candidates and keep the best"),
