@@ -33,6 +33,8 @@ def run_experiment(args) -> int:
     from lab.checkpoint import Checkpointer
 
     exp = experiments.get(args.experiment)
+    if args.task_option:
+        raise ValueError("--task-option sets a single run's task; a preset fixes its own (lab/experiments.py)")
     for name, cfg in exp.runs(args.models, args.seeds, args.runs_root):
         if args.steps is not None:
             cfg = dataclasses.replace(cfg, steps=args.steps, checkpoint_every=min(cfg.checkpoint_every, args.steps))

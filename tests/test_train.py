@@ -128,6 +128,7 @@ def _cli(argv, capsys):
     (["--task", "argmax", "--task-option", "nope=1"], "has no option ['nope']"),
     (["--task", "argmax", "--task-option", "levels"], "expected KEY=VALUE"),
     (["--task", "argmax", "--task-option", "labels=shuffled"], "labels must be"),
+    (["--experiment", "argmax-quick", "--task-option", "levels=4"], "a preset fixes its own"),
     (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
