@@ -1,7 +1,7 @@
 """Where an argmax model goes wrong, and what its memory heads do:  python -m lab.diagnose RUN_DIR [--size 64]
 
 On a fixed batch of uniform lists of one length (the run's own task options otherwise, with
-``min_spread`` 1 and no extra steps), prints and returns:
+the training-only options off: ``Argmax.evaluation()``), prints and returns:
 - the error overall, on lists with an exact tie at the top, and by the margin between the two
   largest values in grid levels (1/levels; 0 = tie), with the number of lists in each bin;
 - of the wrong answers: how many name a label that is not in the list, and how many name a value
@@ -32,7 +32,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, 
     cfg, task, model, step = load_run(workdir)
     if cfg.task != "argmax":
         raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
-    task = dataclasses.replace(task, min_spread=1.0, early_max=0.0, extra_steps=0).with_sizes(size, size)
+    task = task.evaluation().with_sizes(size, size)
     ev = evaluation.Evaluator.of(model)
     batch = evaluation.fixed_batch(task, batch_size)
     logits, aux = ev.forward(batch)

@@ -45,6 +45,10 @@ Options that make extrapolation a test of the search rather than of the encoding
     to position 0, so that the loop holds its first k for the whole list while later values (with
     min_spread, often equal or one level below) test it: the long holds of long lists, at lengths
     up to 16. Evaluate with early_max=0.
+  trace_loss=λ (a training signal; default 0): adds λ x the loss against the loop's *running*
+    answer (the label of the largest value so far) at every step, averaged over the example's steps,
+    to the last-step loss: process supervision of each comparison, where the default scores only
+    the final answer. Metrics never include it; evaluate with trace_loss=0 (`evaluation()`).
 
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position
@@ -66,7 +70,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule, int_to_bits,
-                        last_step, running_best_improves, sample_sizes, scaled_steps, steps_table, time_index)
+                        last_step, running_answer_loss, running_best_improves, sample_sizes, scaled_steps,
+                        steps_table, time_index)
 
 Array = jax.Array
 
@@ -94,6 +99,7 @@ class Argmax:
     extra_steps: int = 0  # each example gets U{0..extra_steps} more blank steps
     min_spread: float = 1.0  # < 1: each list's values from the top w of the range, w log-uniform on [min_spread, 1]
     early_max: float = 0.0  # probability that a list's maximum is swapped to position 0 (long holds)
+    trace_loss: float = 0.0  # weight of the loss on the loop's running answer at every step (process supervision)
 
     def __post_init__(self) -> None:
         check_range("argmax list length", self.min_size, self.max_size, minimum=2)
@@ -111,6 +117,8 @@ class Argmax:
             raise ValueError(f"argmax: min_spread must be in (0, 1], got {self.min_spread}")
         if not 0 <= self.early_max <= 1:
             raise ValueError(f"argmax: early_max must be in [0, 1], got {self.early_max}")
+        if not (math.isfinite(self.trace_loss) and self.trace_loss >= 0):
+            raise ValueError(f"argmax: trace_loss must be a finite number >= 0, got {self.trace_loss}")
 
     @property
     def input_size(self) -> int:
@@ -182,8 +190,18 @@ class Argmax:
         return Batch(inputs, targets, last.astype(jnp.float32), steps, length, difficulty, aux=aux)
 
     def loss(self, logits: Array, batch: Batch) -> Array:
-        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
-        return bitwise_loss(logits, batch)
+        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats), plus
+        trace_loss x the same against the loop's running answer, averaged over every step."""
+        loss = bitwise_loss(logits, batch)
+        if self.trace_loss:
+            loss = loss + self.trace_loss * running_answer_loss(logits, batch, self.improvements(batch)[0],
+                                                                batch.inputs[..., 2:])
+        return loss
+
+    def evaluation(self) -> "Argmax":
+        """This task with the training-only options off: uniform lists (min_spread 1, no maximum moved to
+        the front), no extra steps, no running-answer loss (what lab.diagnose evaluates on)."""
+        return dataclasses.replace(self, min_spread=1.0, early_max=0.0, extra_steps=0, trace_loss=0.0)
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)

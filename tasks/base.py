@@ -149,3 +149,21 @@ def running_best_improves(values: Array, shown: Array, start: float) -> Array:
 def last_step(x: Array, mask: Array) -> Array:
     """The values at each example's single scored step: x [T, B, Y], one-hot mask [T, B] -> [B, Y]."""
     return jnp.where(mask[..., None] > 0, x, jnp.zeros_like(x)).sum(0)
+
+
+def running_answer_loss(logits: Array, batch: Batch, improved: Array, answer_bits: Array) -> Array:
+    """Process supervision for a keep-the-best loop -> [B]: the sigmoid cross-entropy (summed over bits)
+    between the output at every step t < steps and the loop's *current* answer after step t, averaged
+    over each example's steps.
+
+    ``improved`` [T, B] bool marks the steps where the loop's answer changes (``running_best_improves``);
+    ``answer_bits`` [T, B, Y] is the answer that step t would install (its label or candidate in
+    binary). Before the first improvement the loop's answer is 0 (all bits 0); after the last shown
+    value it stays put, so the blank steps at the end are supervised with the final answer."""
+    T, B = improved.shape
+    t = time_index(T, B)
+    last = jax.lax.cummax(jnp.where(improved, t, -1), axis=0)  # [T, B]: the latest improving step so far
+    current = jnp.take_along_axis(answer_bits, jnp.maximum(last, 0)[..., None], axis=0) * (last >= 0)[..., None]
+    active = (t < batch.steps[None, :]).astype(logits.dtype)
+    ce = _sigmoid_ce(logits, current).sum(-1) * active  # [T, B]
+    return ce.sum(0) / jnp.maximum(batch.steps, 1).astype(logits.dtype)

@@ -45,7 +45,15 @@ case where an approximate comparison picks the wrong candidate; v2 = v1 (a tie, 
 
 values="random" (with hint="value"): candidate i's value is uniform on [0, n) instead of i*i mod n,
 and k is the loop's answer over those values: the same keep-the-best, over a sequence that does not
-identify n (a curriculum stage that cannot be memorised).
+identify n (a curriculum stage that cannot be memorised). values="random-wide": uniform on
+[0, 2^bits) whatever n, so that every value bit is exercised at every loop length (with "random",
+short loops, i.e. small n, never set the high bits); difficulty and regret are then divided by
+2^bits instead of n.
+
+trace_loss=λ (a training signal; default 0, any hint): adds λ x the loss against the loop's
+*running* k (the best candidate so far, 0 before the first positive value) at every step,
+averaged over the example's steps, to the last-step loss: process supervision of each
+comparison (read from Batch.aux, so hidden values are supervised too). Metrics never include it.
 
 Batch.aux is [B, 1 + M] int32: n, then the value of each candidate 1..M (-1 past loop_bound(n));
 scoring needs them when show_n=False hides n or the values are random.
@@ -66,8 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
-                        int_to_bits, last_step, running_best_improves, scaled_steps, steps_table,
-                        time_index)
+                        int_to_bits, last_step, running_answer_loss, running_best_improves, scaled_steps,
+                        steps_table, time_index)
 
 Array = jax.Array
 
@@ -192,10 +200,11 @@ class ModSquare:
     split: str = "train"
     holdout_fraction: float = 0.1
     show_n: bool = True  # False: n's channels stay zero (with hint="value" only keep-the-best is left to do)
-    values: str = "modsquare"  # "random": candidate i's value is uniform in [0, n) instead of i*i mod n
+    values: str = "modsquare"  # "random": candidate i's value uniform in [0, n) ("random-wide": [0, 2^bits))
     holdout_seed: int = 0
     step_scale: float = 1.0
     step_offset: int = 2
+    trace_loss: float = 0.0  # weight of the loss on the loop's running k at every step (process supervision)
 
     def __post_init__(self) -> None:
         check_range("modsquare bits of n", self.min_size, self.max_size, minimum=2)
@@ -207,18 +216,25 @@ class ModSquare:
             raise ValueError(f"modsquare: hint must be one of {self.hints}, got {self.hint!r}")
         if self.split not in self.splits:
             raise ValueError(f"modsquare: split must be one of {self.splits}, got {self.split!r}")
-        if self.values not in ("modsquare", "random"):
-            raise ValueError(f"modsquare: values must be 'modsquare' or 'random', got {self.values!r}")
-        if self.values == "random" and self.hint != "value":
-            raise ValueError("modsquare: values='random' needs hint='value' (the values must be shown)")
+        if self.values not in ("modsquare", "random", "random-wide"):
+            raise ValueError(f"modsquare: values must be 'modsquare', 'random' or 'random-wide', "
+                             f"got {self.values!r}")
+        if self.values != "modsquare" and self.hint != "value":
+            raise ValueError(f"modsquare: values={self.values!r} needs hint='value' (the values must be shown)")
         if not self.show_n and self.hint != "value":
             raise ValueError("modsquare: show_n=False needs hint='value' (without n or the values nothing determines k)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"modsquare: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         check_schedule("modsquare", self.step_scale, self.step_offset)
+        if not (np.isfinite(self.trace_loss) and self.trace_loss >= 0):
+            raise ValueError(f"modsquare: trace_loss must be a finite number >= 0, got {self.trace_loss}")
         if not self.valid_sizes():
             raise ValueError(f"modsquare: no n of {self.min_size}..{self.max_size} bits in split {self.split!r} "
                              f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")
+
+    def _value_range(self, n: Array) -> Array:
+        """[B] the values lie in [0, range): n, or 2^bits for values="random-wide"."""
+        return jnp.full_like(n, 2**self.bits) if self.values == "random-wide" else n
 
     def valid_sizes(self) -> tuple[int, ...]:
         """Bit lengths in the size range that have at least one n in this split."""
@@ -277,8 +293,9 @@ class ModSquare:
         bound = jnp.searchsorted(th, n, side="right").astype(jnp.int32)  # [B] loop_bound(n)
         cand = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = cand[None, :] <= bound[:, None]  # [B, M]
-        if self.values == "random":  # the same loop over a random function of i (own key: n's draws stay)
-            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, n[:, None], dtype=jnp.int32)
+        if self.values != "modsquare":  # the same loop over a random function of i (own key: n's draws stay)
+            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, self._value_range(n)[:, None],
+                                       dtype=jnp.int32)
         else:
             drawn = (cand * cand)[None, :] % n[:, None]
         value = jnp.where(valid, drawn, -1)  # [B, M]; -1: not a candidate
@@ -287,7 +304,7 @@ class ModSquare:
         k = jnp.where(v1 > 0, first + 1, 0).astype(jnp.int32)  # [B]
         others = jnp.where(jnp.arange(M)[None, :] == first[:, None], -1, value)
         v2 = jnp.maximum(others.max(1), 0)  # k = 0 has value 0
-        difficulty = (v2 - v1).astype(jnp.float32) / n.astype(jnp.float32)  # -(v1 - v2) / n, no -0.0
+        difficulty = (v2 - v1).astype(jnp.float32) / self._value_range(n).astype(jnp.float32)  # no -0.0
         steps = jnp.asarray(steps_table(M, self.step_scale, self.step_offset))[bound]  # [B]
 
         t = time_index(T, B)  # [T, B]
@@ -307,8 +324,19 @@ class ModSquare:
         return Batch(inputs, targets, last.astype(jnp.float32), steps, size, difficulty, aux=aux)
 
     def loss(self, logits: Array, batch: Batch) -> Array:
-        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
-        return bitwise_loss(logits, batch)
+        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats), plus
+        trace_loss x the same against the loop's running k, averaged over every step."""
+        loss = bitwise_loss(logits, batch)
+        if self.trace_loss:
+            T, B = batch.mask.shape
+            t = time_index(T, B)
+            values = batch.aux[:, 1:].T[:T]  # [M, B]: candidate t + 1's value, -1 past loop_bound(n)
+            values = jnp.pad(values, ((0, T - values.shape[0]), (0, 0)), constant_values=-1)  # [T, B]
+            shown = (values >= 0) & (t < batch.steps[None, :])  # the steps the loop visits (any hint)
+            improved = running_best_improves(values, shown, 0)
+            loss = loss + self.trace_loss * running_answer_loss(logits, batch, improved,
+                                                                int_to_bits(t + 1, self.candidate_bits))
+        return loss
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)
@@ -325,7 +353,7 @@ class ModSquare:
             at = jnp.take_along_axis(vals, jnp.clip(k - 1, 0, vals.shape[1] - 1)[:, None], axis=1)[:, 0]
             return jnp.where(k > 0, at, 0)
 
-        regret = (value(best) - value(pred_in)).astype(jnp.float32) / n.astype(jnp.float32)
+        regret = (value(best) - value(pred_in)).astype(jnp.float32) / self._value_range(n).astype(jnp.float32)
         m["regret"] = regret
         m["out_of_range"] = (~feasible).astype(jnp.float32)
         return m

@@ -245,10 +245,11 @@ def test_modsquare_hidden_n_zeroes_only_ns_channels_and_keeps_the_scoring():
         hidden.reference(b.inputs[:, 0], int(b.steps[0]))
 
 
-def test_modsquare_random_values_run_the_same_loop():
-    """values="random": the answer is the loop's k over the values shown (uniform on [0, n)), and
-    the regret is read from them."""
-    task = ModSquare(hint="value", bits=8, values="random").with_sizes(4, 8)
+@pytest.mark.parametrize("values", ["random", "random-wide"])
+def test_modsquare_random_values_run_the_same_loop(values):
+    """values="random": the answer is the loop's k over the values shown (uniform on [0, n); "random-wide":
+    on [0, 2^bits), high bits set for small n too), and the regret is read from them."""
+    task = ModSquare(hint="value", bits=8, values=values).with_sizes(4, 8)
     b = sample(task, 2)
     C = task.candidate_bits
     for j in range(B):
@@ -256,13 +257,15 @@ def test_modsquare_random_values_run_the_same_loop():
         m = loop_bound(n)
         vals = from_bits(b.inputs[:m, j, 8 + C:]).tolist()
         assert from_bits(b.inputs[:m, j, 8: 8 + C]).tolist() == list(range(1, m + 1))
-        assert all(0 <= v < n for v in vals)
+        assert all(0 <= v < (n if values == "random" else 256) for v in vals)
         k, best = 0, 0
         for i, v in enumerate(vals, start=1):
             if v > best:
                 k, best = i, v
         assert from_bits(b.targets[b.steps[j] - 1, j]) == k
     assert len({tuple(from_bits(b.inputs[:3, j, 8 + C:])) for j in range(B)}) > B // 2  # not i*i mod n
+    small = from_bits(b.inputs[0, :, :8]) < 32  # 5-bit n or less: "random" never sets value bits 5-7
+    assert (b.inputs[:, small, 8 + C + 5:].max() > 0) == (values == "random-wide")
     wrong = jnp.asarray(np.where(b.targets > 0.5, -5.0, 5.0))
     m = task.metrics(wrong, jax.tree.map(jnp.asarray, b))
     assert (np.asarray(m["regret"]) >= 0).all() and (np.asarray(m["regret"]) < 1).all()
@@ -508,3 +511,57 @@ def test_polymax_loss_and_regret(objective):
     # the gap loss is differentiable in the logits and points uphill on P
     grad = jax.grad(lambda z: task.loss(z, bj).sum())(jnp.asarray(logits))
     assert np.isfinite(np.asarray(grad)).all()
+
+
+def _running_answers(values, answers, start):
+    """The loop's answer after each step: the answer of the latest value above every earlier one (and
+    above ``start``), or 0 before any."""
+    out, best, k = [], start, 0
+    for v, a in zip(values, answers):
+        if v > best:
+            best, k = v, a
+        out.append(k)
+    return out
+
+
+def _softplus_ce(logits, targets):
+    return np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+
+
+@pytest.mark.parametrize("task", [Argmax(labels="random", levels=8, extra_steps=2),
+                                  ModSquare(hint="value", bits=8).with_sizes(4, 8),
+                                  ModSquare(hint="none", bits=8).with_sizes(4, 8)],
+                         ids=["argmax", "modsquare-value", "modsquare-none"])
+def test_trace_loss_supervises_the_loops_running_answer(task):
+    """trace_loss adds, per example, the mean over its steps of the bitwise cross-entropy against the
+    loop's answer so far (computed here by a Python loop over the values and answers); metrics ignore it."""
+    b = sample(dataclasses.replace(task, trace_loss=0.5), 4)
+    T, Bn, Y = b.targets.shape
+    logits = np.random.default_rng(0).normal(0, 3, (T, Bn, Y)).astype(np.float32)
+    plain = np.asarray(task.loss(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)))
+    traced = dataclasses.replace(task, trace_loss=0.5)
+    got = np.asarray(traced.loss(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)))
+    changed = 0
+    for j in range(Bn):
+        steps = int(b.steps[j])
+        if isinstance(task, Argmax):
+            L = int(b.size[j])
+            values, answers, start = b.inputs[:L, j, 0].tolist(), from_bits(b.inputs[:L, j, 2:]).tolist(), -np.inf
+        else:
+            m = loop_bound(int(b.aux[j, 0]))
+            values, answers, start = b.aux[j, 1: m + 1].tolist(), list(range(1, m + 1)), 0
+        run = _running_answers(values, answers, start)
+        run += [run[-1]] * (steps - len(run))  # blank steps after the last value keep the answer
+        changed += len(set(run)) > 1
+        assert run[-1] == from_bits(b.targets[steps - 1, j])  # the running answer ends at the target
+        target_bits = (np.array(run)[:, None] >> np.arange(Y)) & 1  # [steps, Y]
+        want = _softplus_ce(logits[:steps, j].astype(np.float64), target_bits).sum(-1).mean()
+        np.testing.assert_allclose(got[j] - plain[j], 0.5 * want, rtol=1e-4, atol=1e-4)
+    assert changed > Bn // 2  # most examples change their answer on the way: not only the final one
+    for k, v in task.metrics(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)).items():
+        if k != "loss":
+            np.testing.assert_array_equal(v, traced.metrics(jnp.asarray(logits), jax.tree.map(jnp.asarray, b))[k])
+    with pytest.raises(ValueError):
+        dataclasses.replace(task, trace_loss=-1.0)
+    if isinstance(task, Argmax):
+        assert traced.evaluation().trace_loss == 0 and traced.evaluation().extra_steps == 0
