@@ -147,13 +147,18 @@ def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None,
     )
 
 
-def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float) -> Experiment:
-    """A later stage of argmax-long's models on hard lists (min_spread 1/16), evaluated on uniform lists."""
+_ARGMAX_UNIFORM = {"min_spread": 1.0, "trace_loss": 0.0}  # evaluation: uniform lists, last-step loss only
+
+
+def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
+                       options: dict[str, Any] | None = None) -> Experiment:
+    """A later stage of argmax-long's models on hard lists (min_spread 1/16 unless ``options`` say otherwise),
+    evaluated on uniform lists without the running-answer loss."""
     return Experiment(
         name=name, description=description,
         task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
-                                     "min_spread": 1 / 16},
-        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
+                                     "min_spread": 1 / 16, **(options or {})},
+        in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
         steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=3, seeds=(0,),
     )
@@ -203,6 +208,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "evaluated on uniform lists",
         (ModelSpec("ntm", "ntm", init_from="argmax-spread/ntm-s{seed}", head_entropy=0.3),
          ModelSpec("lstm", "lstm", init_from="argmax-spread/lstm-s{seed}")), steps=72000, lr=1e-3),
+    _argmax_hard_stage(
+        "argmax-trace", "a fourth stage for argmax-sharp's models: 36,000 more steps on the same hard lists at lr 1e-3 "
+        "(halved every 12,000) with the loop's running answer supervised at every step (trace_loss 1), the NTM "
+        "keeping its head-entropy penalty; evaluated on uniform lists, last step only",
+        (ModelSpec("ntm", "ntm", init_from="argmax-sharp/ntm-s{seed}", head_entropy=0.3),
+         ModelSpec("lstm", "lstm", init_from="argmax-sharp/lstm-s{seed}")), steps=36000, lr=1e-3,
+        options={"trace_loss": 1.0}),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
         ("index", "step i shows i: evaluate candidates and keep the best"),
@@ -226,6 +238,20 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         steps=12000, batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=2, seeds=(0,),
         in_range_options={"split": "holdout", "values": "modsquare"},
         beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
+    ),
+    Experiment(
+        name="modsquare-trace",
+        description="keep-the-best on random values over the whole value range (values uniform on [0, 2^12) for "
+                    "every n: every value bit at every loop length) with the loop's running k supervised at every "
+                    "step (trace_loss 1), n of 4-8 bits (up to 48 candidates), the NTM with a head-entropy penalty "
+                    "of 0.3; evaluated on the real values (i*i mod n, last step only) of held-out n at 4-8 bits and "
+                    "every n at 10 and 12 bits",
+        task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random-wide", "trace_loss": 1.0},
+        train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
+        steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
+        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
+        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
     ),
     Experiment(
         name="polymax",
