@@ -46,9 +46,9 @@ case where an approximate comparison picks the wrong candidate; v2 = v1 (a tie, 
 values="random" (with hint="value"): candidate i's value is uniform on [0, n) instead of i*i mod n,
 and k is the loop's answer over those values: the same keep-the-best, over a sequence that does not
 identify n (a curriculum stage that cannot be memorised). values="random-wide": uniform on
-[0, 2^bits) whatever n, so that every value bit is exercised at every loop length (with "random",
-short loops, i.e. small n, never set the high bits); difficulty and regret are then divided by
-2^bits instead of n.
+[0, 2^e) with e uniform on 2..bits per example, independently of n, so that every value width meets
+every loop length (with "random", short loops, i.e. small n, never set the high value bits);
+difficulty and regret are then divided by 2^bits instead of n.
 
 trace_loss=λ (a training signal; default 0, any hint): adds λ x the loss against the loop's
 *running* k (the best candidate so far, 0 before the first positive value) at every step,
@@ -200,7 +200,7 @@ class ModSquare:
     split: str = "train"
     holdout_fraction: float = 0.1
     show_n: bool = True  # False: n's channels stay zero (with hint="value" only keep-the-best is left to do)
-    values: str = "modsquare"  # "random": candidate i's value uniform in [0, n) ("random-wide": [0, 2^bits))
+    values: str = "modsquare"  # "random": candidate i's value uniform in [0, n) ("random-wide": [0, 2^(2..bits)))
     holdout_seed: int = 0
     step_scale: float = 1.0
     step_offset: int = 2
@@ -233,7 +233,8 @@ class ModSquare:
                              f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")
 
     def _value_range(self, n: Array) -> Array:
-        """[B] the values lie in [0, range): n, or 2^bits for values="random-wide"."""
+        """[B] what regret and difficulty are divided by: n (the values lie in [0, n)), or 2^bits for
+        values="random-wide"."""
         return jnp.full_like(n, 2**self.bits) if self.values == "random-wide" else n
 
     def valid_sizes(self) -> tuple[int, ...]:
@@ -294,8 +295,11 @@ class ModSquare:
         cand = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = cand[None, :] <= bound[:, None]  # [B, M]
         if self.values != "modsquare":  # the same loop over a random function of i (own key: n's draws stay)
-            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, self._value_range(n)[:, None],
-                                       dtype=jnp.int32)
+            if self.values == "random-wide":  # [0, 2^e), e uniform on 2..bits per example, whatever n
+                top = 2 ** jax.random.randint(jax.random.fold_in(key, 2), (B,), 2, self.bits + 1, dtype=jnp.int32)
+            else:
+                top = n
+            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, top[:, None], dtype=jnp.int32)
         else:
             drawn = (cand * cand)[None, :] % n[:, None]
         value = jnp.where(valid, drawn, -1)  # [B, M]; -1: not a candidate

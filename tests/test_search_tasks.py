@@ -266,6 +266,10 @@ def test_modsquare_random_values_run_the_same_loop(values):
     assert len({tuple(from_bits(b.inputs[:3, j, 8 + C:])) for j in range(B)}) > B // 2  # not i*i mod n
     small = from_bits(b.inputs[0, :, :8]) < 32  # 5-bit n or less: "random" never sets value bits 5-7
     assert (b.inputs[:, small, 8 + C + 5:].max() > 0) == (values == "random-wide")
+    if values == "random-wide":  # value widths independent of n: some lists of large n hold only small values
+        big = ~small
+        widths = [int(from_bits(b.inputs[:, j, 8 + C:]).max()).bit_length() for j in np.flatnonzero(big)]
+        assert min(widths) <= 4 and max(widths) >= 7
     wrong = jnp.asarray(np.where(b.targets > 0.5, -5.0, 5.0))
     m = task.metrics(wrong, jax.tree.map(jnp.asarray, b))
     assert (np.asarray(m["regret"]) >= 0).all() and (np.asarray(m["regret"]) < 1).all()
