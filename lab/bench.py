@@ -1,13 +1,15 @@
 """Training-throughput benchmark against this machine's roofline, written to bench.json.
 
-    python -m lab.bench [--batch-sizes 1 16 64] [--tasks copy argmax] [--models ntm lstm mlp] [--devices 1] [--out bench.json]
+    python -m lab.bench [--batch-sizes 1 16 64] [--tasks copy argmax] [--models ntm lstm mlp] [--devices 1]
+                        [--fused-memory off|on|both] [--out bench.json]
 
 Each row: examples/s and ms per optimizer step (10 steps per dispatch, best of 3, compile excluded),
 the FLOPs one step executes (counted from its jaxpr: dot_general exactly, 1 per output element of
 elementwise arithmetic; scans multiplied by their length, so the rematerialised forward of the
 backward pass is included), and the fraction of the machine's measured matmul FLOP/s the step
 reaches. The machine's peaks are measured first: a 2048^2 float32 matmul, and a 256 MB streaming
-multiply-add for memory bandwidth.
+multiply-add for memory bandwidth. ``--fused-memory on`` times the NTM with its fused C++ memory kernel
+(ntm/fused_cpu.py); ``both`` times each NTM row without and then with it, back to back.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from flax import nnx
 from lab import models
 from lab.config import TrainConfig, task_defaults
 from lab.trainer import build_model, build_task, make_program
+from ntm import core as ntm_core
 
 
 def device_name() -> str:
@@ -96,7 +99,20 @@ def machine_peaks() -> dict[str, float]:
 
 
 def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3,
-              peaks: dict[str, float] | None = None, devices: int = 1) -> dict:
+              peaks: dict[str, float] | None = None, devices: int = 1, fused_memory: bool = False) -> dict:
+    """One row; ``fused_memory`` traces the NTM with the fused CPU memory kernel (ntm.core.FUSED_MEMORY)."""
+    saved = ntm_core.FUSED_MEMORY
+    ntm_core.FUSED_MEMORY = fused_memory
+    try:
+        row = _bench_one(task, model, batch_size, dispatch, repeats, peaks, devices)
+    finally:
+        ntm_core.FUSED_MEMORY = saved
+    row["fused_memory"] = fused_memory
+    return row
+
+
+def _bench_one(task: str, model: str, batch_size: int, dispatch: int, repeats: int,
+               peaks: dict[str, float] | None, devices: int) -> dict:
     cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": devices,
                          "steps_per_dispatch": dispatch, "log_every": dispatch})
     t = build_task(cfg)
@@ -114,7 +130,13 @@ def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeat
         jax.block_until_ready(stats)
         times.append((time.perf_counter() - t0) / dispatch)
     ms = 1000 * min(times)
-    jaxpr = jax.make_jaxpr(prog.train_chunk, static_argnums=(4,))(params, opt_state, bad, jnp.int32(0), 1)
+    # FLOPs of the pure-JAX program even when timing the fused kernel (whose custom call the counter
+    # cannot see), so both rows divide the same work by their time.
+    fused, ntm_core.FUSED_MEMORY = ntm_core.FUSED_MEMORY, False
+    try:
+        jaxpr = jax.make_jaxpr(prog.train_chunk, static_argnums=(4,))(params, opt_state, bad, jnp.int32(0), 1)
+    finally:
+        ntm_core.FUSED_MEMORY = fused
     mm, other = count_flops(jaxpr)
     n_params = models.count_params(nnx.merge(graphdef, params))
     row = {"model": model, "task": task, "batch_size": batch_size, "examples_per_s": batch_size / (ms / 1000),
@@ -141,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", nargs="+", default=["ntm"])
     p.add_argument("--devices", type=int, default=1,
                    help="data-parallel over this many devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+    p.add_argument("--fused-memory", choices=("off", "on", "both"), default="off",
+                   help="NTM memory step in the fused C++ kernel (ntm/fused_cpu.py); both: each NTM row off, then on")
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
     bad = [b for b in a.batch_sizes if b % a.devices]
@@ -152,14 +176,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for task in a.tasks:
         for m in a.models:
+            fused = {"off": [False], "on": [True], "both": [False, True]}[a.fused_memory] if m == "ntm" else [False]
             for b in a.batch_sizes:
-                row = bench_one(task, m, b, peaks=peaks, devices=a.devices)
-                row.update({k: v for k, v in peaks.items()})
-                rows.append(row)
-                print(f"{row['model']:5s} {row['task']:10s} batch {b:5d}: {row['examples_per_s']:9.1f} examples/s "
-                      f"{row['ms_per_step']:8.2f} ms/step  {row['flops_per_step'] / 1e6:9.1f} MFLOP/step "
-                      f"{100 * row['frac_of_matmul_peak']:5.1f}% of matmul peak  (compile {row['compile_s']:.1f} s)",
-                      flush=True)
+                for f in fused:
+                    row = bench_one(task, m, b, peaks=peaks, devices=a.devices, fused_memory=f)
+                    row.update({k: v for k, v in peaks.items()})
+                    rows.append(row)
+                    print(f"{row['model']:5s}{'+fused' if f else '      '} {row['task']:10s} batch {b:5d}: "
+                          f"{row['examples_per_s']:9.1f} examples/s {row['ms_per_step']:8.2f} ms/step  "
+                          f"{row['flops_per_step'] / 1e6:9.1f} MFLOP/step "
+                          f"{100 * row['frac_of_matmul_peak']:5.1f}% of matmul peak  (compile {row['compile_s']:.1f} s)",
+                          flush=True)
     Path(a.out).write_text(json.dumps(rows, indent=2))
     print(f"wrote {a.out}")
 

@@ -16,6 +16,8 @@ needs no second code path.
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -31,6 +33,10 @@ MEMORY_INITS = ("constant", "learned", "random")
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda v: v}
 ADD_ACTIVATIONS = ("tanh", "identity")
 INITIAL_READS = ("learned", "memory")
+
+# Process-wide switch for the fused CPU memory kernel (ntm/fused_cpu.py), on top of
+# NTMConfig.fused_memory: set NTM_FUSED_MEMORY=1, or assign ntm.core.FUSED_MEMORY before tracing.
+FUSED_MEMORY: bool = os.environ.get("NTM_FUSED_MEMORY", "") not in ("", "0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,10 @@ class NTMConfig:
     # Reads at t = 0: "learned" (tanh of a parameter) or "memory" (the initial read weightings
     # applied to the initial memory, i.e. what the read heads would see before the first step).
     initial_reads: str = "learned"
+    # Addressing, write and reads of each step in one fused C++ kernel (forward and backward; CPU,
+    # float32, R >= 1 and W >= 1; see ntm/fused_cpu.py). Falls back to pure JAX, with a warning,
+    # when the kernel cannot be built or the configuration is not supported. Off by default.
+    fused_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -217,6 +227,14 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
     read_hp, write_hp, erase, add = split_head_params(cfg, flat)
 
     memory_t = state.memory
+    if _use_fused(cfg):
+        from ntm import fused_cpu
+
+        memory_t, write_w, read_w, reads = fused_cpu.memory_step(
+            memory_t, state.write_weights, state.read_weights, write_hp, erase, add, read_hp)
+        out_in = jnp.concatenate([h, reads.reshape(-1)])  # [H + R*M]
+        y = jnp.clip(out_in @ params["output"]["w"] + params["output"]["b"], -cfg.clip_value, cfg.clip_value)
+        return NTMState(memory_t, read_w, write_w, reads, ctrl_state), y
     address = jax.vmap(addressing._address_t, in_axes=(None, 0, 0))  # over heads
     write_w = address(memory_t, state.write_weights, write_hp) if cfg.num_write_heads else state.write_weights
     if cfg.num_write_heads:
@@ -227,6 +245,29 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
     out_in = jnp.concatenate([h, reads.reshape(-1)])  # [H + R*M]
     y = jnp.clip(out_in @ params["output"]["w"] + params["output"]["b"], -cfg.clip_value, cfg.clip_value)
     return NTMState(memory_t, read_w, write_w, reads, ctrl_state), y
+
+
+_FUSED_WARNED: set[str] = set()
+
+
+def _use_fused(cfg: NTMConfig) -> bool:
+    """Whether this step (being traced) uses the fused CPU memory kernel; warns once per reason if asked but not."""
+    if not (cfg.fused_memory or FUSED_MEMORY):
+        return False
+    from ntm import fused_cpu
+
+    reason = None
+    if not fused_cpu.supports(cfg.num_read_heads, cfg.num_write_heads):
+        reason = (f"fused NTM memory kernel does not support R={cfg.num_read_heads}, W={cfg.num_write_heads} "
+                  f"on backend {jax.default_backend()!r} (needs R >= 1, W >= 1, CPU)")
+    elif not fused_cpu.available():
+        reason = fused_cpu.unavailable_reason()
+    if reason is None:
+        return True
+    if reason not in _FUSED_WARNED:
+        _FUSED_WARNED.add(reason)
+        warnings.warn(f"{reason}; using the pure-JAX memory step", RuntimeWarning, stacklevel=3)
+    return False
 
 
 class Trace(NamedTuple):

@@ -1,0 +1,204 @@
+"""The optional fused CPU memory kernel (ntm/fused_cpu.py, ntm/csrc/memory_step.cc) against the
+pure-JAX step: forward values, gradients (against jax.grad of the pure-JAX step and against finite
+differences), inside ``core.unroll`` (scan + checkpoint + vmap + jit), jit vs eager, and the
+fallbacks. Skipped when the kernel cannot be built here (no g++, say)."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntm
+from ntm import addressing, core, fused_cpu
+from ntm.addressing import HeadParams
+
+pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason=str(fused_cpu.unavailable_reason()))
+
+# (M, N, R, W, S): Graves' copy set-up, a small one, several heads with a wider shift, no shift.
+SHAPES = {
+    "copy-m20-n128": (20, 128, 1, 1, 1),
+    "small-m16-n32": (16, 32, 1, 1, 1),
+    "2r3w-s2": (16, 32, 2, 3, 2),
+    "3r2w-s0": (6, 10, 3, 2, 0),
+}
+
+
+def _reference(memory_t, write_w_prev, read_w_prev, write_hp, erase, add, read_hp):
+    """What ntm.core._step_t does between the head parameters and the reads (pure JAX)."""
+    address = jax.vmap(addressing._address_t, in_axes=(None, 0, 0))
+    write_w = address(memory_t, write_w_prev, write_hp)
+    memory_t = addressing._write_t(memory_t, write_w, erase, add)
+    read_w = address(memory_t, read_w_prev, read_hp)
+    return memory_t, write_w, read_w, addressing._read_t(memory_t, read_w)
+
+
+def _inputs(key, M, N, R, W, S):
+    """Random kernel inputs as the controller would produce them (constrained head parameters)."""
+    k = jax.random.split(key, 7)
+    memory_t = jax.random.normal(k[0], (M, N)) * 0.5
+    write_w_prev = jax.nn.softmax(3 * jax.random.normal(k[1], (W, N)), axis=-1)
+    read_w_prev = jax.nn.softmax(3 * jax.random.normal(k[2], (R, N)), axis=-1)
+    write_hp = HeadParams.from_raw(2 * jax.random.normal(k[3], (W, M + 2 * S + 4)), M, S)
+    read_hp = HeadParams.from_raw(2 * jax.random.normal(k[4], (R, M + 2 * S + 4)), M, S)
+    erase = jax.nn.sigmoid(jax.random.normal(k[5], (W, M)))
+    add = jnp.tanh(jax.random.normal(k[6], (W, M)))
+    return memory_t, write_w_prev, read_w_prev, write_hp, erase, add, read_hp
+
+
+def _loss(fn):
+    """A scalar that depends on every output nonlinearly, with different weights per output."""
+    def loss(*args):
+        outs = fn(*args)
+        return sum(jnp.sum(jnp.sin((i + 1.3) * o)) for i, o in enumerate(outs))
+    return loss
+
+
+def _rel_err(a, b):
+    """max |a - b| relative to max |a|. The losses here have O(1) gradients; a gradient below 1e-2
+    (e.g. the shift's with S = 0, which is zero up to float32 rounding) is compared as if it were 1e-2."""
+    return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(a)), 1e-2))
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_forward_matches_pure_jax(name):
+    args = _inputs(jax.random.key(0), *SHAPES[name])
+    want = jax.jit(_reference)(*args)
+    got = jax.jit(fused_cpu.memory_step)(*args)
+    for w, g in zip(want, got):
+        assert g.shape == w.shape and g.dtype == jnp.float32
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_gradients_match_pure_jax(name):
+    args = _inputs(jax.random.key(1), *SHAPES[name])
+    argnums = tuple(range(len(args)))
+    want = jax.tree.leaves(jax.jit(jax.grad(_loss(_reference), argnums))(*args))
+    got = jax.tree.leaves(jax.jit(jax.grad(_loss(fused_cpu.memory_step), argnums))(*args))
+    assert len(got) == len(want) == 15  # memory, 2 weightings, 5 + 5 head fields, erase, add
+    for w, g in zip(want, got):
+        assert g.shape == w.shape
+        assert _rel_err(w, g) < 1e-4
+
+
+def test_gradients_match_finite_differences():
+    M, N, R, W, S = SHAPES["small-m16-n32"]
+    args = _inputs(jax.random.key(2), M, N, R, W, S)
+    flat, tree = jax.tree.flatten(args)
+    loss = _loss(fused_cpu.memory_step)
+    f = lambda leaves: loss(*jax.tree.unflatten(tree, leaves))  # noqa: E731
+    f = jax.jit(f)
+    grads = jax.jit(jax.grad(f))(flat)
+    # leaf order: memory, write/read prev weightings, write head (key beta gate shift gamma), erase,
+    # add, read head (key beta gate shift gamma) -- see tree; one coordinate of each
+    eps = 1e-2
+    for i, leaf in enumerate(flat):
+        idx = tuple(0 if d == 1 else min(1, d - 1) for d in leaf.shape)
+        bump = jnp.zeros_like(leaf).at[idx].set(eps)
+        plus = [x + bump if j == i else x for j, x in enumerate(flat)]
+        minus = [x - bump if j == i else x for j, x in enumerate(flat)]
+        fd = (float(f(plus)) - float(f(minus))) / (2 * eps)
+        assert abs(fd - float(grads[i][idx])) < 2e-2 * max(1.0, abs(fd)), (i, fd, float(grads[i][idx]))
+    # and one random direction through all inputs at once
+    dirs = [jax.random.normal(jax.random.key(10 + j), x.shape) for j, x in enumerate(flat)]
+    fd = (float(f([x + eps * d for x, d in zip(flat, dirs)])) - float(f([x - eps * d for x, d in zip(flat, dirs)]))) / (2 * eps)
+    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(grads, dirs))
+    assert abs(fd - analytic) < 2e-2 * max(1.0, abs(fd))
+
+
+def test_vmap_and_jit_match_eager_one_by_one():
+    M, N, R, W, S = 6, 10, 2, 2, 1
+    batch = jax.vmap(lambda k: _inputs(k, M, N, R, W, S))(jax.random.split(jax.random.key(3), 4))
+    got = jax.jit(jax.vmap(fused_cpu.memory_step))(*batch)
+    for b in range(4):
+        one = fused_cpu.memory_step(*jax.tree.map(lambda a: a[b], batch))  # eager, unbatched
+        for x, y in zip(one, got):
+            np.testing.assert_allclose(y[b], x, atol=1e-6, rtol=1e-6)
+    want = jax.jit(jax.vmap(_reference))(*batch)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
+    # the backward kernel eagerly (custom_vjp's rule run op by op) and under jit
+    gj = jax.jit(jax.grad(_loss(jax.vmap(fused_cpu.memory_step))))(*batch)
+    ge = jax.grad(_loss(jax.vmap(fused_cpu.memory_step)))(*batch)
+    np.testing.assert_allclose(gj, ge, atol=1e-6, rtol=1e-5)
+
+
+def test_unroll_and_its_gradient_are_the_same_with_the_switch_on(controller="lstm", R=2, W=1, S=1):
+    """scan + checkpoint(dots_saveable) + vmap over a padded batch + jit, values and parameter gradients."""
+    cfg = ntm.NTMConfig(5, 3, memory_rows=24, memory_width=8, controller=controller, controller_size=16,
+                        num_read_heads=R, num_write_heads=W, shift_range=S, memory_init="random")
+    fused = dataclasses.replace(cfg, fused_memory=True)
+    params = ntm.init_params(jax.random.key(4), cfg)
+    xs = jax.random.normal(jax.random.key(5), (3, 7, 5))  # [B, T, X]
+    steps = jnp.array([7, 4, 1])
+    keys = jax.random.split(jax.random.key(6), 3)
+
+    def loss(p, c):
+        def one(x, n, k):
+            ys, trace, final = ntm.unroll(p, c, x, n, key=k)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(trace.read_weights ** 2) + jnp.sum(final.memory ** 2)
+        return jnp.sum(jax.vmap(one)(xs, steps, keys))
+
+    run = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    (v0, g0), (v1, g1) = run(params, cfg), run(params, fused)
+    assert abs(float(v1) - float(v0)) < 1e-4 * max(1.0, abs(float(v0)))
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        assert _rel_err(a, b) < 1e-4
+    # the fused program really calls the kernels
+    text = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, fused))
+    assert "ntm_memory_step_fwd" in text and "ntm_memory_step_bwd" in text
+
+
+def test_step_with_global_switch_matches_default():
+    cfg = ntm.NTMConfig(4, 2, memory_rows=16, memory_width=6, controller_size=8)
+    params = ntm.init_params(jax.random.key(7), cfg)
+    state = ntm.initial_state(params, cfg)
+    x = jax.random.normal(jax.random.key(8), (4,))
+    want = ntm.step(params, state, x, cfg)
+    saved = core.FUSED_MEMORY
+    core.FUSED_MEMORY = True
+    try:
+        got = ntm.step(params, state, x, cfg)
+    finally:
+        core.FUSED_MEMORY = saved
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_unsupported_config_falls_back_to_pure_jax_with_a_warning():
+    cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8, num_read_heads=0)
+    params = ntm.init_params(jax.random.key(9), cfg)
+    xs = jax.random.normal(jax.random.key(10), (3, 4))
+    core._FUSED_WARNED.clear()
+    with pytest.warns(RuntimeWarning, match="does not support R=0"):
+        got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory=True), xs)
+    want, _, _ = ntm.unroll(params, cfg, xs)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_failed_build_reports_unavailable_and_core_falls_back(monkeypatch, tmp_path):
+    saved = dict(fused_cpu._state)
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    monkeypatch.setattr(fused_cpu, "_BUILD_DIR", tmp_path)
+    fused_cpu._state.update(tried=False, lib=None, error=None)
+    try:
+        assert not fused_cpu.available()
+        assert "no-such-compiler-xyz" in fused_cpu.unavailable_reason()
+        cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8, fused_memory=True)
+        params = ntm.init_params(jax.random.key(11), cfg)
+        core._FUSED_WARNED.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ys, _, _ = ntm.unroll(params, cfg, jnp.ones((2, 4)))
+        assert any("unavailable" in str(w.message) for w in caught)
+        assert ys.shape == (2, 2)
+        with pytest.raises(RuntimeError, match="unavailable"):
+            fused_cpu.memory_step(*_inputs(jax.random.key(0), 4, 8, 1, 1, 1))
+    finally:
+        fused_cpu._state.clear()
+        fused_cpu._state.update(saved)
+        core._FUSED_WARNED.clear()
