@@ -48,6 +48,8 @@ def train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model (defaults: the task's paper configuration)")
     for flag, typ in MODEL_FLAGS.items():
         g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
+    g.add_argument("--write-gate", action="store_true", default=None,
+                   help="NTM: a DNC-style write gate per write head (ntm.NTMConfig.write_gate)")
     p.add_argument("--target", type=float, default=None, help="stop once the eval main metric is below this")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
@@ -76,7 +78,7 @@ def train_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     defaults = task_defaults(a.task)
     mc: ModelConfig = defaults.pop("model_config", ModelConfig())
-    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in MODEL_FLAGS if getattr(a, k) is not None}
+    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in [*MODEL_FLAGS, "write_gate"] if getattr(a, k) is not None}
     mc = dataclasses.replace(mc, **overrides)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config" and v is not None}

@@ -223,6 +223,8 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
         old = json.loads(cfg_path.read_text())
         new = json.loads(cfg.to_json())
         default = json.loads(TrainConfig().to_json())  # fields added since the old run was written
+        if isinstance(old.get("model_config"), dict):  # the same for the model's fields
+            old["model_config"] = {**default["model_config"], **old["model_config"]}
         # with size buckets the dispatch length decides which steps share a bucket: not a free choice on resume
         control = RUN_CONTROL_FIELDS - ({"steps_per_dispatch"} if cfg.size_buckets > 1 else set())
         diff = {k for k in new if k not in control and old.get(k, default.get(k)) != new[k]}

@@ -62,6 +62,11 @@ class NTMConfig:
     # Reads at t = 0: "learned" (tanh of a parameter) or "memory" (the initial read weightings
     # applied to the initial memory, i.e. what the read heads would see before the first step).
     initial_reads: str = "learned"
+    # A write gate (as in the DNC): one more controller output per write head, g = sigmoid(.), scales
+    # that head's erase and add vectors, so g -> 0 leaves the memory untouched whatever the head's
+    # weighting (a soft weighting otherwise writes a little everywhere on every step). The head's
+    # weighting itself, which the next step's location addressing starts from, is not gated.
+    write_gate: bool = False
     # Addressing, write and reads of each step in one fused C++ kernel (forward and backward; CPU,
     # float32, R >= 1 and W >= 1; see ntm/fused_cpu.py). Falls back to pure JAX, with a warning,
     # when the kernel cannot be built or the configuration is not supported. Off by default.
@@ -93,8 +98,8 @@ class NTMConfig:
 
     @property
     def write_head_size(self) -> int:
-        """A read head's parameters plus erase M and add M."""
-        return self.read_head_size + 2 * self.memory_width
+        """A read head's parameters plus erase M and add M (and the write gate's logit, if any)."""
+        return self.read_head_size + 2 * self.memory_width + int(self.write_gate)
 
     @property
     def head_params_size(self) -> int:
@@ -192,7 +197,8 @@ def _controller(params: Params, cfg: NTMConfig, state: tuple[Array, ...], inp: A
 def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParams, addressing.HeadParams, Array, Array]:
     """Cut the controller's flat head vector into read heads, write heads, erase and add.
 
-    Returns HeadParams with leading axes [R, ...] and [W, ...], erase [W, M], add [W, M].
+    Returns HeadParams with leading axes [R, ...] and [W, ...], erase [W, M], add [W, M] (with
+    ``write_gate``, erase and add already scaled by each head's gate).
     """
     R, W, M, S = cfg.num_read_heads, cfg.num_write_heads, cfg.memory_width, cfg.shift_range
     read_flat, write_flat = jnp.split(flat, [R * cfg.read_head_size])
@@ -200,10 +206,14 @@ def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParam
     write_flat = write_flat.reshape(W, cfg.write_head_size)  # [W, P_w]
     reads = addressing.HeadParams.from_raw(read_flat[:, : cfg.read_head_size], M, S)
     writes = addressing.HeadParams.from_raw(write_flat[:, : cfg.read_head_size], M, S)
-    erase = jax.nn.sigmoid(write_flat[:, cfg.read_head_size : cfg.read_head_size + M])  # [W, M]
-    add = write_flat[:, cfg.read_head_size + M :]  # [W, M]
+    P = cfg.read_head_size
+    erase = jax.nn.sigmoid(write_flat[:, P : P + M])  # [W, M]
+    add = write_flat[:, P + M : P + 2 * M]  # [W, M]
     if cfg.add_activation == "tanh":
         add = jnp.tanh(add)
+    if cfg.write_gate:  # scaling erase and add by g is writing with weighting g * w
+        gate = jax.nn.sigmoid(write_flat[:, P + 2 * M :])  # [W, 1]
+        erase, add = erase * gate, add * gate
     return reads, writes, erase, add
 
 

@@ -194,3 +194,26 @@ def test_initial_reads_from_memory_read_the_initial_memory():
 def test_bad_new_options_raise(kw):
     with pytest.raises(ValueError):
         ntm.NTMConfig(X, Y, **kw)
+
+
+def test_write_gate_scales_erase_and_add_and_closed_leaves_memory_alone():
+    cfg = ntm.NTMConfig(X, Y, memory_rows=6, memory_width=4, controller_size=8, write_gate=True)
+    ungated = dataclasses.replace(cfg, write_gate=False)
+    assert cfg.write_head_size == ungated.write_head_size + 1
+    flat = jax.random.normal(jax.random.key(0), (cfg.head_params_size,))
+    _, _, e, a = core.split_head_params(cfg, flat)
+    _, _, e0, a0 = core.split_head_params(ungated, flat[:-1])  # the gate's logit is the write head's last entry
+    g = jax.nn.sigmoid(flat[-1])
+    np.testing.assert_allclose(e, e0 * g, rtol=1e-6)
+    np.testing.assert_allclose(a, a0 * g, rtol=1e-6)
+    # a closed gate (logit -60 from the bias, clipped to -clip_value = -20: g = 2e-9): the memory stays put
+    params = ntm.init_params(jax.random.key(1), cfg)
+    params["heads"]["w"] = params["heads"]["w"].at[:, -1].set(0.0)
+    params["heads"]["b"] = params["heads"]["b"].at[-1].set(-60.0)
+    xs = jax.random.normal(jax.random.key(2), (5, X))
+    _, _, final = ntm.unroll(params, cfg, xs)
+    np.testing.assert_allclose(final.memory, ntm.initial_state(params, cfg).memory, rtol=0, atol=1e-8)
+    params["heads"]["b"] = params["heads"]["b"].at[-1].set(60.0)  # open: the ungated NTM's memory
+    p0 = dict(params, heads={"w": params["heads"]["w"][:, :-1], "b": params["heads"]["b"][:-1]})
+    np.testing.assert_allclose(ntm.unroll(params, cfg, xs)[2].memory, ntm.unroll(p0, ungated, xs)[2].memory,
+                               rtol=1e-5, atol=1e-6)

@@ -432,3 +432,16 @@ def test_task_options_from_the_command_line(tmp_path):
     assert (task.labels, task.levels, task.min_spread) == ("random", 256, 0.0625)
     code = run_cli(train_cli.main, ["--task", "argmax", "--task-option", "nope=1", "--workdir", str(tmp_path / "w")])
     assert code == 2 and not (tmp_path / "w").exists()
+
+
+def test_resume_a_run_written_before_a_model_field_existed(tmp_path):
+    """A config.json without a ModelConfig field added later (write_gate) resumes: missing nested fields
+    take their defaults."""
+    cfg = dataclasses.replace(TINY, steps=20, log_every=10, checkpoint_every=10)
+    train(dataclasses.replace(cfg, steps=10), tmp_path / "old", progress=False)
+    path = tmp_path / "old" / "config.json"
+    old = json.loads(path.read_text())
+    del old["model_config"]["write_gate"]
+    path.write_text(json.dumps(old))
+    train(cfg, tmp_path / "old", resume=True, progress=False)
+    assert _metrics(tmp_path / "old")[-1]["step"] == 20
