@@ -4,6 +4,9 @@ On a fixed batch of uniform lists of one length (the run's own task options othe
 the training-only options off: ``Argmax.evaluation()``), prints and returns:
 - the error overall, on lists with an exact tie at the top, and by the margin between the two
   largest values in grid levels (1/levels; 0 = tie), with the number of lists in each bin;
+- the error on exact ties by the position of the first maximum, in quarters of the list (an early
+  maximum is held for the rest of the list: errors that fall with its position point at a kept
+  best that erodes, flat errors at an imprecise comparison);
 - of the wrong answers: how many name a label that is not in the list, and how many name a value
   later in the list than the true maximum (a kept best that drifted down lets a later, lower value win);
 - for an NTM, its write head on the steps where the running maximum improves against the other
@@ -50,6 +53,16 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, 
         out["by_margin"].append({"levels": f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi else f">={lo}"),
                                  "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
                                  "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+    # exact ties by where the first maximum stands: an early one must be held over a long rest of the
+    # list (a register that erodes fails there), a late one only briefly (a coarse comparison fails anywhere)
+    out["ties_by_first_max"] = []
+    tie = margin == 0
+    for q in range(4):
+        lo, hi = q * size // 4, (q + 1) * size // 4
+        sel = tie & (best >= lo) & (best < hi)
+        out["ties_by_first_max"].append({"positions": f"{lo}-{hi - 1}", "lists": int(sel.sum()),
+                                         "wrong": int((wrong & sel).sum()),
+                                         "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
     out["wrong"] = int(wrong.sum())
     out["wrong_not_in_list"] = int((wrong & (pos < 0)).sum())
     out["wrong_later_than_max"] = int((wrong & (pos > best)).sum())

@@ -117,6 +117,10 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     assert sum(b["lists"] for b in d["by_margin"]) == 64 and sum(b["wrong"] for b in d["by_margin"]) == d["wrong"]
     assert d["error"] == pytest.approx(d["wrong"] / 64)
     assert d["by_margin"][0]["lists"] == round(d["tie_share"] * 64)
+    ties = d["ties_by_first_max"]  # quarters of 12 positions: 0-2, 3-5, 6-8, 9-11
+    assert [t["positions"] for t in ties] == ["0-2", "3-5", "6-8", "9-11"]
+    assert sum(t["lists"] for t in ties) == d["by_margin"][0]["lists"] > 0
+    assert sum(t["wrong"] for t in ties) == d["by_margin"][0]["wrong"]
     assert d["wrong_not_in_list"] + d["wrong_later_than_max"] <= d["wrong"]
     assert 0 <= d["register_row"] < 8 and 0 <= d["register_weight_on_other_steps"] <= 1
     assert d["write_on_improvement"]["improvement_steps"] >= 64  # the first value of every list improves
