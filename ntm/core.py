@@ -35,7 +35,9 @@ ADD_ACTIVATIONS = ("tanh", "identity")
 INITIAL_READS = ("learned", "memory")
 
 # Process-wide switch for the fused CPU memory kernel (ntm/fused_cpu.py), on top of
-# NTMConfig.fused_memory: set NTM_FUSED_MEMORY=1, or assign ntm.core.FUSED_MEMORY before tracing.
+# NTMConfig.fused_memory: set NTM_FUSED_MEMORY=1, or assign ntm.core.FUSED_MEMORY before tracing. It is
+# read when a step is traced and is not part of any jit cache key: a function already compiled keeps
+# the path it was traced with.
 FUSED_MEMORY: bool = os.environ.get("NTM_FUSED_MEMORY", "") not in ("", "0")
 
 
@@ -237,7 +239,7 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
     read_hp, write_hp, erase, add = split_head_params(cfg, flat)
 
     memory_t = state.memory
-    if _use_fused(cfg):
+    if _use_fused(cfg, jnp.result_type(memory_t, flat)):
         from ntm import fused_cpu
 
         memory_t, write_w, read_w, reads = fused_cpu.memory_step(
@@ -260,16 +262,17 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
 _FUSED_WARNED: set[str] = set()
 
 
-def _use_fused(cfg: NTMConfig) -> bool:
+def _use_fused(cfg: NTMConfig, dtype: Any) -> bool:
     """Whether this step (being traced) uses the fused CPU memory kernel; warns once per reason if asked but not."""
     if not (cfg.fused_memory or FUSED_MEMORY):
         return False
     from ntm import fused_cpu
 
     reason = None
-    if not fused_cpu.supports(cfg.num_read_heads, cfg.num_write_heads):
-        reason = (f"fused NTM memory kernel does not support R={cfg.num_read_heads}, W={cfg.num_write_heads} "
-                  f"on backend {jax.default_backend()!r} (needs R >= 1, W >= 1, CPU)")
+    if not fused_cpu.supports(cfg.num_read_heads, cfg.num_write_heads, dtype):
+        reason = (f"fused NTM memory kernel does not support R={cfg.num_read_heads}, W={cfg.num_write_heads}, "
+                  f"{jax.numpy.dtype(dtype).name} on backend {jax.default_backend()!r} (needs R >= 1, W >= 1, "
+                  "float32, CPU)")
     elif not fused_cpu.available():
         reason = fused_cpu.unavailable_reason()
     if reason is None:

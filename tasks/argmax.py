@@ -119,6 +119,9 @@ class Argmax:
             raise ValueError(f"argmax: early_max must be in [0, 1], got {self.early_max}")
         if not (math.isfinite(self.trace_loss) and self.trace_loss >= 0):
             raise ValueError(f"argmax: trace_loss must be a finite number >= 0, got {self.trace_loss}")
+        if self.trace_loss and self.step_scale < 1:  # the running answer would not reach the scored one
+            raise ValueError(f"argmax: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
+                             f"running answer is not the scored answer), got step_scale={self.step_scale}")
 
     @property
     def input_size(self) -> int:

@@ -228,6 +228,9 @@ class ModSquare:
         check_schedule("modsquare", self.step_scale, self.step_offset)
         if not (np.isfinite(self.trace_loss) and self.trace_loss >= 0):
             raise ValueError(f"modsquare: trace_loss must be a finite number >= 0, got {self.trace_loss}")
+        if self.trace_loss and self.step_scale < 1:  # the running answer would not reach the scored one
+            raise ValueError(f"modsquare: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
+                             f"running answer is not the scored answer), got step_scale={self.step_scale}")
         if not self.valid_sizes():
             raise ValueError(f"modsquare: no n of {self.min_size}..{self.max_size} bits in split {self.split!r} "
                              f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")

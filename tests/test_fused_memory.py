@@ -202,3 +202,35 @@ def test_failed_build_reports_unavailable_and_core_falls_back(monkeypatch, tmp_p
         fused_cpu._state.clear()
         fused_cpu._state.update(saved)
         core._FUSED_WARNED.clear()
+
+
+def test_float64_falls_back_to_pure_jax_with_a_warning():
+    """Under x64 with float64 parameters (the compiled NTM's case) the float32 kernel is not used."""
+    with jax.enable_x64(True):
+        cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8)
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), ntm.init_params(jax.random.key(12), cfg))
+        xs = jax.random.normal(jax.random.key(13), (3, 4), jnp.float64)
+        state = jax.tree.map(lambda a: a.astype(jnp.float64), ntm.initial_state(params, cfg))
+        core._FUSED_WARNED.clear()
+        with pytest.warns(RuntimeWarning, match="float64"):
+            got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory=True), xs, state=state)
+        want, _, _ = ntm.unroll(params, cfg, xs, state=state)
+        assert got.dtype == jnp.float64
+        np.testing.assert_array_equal(got, want)
+    core._FUSED_WARNED.clear()
+
+
+def test_write_gate_through_the_fused_path_matches_pure_jax():
+    """The gate scales erase and add before the memory step, so the kernel needs nothing new."""
+    cfg = ntm.NTMConfig(3, 2, memory_rows=12, memory_width=5, controller_size=8, write_gate=True)
+    params = ntm.init_params(jax.random.key(14), cfg)
+    xs = jax.random.normal(jax.random.key(15), (4, 3))
+
+    def loss(p, c):
+        ys, _, final = ntm.unroll(p, c, xs)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.memory ** 2)
+
+    fused = dataclasses.replace(cfg, fused_memory=True)
+    np.testing.assert_allclose(loss(params, fused), loss(params, cfg), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, cfg)), jax.tree.leaves(jax.grad(loss)(params, fused))):
+        assert _rel_err(a, b) < 1e-4

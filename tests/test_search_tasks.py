@@ -534,8 +534,10 @@ def _softplus_ce(logits, targets):
 
 @pytest.mark.parametrize("task", [Argmax(labels="random", levels=8, extra_steps=2),
                                   ModSquare(hint="value", bits=8).with_sizes(4, 8),
-                                  ModSquare(hint="none", bits=8).with_sizes(4, 8)],
-                         ids=["argmax", "modsquare-value", "modsquare-none"])
+                                  ModSquare(hint="none", bits=8).with_sizes(4, 8),
+                                  ModSquare(hint="value", bits=8, values="random-wide",
+                                            step_scale=1.5).with_sizes(4, 6)],
+                         ids=["argmax", "modsquare-value", "modsquare-none", "modsquare-random-wide-1.5x"])
 def test_trace_loss_supervises_the_loops_running_answer(task):
     """trace_loss adds, per example, the mean over its steps of the bitwise cross-entropy against the
     loop's answer so far (computed here by a Python loop over the values and answers); metrics ignore it."""
@@ -562,6 +564,10 @@ def test_trace_loss_supervises_the_loops_running_answer(task):
         want = _softplus_ce(logits[:steps, j].astype(np.float64), target_bits).sum(-1).mean()
         np.testing.assert_allclose(got[j] - plain[j], 0.5 * want, rtol=1e-4, atol=1e-4)
     assert changed > Bn // 2  # most examples change their answer on the way: not only the final one
+    if isinstance(task, ModSquare) and task.values == "random-wide":  # some loops keep k = 0 for a while
+        assert (b.aux[:, 1] == 0).any()
+    with pytest.raises(ValueError, match="step_scale"):
+        dataclasses.replace(traced, step_scale=0.5)
     for k, v in task.metrics(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)).items():
         if k != "loss":
             np.testing.assert_array_equal(v, traced.metrics(jnp.asarray(logits), jax.tree.map(jnp.asarray, b))[k])

@@ -445,3 +445,13 @@ def test_resume_a_run_written_before_a_model_field_existed(tmp_path):
     path.write_text(json.dumps(old))
     train(cfg, tmp_path / "old", resume=True, progress=False)
     assert _metrics(tmp_path / "old")[-1]["step"] == 20
+
+
+def test_write_gate_flag_reaches_the_ntm():
+    from lab.cli import config_from_args, train_parser
+
+    cfg = config_from_args(train_parser().parse_args(["--task", "argmax", "--write-gate"]))
+    assert cfg.model_config.write_gate
+    model = build_model(cfg, build_task(cfg))
+    assert model.cfg.write_gate and model.cfg.write_head_size == model.cfg.read_head_size + 2 * model.cfg.memory_width + 1
+    assert not config_from_args(train_parser().parse_args(["--task", "argmax"])).model_config.write_gate
