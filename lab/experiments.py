@@ -147,7 +147,8 @@ def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None,
     )
 
 
-_ARGMAX_UNIFORM = {"min_spread": 1.0}  # evaluation: uniform lists (metrics never include trace_loss)
+# evaluation: uniform lists; no trace_loss (metrics never include it, and it refuses step scales < 1)
+_ARGMAX_UNIFORM = {"min_spread": 1.0, "trace_loss": 0.0}
 
 
 def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
@@ -236,8 +237,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         train_sizes=(4, 6), eval_sizes=(4, 5, 6, 8, 10), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
         steps=12000, batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=2, seeds=(0,),
-        in_range_options={"split": "holdout", "values": "modsquare"},
-        beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
+        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
+        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
     ),
     Experiment(
         name="modsquare-trace",
@@ -250,8 +251,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
         steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
-        in_range_options={"split": "holdout", "values": "modsquare"},
-        beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
+        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
+        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
     ),
     Experiment(
         name="polymax",
