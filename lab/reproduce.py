@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "argmax-sharp",
-                      "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many", "modsquare-hidden-n",
-                      "modsquare-random", "modsquare-curriculum", "modsquare-short-random", "polymax")
+                      "argmax-trace", "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many",
+                      "modsquare-hidden-n", "modsquare-random", "modsquare-curriculum", "modsquare-short-random",
+                      "modsquare-trace", "polymax")
 DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "argmax-sharp",
                       "polymax")
 PRESETS = {
