@@ -239,20 +239,18 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
     read_hp, write_hp, erase, add = split_head_params(cfg, flat)
 
     memory_t = state.memory
-    if _use_fused(cfg, jnp.result_type(memory_t, flat)):
+    if _use_fused(cfg, jnp.result_type(memory_t, flat)):  # the same maths in one C++ call (ntm/fused_cpu.py)
         from ntm import fused_cpu
 
         memory_t, write_w, read_w, reads = fused_cpu.memory_step(
             memory_t, state.write_weights, state.read_weights, write_hp, erase, add, read_hp)
-        out_in = jnp.concatenate([h, reads.reshape(-1)])  # [H + R*M]
-        y = jnp.clip(out_in @ params["output"]["w"] + params["output"]["b"], -cfg.clip_value, cfg.clip_value)
-        return NTMState(memory_t, read_w, write_w, reads, ctrl_state), y
-    address = jax.vmap(addressing._address_t, in_axes=(None, 0, 0))  # over heads
-    write_w = address(memory_t, state.write_weights, write_hp) if cfg.num_write_heads else state.write_weights
-    if cfg.num_write_heads:
-        memory_t = addressing._write_t(memory_t, write_w, erase, add)
-    read_w = address(memory_t, state.read_weights, read_hp) if cfg.num_read_heads else state.read_weights
-    reads = addressing._read_t(memory_t, read_w)  # [R, M]
+    else:
+        address = jax.vmap(addressing._address_t, in_axes=(None, 0, 0))  # over heads
+        write_w = address(memory_t, state.write_weights, write_hp) if cfg.num_write_heads else state.write_weights
+        if cfg.num_write_heads:
+            memory_t = addressing._write_t(memory_t, write_w, erase, add)
+        read_w = address(memory_t, state.read_weights, read_hp) if cfg.num_read_heads else state.read_weights
+        reads = addressing._read_t(memory_t, read_w)  # [R, M]
 
     out_in = jnp.concatenate([h, reads.reshape(-1)])  # [H + R*M]
     y = jnp.clip(out_in @ params["output"]["w"] + params["output"]["b"], -cfg.clip_value, cfg.clip_value)
