@@ -78,7 +78,8 @@ def train_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     defaults = task_defaults(a.task)
     mc: ModelConfig = defaults.pop("model_config", ModelConfig())
-    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in [*MODEL_FLAGS, "write_gate"] if getattr(a, k) is not None}
+    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in [*MODEL_FLAGS, "write_gate"]
+                 if getattr(a, k) is not None}
     mc = dataclasses.replace(mc, **overrides)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config" and v is not None}

@@ -237,15 +237,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         train_sizes=(4, 6), eval_sizes=(4, 5, 6, 8, 10), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
         steps=12000, batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=2, seeds=(0,),
-        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
-        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
+        in_range_options={"split": "holdout", "values": "modsquare"},
+        beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
     ),
     Experiment(
         name="modsquare-trace",
         description="keep-the-best on random values of every width (values uniform on [0, 2^e), e uniform on 2..12 "
                     "per example, whatever n: every value bit at every loop length) with the loop's running k "
-                    "supervised at every step (trace_loss 1), n of 4-8 bits (up to 48 candidates), the NTM with a head-entropy penalty "
-                    "of 0.3; evaluated on the real values (i*i mod n, last step only) of held-out n at 4-8 bits and "
+                    "supervised at every step (trace_loss 1), n of 4-8 bits (up to 48 candidates), the NTM with a "
+                    "head-entropy penalty of 0.3; evaluated on the real values (i*i mod n, last step only) of held-out n at 4-8 bits and "
                     "every n at 10 and 12 bits",
         task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random-wide", "trace_loss": 1.0},
         train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,

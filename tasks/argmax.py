@@ -69,9 +69,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule, int_to_bits,
-                        last_step, running_answer_loss, running_best_improves, sample_sizes, scaled_steps,
-                        steps_table, time_index)
+from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
+                        check_trace_loss, int_to_bits, last_step, running_answer_loss, running_best_improves,
+                        sample_sizes, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -117,11 +117,7 @@ class Argmax:
             raise ValueError(f"argmax: min_spread must be in (0, 1], got {self.min_spread}")
         if not 0 <= self.early_max <= 1:
             raise ValueError(f"argmax: early_max must be in [0, 1], got {self.early_max}")
-        if not (math.isfinite(self.trace_loss) and self.trace_loss >= 0):
-            raise ValueError(f"argmax: trace_loss must be a finite number >= 0, got {self.trace_loss}")
-        if self.trace_loss and self.step_scale < 1:  # the running answer would not reach the scored one
-            raise ValueError(f"argmax: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
-                             f"running answer is not the scored answer), got step_scale={self.step_scale}")
+        check_trace_loss("argmax", self.trace_loss, self.step_scale)
 
     @property
     def input_size(self) -> int:

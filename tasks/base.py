@@ -112,6 +112,16 @@ def check_schedule(name: str, scale: float, offset: int) -> None:
         raise ValueError(f"{name}: step_offset must be a non-negative integer, got {offset}")
 
 
+def check_trace_loss(name: str, trace_loss: float, step_scale: float) -> None:
+    """``trace_loss`` (``running_answer_loss``'s weight) must be finite, >= 0, and needs every value shown
+    (step_scale >= 1): with fewer steps than values the running answer never reaches the scored one."""
+    if not (math.isfinite(trace_loss) and trace_loss >= 0):
+        raise ValueError(f"{name}: trace_loss must be a finite number >= 0, got {trace_loss}")
+    if trace_loss and step_scale < 1:
+        raise ValueError(f"{name}: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
+                         f"running answer is not the scored answer), got step_scale={step_scale}")
+
+
 def scaled_steps(base: int, scale: float, offset: int) -> int:
     """ceil(scale * base) + offset. The product is rounded to 9 decimals first so that float noise
     (0.1 * 30 = 3.0000000000000004) does not add a step."""

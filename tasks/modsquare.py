@@ -74,8 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
-                        int_to_bits, last_step, running_answer_loss, running_best_improves, scaled_steps,
-                        steps_table, time_index)
+                        check_trace_loss, int_to_bits, last_step, running_answer_loss, running_best_improves,
+                        scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -226,11 +226,7 @@ class ModSquare:
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"modsquare: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         check_schedule("modsquare", self.step_scale, self.step_offset)
-        if not (np.isfinite(self.trace_loss) and self.trace_loss >= 0):
-            raise ValueError(f"modsquare: trace_loss must be a finite number >= 0, got {self.trace_loss}")
-        if self.trace_loss and self.step_scale < 1:  # the running answer would not reach the scored one
-            raise ValueError(f"modsquare: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
-                             f"running answer is not the scored answer), got step_scale={self.step_scale}")
+        check_trace_loss("modsquare", self.trace_loss, self.step_scale)
         if not self.valid_sizes():
             raise ValueError(f"modsquare: no n of {self.min_size}..{self.max_size} bits in split {self.split!r} "
                              f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")
