@@ -62,6 +62,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="start from the newest parameters of this run directory (same model shapes; fresh optimizer)")
     p.add_argument("--head-entropy", type=float, default=d.head_entropy,
                    help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
+    p.add_argument("--progressive-loss", type=float, default=d.progressive_loss, metavar="ALPHA",
+                   help="NTM/LSTM: mix in the progressive loss of Bansal et al. 2022 with this weight (a second pass "
+                        "with each example's state detached before a random step)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="move an existing run in --workdir aside and start anew")
     p.add_argument("--no-progress", action="store_true")

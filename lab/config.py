@@ -44,6 +44,11 @@ class TrainConfig:
     # Sharp heads: add this times the mean entropy (nats) of the NTM's read and write weightings,
     # over each example's active steps, to the loss. 0: the plain loss (and for non-NTM models).
     head_entropy: float = 0.0
+    # The progressive loss of Bansal et al. 2022 (recurrent models): loss = (1 - a) * the plain loss
+    # + a * the same loss from a second pass in which each example's state is detached
+    # (stop_gradient) before a random step, uniform on [0, its steps): the later steps must reach the
+    # answer from whatever state the earlier ones left, with no credit assignment to them. 0: off.
+    progressive_loss: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -61,6 +66,10 @@ class TrainConfig:
             raise ValueError(f"head_entropy must be >= 0, got {self.head_entropy}")
         if self.head_entropy and self.model != "ntm":
             raise ValueError(f"head_entropy penalises NTM head weightings; model {self.model!r} has none")
+        if not 0.0 <= self.progressive_loss <= 1.0:
+            raise ValueError(f"progressive_loss must be in [0, 1], got {self.progressive_loss}")
+        if self.progressive_loss and self.model not in ("ntm", "lstm"):
+            raise ValueError(f"progressive_loss needs a recurrent model (ntm, lstm); model {self.model!r} has no state")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.log_every % self.steps_per_dispatch:

@@ -33,6 +33,7 @@ class ModelSpec:
     # start from another preset's run (a curriculum stage): "<experiment>/<label>-s{seed}" under the runs root
     init_from: str = ""
     head_entropy: float = 0.0  # NTM only: TrainConfig.head_entropy (a penalty for diffuse heads)
+    progressive_loss: float = 0.0  # NTM / LSTM: TrainConfig.progressive_loss (Bansal et al. 2022)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Experiment:
                            task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
                            checkpoint_every=max(self.log_every, self.steps // 4),
                            init_from=str(Path(runs_root) / spec.init_from.format(seed=seed)) if spec.init_from else "",
-                           head_entropy=spec.head_entropy)
+                           head_entropy=spec.head_entropy, progressive_loss=spec.progressive_loss)
 
     def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None,
              runs_root: str = "runs") -> list[tuple[str, TrainConfig]]:
@@ -162,6 +163,24 @@ def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ..
         in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
         steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=3, seeds=(0,),
+    )
+
+
+def _modsquare_trace(name: str, what: str, values: str = "random-wide", progressive_loss: float = 0.0) -> Experiment:
+    """Keep-the-best on random values (``values``) with the loop's running k supervised at every step
+    (trace_loss 1), n of 4-8 bits; evaluated on the real values of held-out n at 4-8 bits and every n at 10-12."""
+    return Experiment(
+        name=name,
+        description=f"{what}; the loop's running k supervised at every step (trace_loss 1), n of 4-8 bits (up to 48 "
+                    "candidates), the NTM with a head-entropy penalty of 0.3; evaluated on the real values (i*i mod "
+                    "n, last step only) of held-out n at 4-8 bits and every n at 10 and 12 bits",
+        task="modsquare", task_options={"hint": "value", "bits": 12, "values": values, "trace_loss": 1.0},
+        train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm", head_entropy=0.3, progressive_loss=progressive_loss),
+                ModelSpec("lstm", "lstm", progressive_loss=progressive_loss)),
+        steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
+        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
+        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
     )
 
 
@@ -240,20 +259,16 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         in_range_options={"split": "holdout", "values": "modsquare"},
         beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
     ),
-    Experiment(
-        name="modsquare-trace",
-        description="keep-the-best on random values of every width (values uniform on [0, 2^e), e uniform on 2..12 "
-                    "per example, whatever n: every value bit at every loop length) with the loop's running k "
-                    "supervised at every step (trace_loss 1), n of 4-8 bits (up to 48 candidates), the NTM with a "
-                    "head-entropy penalty of 0.3; evaluated on the real values (i*i mod n, last step only) of held-out n at 4-8 bits and "
-                    "every n at 10 and 12 bits",
-        task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random-wide", "trace_loss": 1.0},
-        train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
-        steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
-        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
-        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
-    ),
+    _modsquare_trace(
+        "modsquare-trace", "keep-the-best on random values of every width (values uniform on [0, 2^e), e uniform on "
+        "2..12 per example, whatever n: every value bit at every loop length)"),
+    _modsquare_trace(
+        "modsquare-progressive", "modsquare-trace with the progressive loss of Bansal et al. 2022 (weight 0.5: a second "
+        "pass with each example's state detached before a random step)", progressive_loss=0.5),
+    _modsquare_trace(
+        "modsquare-runs", "modsquare-trace on random-wide values rearranged into ascending runs of random length "
+        "(values=random-runs: from random-like lists to one long climb, like i*i mod n's runs of improvements)",
+        values="random-runs"),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",

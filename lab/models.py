@@ -1,7 +1,9 @@
 """Every model the trainer can use, behind one interface, swapped by name.
 
 A model is an ``nnx.Module`` called as ``model(inputs [T, B, X], steps [B]) -> (logits [T, B, Y], aux)``.
-Steps t >= steps[b] do not change example b's state and output zeros. ``aux`` holds inspection
+Steps t >= steps[b] do not change example b's state and output zeros. The recurrent models also take
+``detach_at`` [B] (the progressive loss, lab.trainer): the state entering step detach_at[b] is
+treated as a constant by autodiff (values unchanged). ``aux`` holds inspection
 data (for the NTM, read/write weightings [T, B, heads, N]); under jit unused aux costs nothing.
 """
 from __future__ import annotations
@@ -48,16 +50,18 @@ class NTM(nnx.Module):
         )
         self.cell = ntm.NTMCell(self.cfg, rngs=rngs)
 
-    def __call__(self, inputs: Array, steps: Array, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
+    def __call__(self, inputs: Array, steps: Array, key: Array | None = None,
+                 detach_at: Array | None = None) -> tuple[Array, dict[str, Array]]:
         params = self.cell.pure_params()
         B = inputs.shape[1]
         keys = None if key is None else jax.random.split(key, B)
 
-        def one(x: Array, n: Array, k: Array | None) -> tuple[Array, ntm.Trace]:
-            ys, trace, _ = ntm.unroll(params, self.cfg, x, n, key=k)
+        def one(x: Array, n: Array, k: Array | None, d: Array | None) -> tuple[Array, ntm.Trace]:
+            ys, trace, _ = ntm.unroll(params, self.cfg, x, n, key=k, detach_at=d)
             return ys, trace
 
-        ys, trace = jax.vmap(one, in_axes=(1, 0, None if keys is None else 0), out_axes=1)(inputs, steps, keys)
+        in_axes = (1, 0, None if keys is None else 0, None if detach_at is None else 0)
+        ys, trace = jax.vmap(one, in_axes=in_axes, out_axes=1)(inputs, steps, keys, detach_at)
         return ys, {"read_weights": trace.read_weights, "write_weights": trace.write_weights}  # [T, B, R|W, N]
 
 
@@ -68,12 +72,16 @@ class LSTM(nnx.Module):
         self.cell = nnx.LSTMCell(input_size, mc.hidden_size, rngs=rngs)
         self.out = nnx.Linear(mc.hidden_size, output_size, rngs=rngs)
 
-    def __call__(self, inputs: Array, steps: Array, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
+    def __call__(self, inputs: Array, steps: Array, key: Array | None = None,
+                 detach_at: Array | None = None) -> tuple[Array, dict[str, Array]]:
         T, B, _ = inputs.shape
         carry = self.cell.initialize_carry((B, inputs.shape[-1]), nnx.Rngs(0))
 
         def body(c, tx):
             t, x = tx
+            if detach_at is not None:
+                cut = (t == detach_at)[:, None]  # [B, 1]
+                c = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), c)
             new, h = self.cell(c, x)
             active = (t < steps)[:, None]  # [B, 1]
             c = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)

@@ -171,23 +171,39 @@ def head_entropy(aux: dict[str, jax.Array], steps: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(active, ent, 0.0)) / jnp.maximum(jnp.sum(active), 1)
 
 
+def progressive_detach_steps(key: jax.Array, steps: jax.Array) -> jax.Array:
+    """Per example, the step before which the progressive loss detaches the state: uniform on [0, steps[b])."""
+    u = jax.random.uniform(key, steps.shape)
+    return jnp.minimum(jnp.floor(u * steps).astype(jnp.int32), jnp.maximum(steps, 1) - 1)
+
+
 def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array, mesh: Mesh | None = None) -> Program:
     tx = make_optimizer(cfg)
     mesh = mesh or make_mesh(cfg)
 
-    def loss_fn(params: Any, batch: Batch) -> jax.Array:
-        logits, aux = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
+    def plain_loss(params: Any, batch: Batch, detach_at: jax.Array | None = None) -> jax.Array:
+        model = nnx.merge(graphdef, params)
+        logits, aux = model(batch.inputs, batch.steps) if detach_at is None else model(
+            batch.inputs, batch.steps, detach_at=detach_at)
         loss = task.loss(logits, batch).mean()
         if cfg.head_entropy:
             loss = loss + cfg.head_entropy * head_entropy(aux, batch.steps)
         return loss
 
+    def loss_fn(params: Any, batch: Batch, key: jax.Array) -> jax.Array:
+        loss = plain_loss(params, batch)
+        if cfg.progressive_loss:  # TrainConfig.progressive_loss: detach each example before a random step
+            detach_at = progressive_detach_steps(key, batch.steps)
+            loss = (1.0 - cfg.progressive_loss) * loss + cfg.progressive_loss * plain_loss(params, batch, detach_at)
+        return loss
+
     buckets = size_buckets(task, cfg.size_buckets)
+    progressive_key = jax.random.fold_in(data_key, 0x70726F67)  # its own stream, apart from the batches'
 
     def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array, bucket: int = 0):
         params, opt_state, bad_run = carry
         batch = shard_batch(buckets[bucket].sample(jax.random.fold_in(data_key, step), cfg.batch_size), mesh)
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, jax.random.fold_in(progressive_key, step))
         finite = jnp.isfinite(loss) & _tree_all_finite(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from ntm import addressing
 
@@ -244,6 +245,9 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
 
         memory_t, write_w, read_w, reads = fused_cpu.memory_step(
             memory_t, state.write_weights, state.read_weights, write_hp, erase, add, read_hp)
+        # Saved for the backward pass (unroll's checkpoint policy), so that it need not run the kernel's
+        # forward again: the backward kernel itself only needs the step's inputs.
+        write_w, read_w, reads = (checkpoint_name(a, _FUSED_RESIDUAL) for a in (write_w, read_w, reads))
     else:
         address = jax.vmap(addressing._address_t, in_axes=(None, 0, 0))  # over heads
         write_w = address(memory_t, state.write_weights, write_hp) if cfg.num_write_heads else state.write_weights
@@ -258,6 +262,11 @@ def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[
 
 
 _FUSED_WARNED: set[str] = set()
+_FUSED_RESIDUAL = "ntm_fused_memory_out"
+# What unroll's rematerialised steps keep: matmul outputs, and the fused kernel's small outputs (weights,
+# reads; not the new memory, which the next step's saved carry holds).
+_REMAT_POLICY = jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names(_FUSED_RESIDUAL))
 
 
 def _use_fused(cfg: NTMConfig, dtype: Any) -> bool:
@@ -295,11 +304,16 @@ def unroll(
     num_steps: Array | int | None = None,
     state: NTMState | None = None,
     key: Array | None = None,
+    detach_at: Array | int | None = None,
 ) -> tuple[Array, Trace, NTMState]:
     """Run ``step`` over inputs [T, X] with ``lax.scan``; one example.
 
     Steps t >= num_steps leave the state unchanged and output zeros, so a batch padded to its
     longest example (vmap over this function) computes exactly what each example alone would.
+    ``detach_at`` (for the progressive loss of Bansal et al. 2022): the state entering step
+    ``detach_at`` is a constant for differentiation (``stop_gradient``), so losses on later outputs
+    train only the steps from there on, starting from whatever state the earlier steps left; the
+    values computed are unchanged.
     Returns (outputs [T, Y], Trace, final state). Unused Trace fields cost nothing under jit.
     """
     T = inputs.shape[0]
@@ -311,6 +325,8 @@ def unroll(
 
     def body(s: NTMState, tx: tuple[Array, Array]) -> tuple[NTMState, tuple[Array, Array, Array]]:
         t, x = tx
+        if detach_at is not None:
+            s = jax.tree.map(lambda a: jnp.where(t == detach_at, jax.lax.stop_gradient(a), a), s)
         new, y = _step_t(params, s, x, cfg)
         active = t < num_steps
         s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s)
@@ -320,7 +336,7 @@ def unroll(
     # Rematerialise each step in the backward pass, keeping only the matmul outputs: the scan
     # then stores the carry and a few dot results per step instead of ~100 residual arrays
     # (3 of them memory-sized). Measured on 2-core XLA:CPU, grad of the copy task: -25..-35%.
-    body = jax.checkpoint(body, policy=jax.checkpoint_policies.dots_saveable)
+    body = jax.checkpoint(body, policy=_REMAT_POLICY)
     # The carry holds memory transposed ([M, N], see _step_t); transpose once at each end.
     state = state._replace(memory=state.memory.T)
     final, (ys, rw, ww) = jax.lax.scan(body, state, (jnp.arange(T), inputs))

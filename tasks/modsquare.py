@@ -48,7 +48,12 @@ and k is the loop's answer over those values: the same keep-the-best, over a seq
 identify n (a curriculum stage that cannot be memorised). values="random-wide": uniform on
 [0, 2^e) with e uniform on 2..bits per example, independently of n, so that every value width meets
 every loop length (with "random", short loops, i.e. small n, never set the high value bits);
-difficulty and regret are then divided by 2^bits instead of n.
+difficulty and regret are then divided by 2^bits instead of n. values="random-runs": random-wide
+values rearranged into ascending runs: each candidate after the first starts a new run with
+probability p, p log-uniform on [1/64, 1] per example, and each run is sorted ascending. i*i mod n
+climbs through runs of improvements before it wraps (about half of a 6-bit n's candidates improve
+on the best so far, where random values improve 3-4 times per loop); these runs span that range,
+from random-like (p = 1) to one climb (p small), still without anything that identifies n.
 
 trace_loss=λ (a training signal; default 0, any hint): adds λ x the loss against the loop's
 *running* k (the best candidate so far, 0 before the first positive value) at every step,
@@ -182,6 +187,18 @@ def _held_out_device(n: Array, fraction: float, seed: int) -> Array:
     return x < jnp.uint32(holdout_threshold(fraction))
 
 
+def _ascending_runs(key: Array, values: Array) -> Array:
+    """values [B, M] cut into runs (each position after the first starts a run with probability p, p
+    log-uniform on [1/64, 1] per row), each run sorted ascending."""
+    B, M = values.shape
+    k_p, k_cut = jax.random.split(key)
+    p = jnp.exp(jax.random.uniform(k_p, (B, 1), minval=jnp.log(1 / 64), maxval=0.0))  # [B, 1]
+    starts = (jax.random.uniform(k_cut, (B, M)) < p).at[:, 0].set(False)
+    run = jnp.cumsum(starts, axis=1)  # [B, M] run index, non-decreasing
+    order = jax.vmap(lambda v, r: jnp.lexsort((v, r)))(values, run)  # by run, then value
+    return jnp.take_along_axis(values, order, axis=1)
+
+
 def batch_n(batch: Batch) -> Array:
     """[B] n of a sampled batch (``aux[:, 0]``; the inputs may hide it)."""
     return batch.aux[:, 0].astype(jnp.int32)
@@ -193,6 +210,7 @@ class ModSquare:
     main_metric: ClassVar[str] = "error"
     hints: ClassVar[tuple[str, ...]] = ("value", "index", "none")
     splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
+    value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide", "random-runs")
     min_size: int = 4
     max_size: int = 8
     bits: int = 12
@@ -200,7 +218,8 @@ class ModSquare:
     split: str = "train"
     holdout_fraction: float = 0.1
     show_n: bool = True  # False: n's channels stay zero (with hint="value" only keep-the-best is left to do)
-    values: str = "modsquare"  # "random": candidate i's value uniform in [0, n) ("random-wide": [0, 2^(2..bits)))
+    values: str = "modsquare"  # "random": candidate i's value uniform in [0, n) ("random-wide": [0, 2^(2..bits)),
+    # "random-runs": random-wide values sorted into ascending runs of random length)
     holdout_seed: int = 0
     step_scale: float = 1.0
     step_offset: int = 2
@@ -216,9 +235,8 @@ class ModSquare:
             raise ValueError(f"modsquare: hint must be one of {self.hints}, got {self.hint!r}")
         if self.split not in self.splits:
             raise ValueError(f"modsquare: split must be one of {self.splits}, got {self.split!r}")
-        if self.values not in ("modsquare", "random", "random-wide"):
-            raise ValueError(f"modsquare: values must be 'modsquare', 'random' or 'random-wide', "
-                             f"got {self.values!r}")
+        if self.values not in self.value_kinds:
+            raise ValueError(f"modsquare: values must be one of {self.value_kinds}, got {self.values!r}")
         if self.values != "modsquare" and self.hint != "value":
             raise ValueError(f"modsquare: values={self.values!r} needs hint='value' (the values must be shown)")
         if not self.show_n and self.hint != "value":
@@ -233,8 +251,8 @@ class ModSquare:
 
     def _value_range(self, n: Array) -> Array:
         """[B] what regret and difficulty are divided by: n (the values lie in [0, n)), or 2^bits for
-        values="random-wide"."""
-        return jnp.full_like(n, 2**self.bits) if self.values == "random-wide" else n
+        values="random-wide" or "random-runs"."""
+        return jnp.full_like(n, 2**self.bits) if self.values in ("random-wide", "random-runs") else n
 
     def valid_sizes(self) -> tuple[int, ...]:
         """Bit lengths in the size range that have at least one n in this split."""
@@ -294,11 +312,13 @@ class ModSquare:
         cand = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = cand[None, :] <= bound[:, None]  # [B, M]
         if self.values != "modsquare":  # the same loop over a random function of i (own key: n's draws stay)
-            if self.values == "random-wide":  # [0, 2^e), e uniform on 2..bits per example, whatever n
+            if self.values in ("random-wide", "random-runs"):  # [0, 2^e), e uniform on 2..bits per example
                 top = 2 ** jax.random.randint(jax.random.fold_in(key, 2), (B,), 2, self.bits + 1, dtype=jnp.int32)
             else:
                 top = n
             drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, top[:, None], dtype=jnp.int32)
+            if self.values == "random-runs":
+                drawn = _ascending_runs(jax.random.fold_in(key, 3), drawn)
         else:
             drawn = (cand * cand)[None, :] % n[:, None]
         value = jnp.where(valid, drawn, -1)  # [B, M]; -1: not a candidate

@@ -245,7 +245,7 @@ def test_modsquare_hidden_n_zeroes_only_ns_channels_and_keeps_the_scoring():
         hidden.reference(b.inputs[:, 0], int(b.steps[0]))
 
 
-@pytest.mark.parametrize("values", ["random", "random-wide"])
+@pytest.mark.parametrize("values", ["random", "random-wide", "random-runs"])
 def test_modsquare_random_values_run_the_same_loop(values):
     """values="random": the answer is the loop's k over the values shown (uniform on [0, n); "random-wide":
     on [0, 2^bits), high bits set for small n too), and the regret is read from them."""
@@ -265,8 +265,8 @@ def test_modsquare_random_values_run_the_same_loop(values):
         assert from_bits(b.targets[b.steps[j] - 1, j]) == k
     assert len({tuple(from_bits(b.inputs[:3, j, 8 + C:])) for j in range(B)}) > B // 2  # not i*i mod n
     small = from_bits(b.inputs[0, :, :8]) < 32  # 5-bit n or less: "random" never sets value bits 5-7
-    assert (b.inputs[:, small, 8 + C + 5:].max() > 0) == (values == "random-wide")
-    if values == "random-wide":  # value widths independent of n: some lists of large n hold only small values
+    assert (b.inputs[:, small, 8 + C + 5:].max() > 0) == (values != "random")
+    if values != "random":  # value widths independent of n: some lists of large n hold only small values
         big = ~small
         widths = [int(from_bits(b.inputs[:, j, 8 + C:]).max()).bit_length() for j in np.flatnonzero(big)]
         assert min(widths) <= 4 and max(widths) >= 7
@@ -275,6 +275,21 @@ def test_modsquare_random_values_run_the_same_loop(values):
     assert (np.asarray(m["regret"]) >= 0).all() and (np.asarray(m["regret"]) < 1).all()
     with pytest.raises(ValueError):
         ModSquare(hint="index", values="random")
+
+
+def test_modsquare_random_runs_are_ascending_runs_with_more_improvements():
+    """values="random-runs": each list is a rearrangement of random-wide values into ascending runs; its
+    loops improve on the best far more often than random-wide's, and the run lengths vary from list to list."""
+    from tasks.modsquare import _ascending_runs
+
+    vals = jax.random.randint(jax.random.key(0), (256, 40), 0, 1000)
+    runs = np.asarray(_ascending_runs(jax.random.key(1), vals))
+    np.testing.assert_array_equal(np.sort(runs, axis=1), np.sort(np.asarray(vals), axis=1))  # same multiset per row
+    descents = (np.diff(runs, axis=1) < 0).sum(1)  # one per run boundary that is a real drop
+    assert descents.min() <= 1 and descents.max() >= 15
+    def improvements(rows):
+        return np.mean([sum(v > max(r[:t], default=-1) for t, v in enumerate(r)) for r in rows])
+    assert improvements(runs) > 1.5 * improvements(np.asarray(vals))
 
 
 def test_modsquare_improvements_follow_the_loop():

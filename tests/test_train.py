@@ -130,6 +130,8 @@ def _cli(argv, capsys):
     (["--task", "argmax", "--task-option", "labels=shuffled"], "labels must be"),
     (["--experiment", "argmax-quick", "--task-option", "levels=4"], "a preset fixes its own"),
     (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
+    (["--progressive-loss", "1.5"], "progressive_loss"),
+    (["--model", "mlp", "--progressive-loss", "0.5"], "progressive_loss"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
     code, err = _cli(argv + ["--workdir", str(tmp_path / "w"), "--steps", "1"] if "--steps" not in argv else argv, capsys)
@@ -455,3 +457,48 @@ def test_write_gate_flag_reaches_the_ntm():
     model = build_model(cfg, build_task(cfg))
     assert model.cfg.write_gate and model.cfg.write_head_size == model.cfg.read_head_size + 2 * model.cfg.memory_width + 1
     assert not config_from_args(train_parser().parse_args(["--task", "argmax"])).model_config.write_gate
+
+
+@pytest.mark.parametrize("name", ["ntm", "lstm"])
+def test_recurrent_models_detach_each_example_at_its_own_step(name):
+    """detach_at [B]: same logits; example b's later outputs send no gradient to its inputs before detach_at[b]."""
+    from lab.models import ModelConfig, make_model
+
+    T, B, X = 7, 3, 4
+    model = make_model(name, X, 2, ModelConfig(memory_rows=8, memory_width=4, controller_size=8, hidden_size=8), T, 0)
+    xs = jax.random.normal(jax.random.key(1), (T, B, X))
+    steps = jnp.array([7, 5, 6])
+    cut = jnp.array([2, 0, 4])
+    np.testing.assert_array_equal(np.asarray(model(xs, steps)[0]), np.asarray(model(xs, steps, detach_at=cut)[0]))
+    late = (jnp.arange(T)[:, None] >= cut[None, :])[..., None]  # [T, B, 1]: outputs from each cut on
+    g = jax.grad(lambda x: jnp.sum(jnp.where(late, model(x, steps, detach_at=cut)[0], 0.0)))(xs)
+    for b in range(B):
+        assert np.all(np.asarray(g[: int(cut[b]), b]) == 0)
+        assert np.any(np.asarray(g[int(cut[b]):, b]) != 0)
+
+
+def test_progressive_detach_steps_cover_each_examples_range():
+    from lab.trainer import progressive_detach_steps
+
+    steps = jnp.array([1, 2, 5, 17])
+    draws = np.stack([np.asarray(progressive_detach_steps(jax.random.key(i), steps)) for i in range(400)])
+    for b, n in enumerate([1, 2, 5, 17]):
+        assert draws[:, b].min() == 0 and draws[:, b].max() == n - 1
+
+
+def test_progressive_loss_keeps_the_loss_value_and_changes_the_gradient():
+    from lab.models import split as split_model
+
+    """The progressive pass computes the same outputs, so the loss value is the plain one; its gradient is not."""
+    cfg = dataclasses.replace(TINY, task="argmax", min_size=2, max_size=6, task_options={})
+    task = build_task(cfg)
+    model = build_model(cfg, task)
+    graphdef, params = split_model(model)
+    out = {}
+    for a in (0.0, 0.5):
+        prog = make_program(dataclasses.replace(cfg, progressive_loss=a), task, graphdef, jax.random.key(3))
+        carry = prog.initial_carry(jax.tree.map(jnp.copy, params))
+        *_, stats = prog.train_chunk(*carry, jnp.int32(0), 1)
+        out[a] = stats
+    assert float(out[0.5]["loss"][0]) == pytest.approx(float(out[0.0]["loss"][0]), rel=1e-5)
+    assert abs(float(out[0.5]["grad_norm"][0]) - float(out[0.0]["grad_norm"][0])) > 1e-6
