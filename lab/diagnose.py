@@ -1,4 +1,12 @@
-"""Where an argmax model goes wrong, and what its memory heads do:  python -m lab.diagnose RUN_DIR [--size 64]
+"""Where a search model goes wrong:  python -m lab.diagnose RUN_DIR [--size 64] [--bits 4 6 8]
+
+For a **modsquare** run (hint=value; ``modsquare_values``): the error at each bit length of n (``--bits``)
+on the same kind of loop over four kinds of values: the real ones (i*i mod n, held-out n), uniform on
+[0, n) (``values=random``: the real task's value widths), random-wide and random-runs (see
+tasks/modsquare.py). Whether a model that fails on real values fails because of their order
+(random-runs), of their widths (random) or not at all on random values of those lengths.
+
+For an **argmax** run:
 
 On a fixed batch of uniform lists of one length (the run's own task options otherwise, with
 the training-only options off: ``Argmax.evaluation()``), prints and returns:
@@ -80,12 +88,41 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, 
     return out
 
 
+MODSQUARE_VALUES = (("modsquare", "holdout"), ("random", "all"), ("random-wide", "all"), ("random-runs", "all"))
+
+
+def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size: int = 1024) -> dict[str, Any]:
+    """A modsquare run's error (exact match of k, last step) by bit length of n and kind of values."""
+    cfg, task, model, step = load_run(workdir)
+    if cfg.task != "modsquare" or task.hint != "value":
+        raise ValueError(f"lab.diagnose's value kinds need a modsquare run with hint=value; {workdir} is "
+                         f"{cfg.task}" + (f" with hint={task.hint}" if cfg.task == "modsquare" else ""))
+    ev = evaluation.Evaluator.of(model)
+    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "examples": batch_size, "error": {}}
+    for values, split in MODSQUARE_VALUES:
+        row = {}
+        for b in bits:
+            t = dataclasses.replace(task, values=values, split=split, trace_loss=0.0, step_scale=1.0, min_size=b,
+                                    max_size=b)
+            batch = evaluation.fixed_batch(t, batch_size)
+            logits, _ = ev.forward(batch)
+            row[str(b)] = float(np.asarray(t.metrics(logits, batch)["error"]).mean())
+        out["error"][f"{values} ({'held-out n' if split == 'holdout' else 'any n'})"] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("workdir")
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--size", type=int, default=64, help="argmax: list length")
+    p.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8], help="modsquare: bit lengths of n")
     p.add_argument("--batch-size", type=int, default=1024)
     a = p.parse_args(argv)
+    cfg, *_ = load_run(a.workdir)
+    if cfg.task == "modsquare":
+        out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size)
+        print(json.dumps(out, indent=2))
+        return 0
     print(json.dumps(diagnose(a.workdir, a.size, a.batch_size), indent=2))
     return 0
 

@@ -269,6 +269,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "modsquare-runs", "modsquare-trace on random-wide values rearranged into ascending runs of random length "
         "(values=random-runs: from random-like lists to one long climb, like i*i mod n's runs of improvements)",
         values="random-runs"),
+    _modsquare_trace(
+        "modsquare-trace-n", "modsquare-trace on values uniform on [0, n) (values=random: the value widths of the real "
+        "task, whose values lie below n, so that the low bits of a value matter at every loop length)",
+        values="random"),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",

@@ -126,3 +126,29 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     assert d["write_on_improvement"]["improvement_steps"] >= 64  # the first value of every list improves
     assert run_cli(diagnose.main, [str(runs_dir := tmp_path / "nowhere")]) == 2 and not runs_dir.exists()
     assert "error" in capsys.readouterr().err
+
+
+def test_diagnose_modsquare_value_kinds(tmp_path, capsys):
+    """A modsquare run: the error by value kind and bit length, each in [0, 1]; the held-out row equals the
+    task's own metric on held-out n; the command line picks this report for modsquare runs."""
+    import dataclasses
+
+    import jax
+
+    from lab import diagnose, evaluation
+    from lab.trainer import load_run
+
+    cfg = TrainConfig(task="modsquare", steps=10, log_every=10, batch_size=8, min_size=4, max_size=5, eval_batch_size=16,
+                      checkpoint_every=10, task_options={"hint": "value", "bits": 8, "values": "random-wide"},
+                      model_config=ModelConfig(memory_rows=8, memory_width=4, controller_size=8))
+    train(cfg, tmp_path / "ms", progress=False)
+    d = diagnose.modsquare_values(str(tmp_path / "ms"), bits=(4, 6), batch_size=32)
+    assert list(d["error"]) == ["modsquare (held-out n)", "random (any n)", "random-wide (any n)", "random-runs (any n)"]
+    assert all(set(row) == {"4", "6"} and all(0 <= e <= 1 for e in row.values()) for row in d["error"].values())
+    _, task, model, _ = load_run(tmp_path / "ms")
+    t = dataclasses.replace(task, values="modsquare", split="holdout", min_size=6, max_size=6)
+    batch = evaluation.fixed_batch(t, 32)
+    logits, _ = model(batch.inputs, batch.steps)
+    assert d["error"]["modsquare (held-out n)"]["6"] == pytest.approx(float(jax.numpy.mean(t.metrics(logits, batch)["error"])))
+    assert run_cli(diagnose.main, [str(tmp_path / "ms"), "--bits", "4", "--batch-size", "16"]) == 0
+    assert "random-runs (any n)" in capsys.readouterr().out
