@@ -1,7 +1,7 @@
 """Where a search model goes wrong:  python -m lab.diagnose RUN_DIR [--size 64] [--bits 4 6 8]
 
 For a **modsquare** run (hint=value; ``modsquare_values``): the error at each bit length of n (``--bits``)
-on the same kind of loop over four kinds of values: the real ones (i*i mod n, held-out n), uniform on
+on the same kind of loop over four kinds of values: the real ones (i*i mod n; held-out n, and every n), uniform on
 [0, n) (``values=random``: the real task's value widths), random-wide and random-runs (see
 tasks/modsquare.py). Whether a model that fails on real values fails because of their order
 (random-runs), of their widths (random) or not at all on random values of those lengths.
@@ -88,7 +88,10 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, 
     return out
 
 
-MODSQUARE_VALUES = (("modsquare", "holdout"), ("random", "all"), ("random-wide", "all"), ("random-runs", "all"))
+# (values, split): the real values on held-out n, and on every n (for a model trained on random values only,
+# every real sequence is new: 8 n of 6 bits and 14 of 8 bits are held out, 32 and 128 exist), then random ones
+MODSQUARE_VALUES = (("modsquare", "holdout"), ("modsquare", "all"), ("random", "all"), ("random-wide", "all"),
+                    ("random-runs", "all"))
 
 
 def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size: int = 1024) -> dict[str, Any]:

@@ -166,9 +166,12 @@ def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ..
     )
 
 
-def _modsquare_trace(name: str, what: str, values: str = "random-wide", progressive_loss: float = 0.0) -> Experiment:
+def _modsquare_trace(name: str, what: str, values: str = "random-wide", progressive_loss: float = 0.0,
+                     init_from: str = "", lr: float = 1e-2) -> Experiment:
     """Keep-the-best on random values (``values``) with the loop's running k supervised at every step
-    (trace_loss 1), n of 4-8 bits; evaluated on the real values of held-out n at 4-8 bits and every n at 10-12."""
+    (trace_loss 1), n of 4-8 bits; evaluated on the real values of held-out n at 4-8 bits and every n at 10-12.
+    ``init_from``: another such preset whose models this one continues (a second stage)."""
+    start = lambda label: f"{init_from}/{label}-s{{seed}}" if init_from else ""  # noqa: E731
     return Experiment(
         name=name,
         description=f"{what}; the loop's running k supervised at every step (trace_loss 1), n of 4-8 bits (up to 48 "
@@ -176,9 +179,9 @@ def _modsquare_trace(name: str, what: str, values: str = "random-wide", progress
                     "n, last step only) of held-out n at 4-8 bits and every n at 10 and 12 bits",
         task="modsquare", task_options={"hint": "value", "bits": 12, "values": values, "trace_loss": 1.0},
         train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm", head_entropy=0.3, progressive_loss=progressive_loss),
-                ModelSpec("lstm", "lstm", progressive_loss=progressive_loss)),
-        steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
+        models=(ModelSpec("ntm", "ntm", head_entropy=0.3, progressive_loss=progressive_loss, init_from=start("ntm")),
+                ModelSpec("lstm", "lstm", progressive_loss=progressive_loss, init_from=start("lstm"))),
+        steps=24000, batch_size=32, lr=lr, lr_half_life=8000, size_buckets=3, seeds=(0,),
         in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
         beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
     )
@@ -273,6 +276,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "modsquare-trace-n", "modsquare-trace on values uniform on [0, n) (values=random: the value widths of the real "
         "task, whose values lie below n, so that the low bits of a value matter at every loop length)",
         values="random"),
+    _modsquare_trace(
+        "modsquare-trace-n2", "a second stage for modsquare-trace-n's models: 24,000 more steps on the same values at "
+        "lr 3e-3", values="random", init_from="modsquare-trace-n", lr=3e-3),
+    _modsquare_trace(
+        "modsquare-trace-n3", "a third stage for modsquare-trace-n2's models: 24,000 more steps on the same values at "
+        "lr 1e-3", values="random", init_from="modsquare-trace-n2", lr=1e-3),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",

@@ -143,7 +143,8 @@ def test_diagnose_modsquare_value_kinds(tmp_path, capsys):
                       model_config=ModelConfig(memory_rows=8, memory_width=4, controller_size=8))
     train(cfg, tmp_path / "ms", progress=False)
     d = diagnose.modsquare_values(str(tmp_path / "ms"), bits=(4, 6), batch_size=32)
-    assert list(d["error"]) == ["modsquare (held-out n)", "random (any n)", "random-wide (any n)", "random-runs (any n)"]
+    assert list(d["error"]) == ["modsquare (held-out n)", "modsquare (any n)", "random (any n)", "random-wide (any n)",
+                                "random-runs (any n)"]
     assert all(set(row) == {"4", "6"} and all(0 <= e <= 1 for e in row.values()) for row in d["error"].values())
     _, task, model, _ = load_run(tmp_path / "ms")
     t = dataclasses.replace(task, values="modsquare", split="holdout", min_size=6, max_size=6)

@@ -18,10 +18,13 @@ from ntm.addressing import HeadParams
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason=str(fused_cpu.unavailable_reason()))
 
-# (M, N, R, W, S): Graves' copy set-up, a small one, several heads with a wider shift, no shift.
+# (M, N, R, W, S): Graves' copy set-up, a small one, one head each with N not a multiple of the
+# vector width and a wider shift (the kernel's one-head path, its scalar tail and general K),
+# several heads with a wider shift, no shift.
 SHAPES = {
     "copy-m20-n128": (20, 128, 1, 1, 1),
     "small-m16-n32": (16, 32, 1, 1, 1),
+    "1r1w-n37-s2": (7, 37, 1, 1, 2),
     "2r3w-s2": (16, 32, 2, 3, 2),
     "3r2w-s0": (6, 10, 3, 2, 0),
 }
@@ -80,9 +83,17 @@ def test_gradients_match_pure_jax(name):
     want = jax.tree.leaves(jax.jit(jax.grad(_loss(_reference), argnums))(*args))
     got = jax.tree.leaves(jax.jit(jax.grad(_loss(fused_cpu.memory_step), argnums))(*args))
     assert len(got) == len(want) == 15  # memory, 2 weightings, 5 + 5 head fields, erase, add
-    for w, g in zip(want, got):
+    S = SHAPES[name][4]
+    for i, (w, g) in enumerate(zip(want, got)):
         assert g.shape == w.shape
-        assert _rel_err(w, g) < 1e-4
+        if S == 0 and i in (6, 13):
+            # The shift distribution's gradient with S = 0 (leaves 6, 13: write and read shift) is
+            # exactly zero (scaling ws leaves the sharpening softmax unchanged): both sides are the
+            # rounding noise of a sum of N O(1) terms that cancel, ~1e-6 here and different in
+            # every summation order, so check that both are that small instead of comparing them.
+            assert float(jnp.max(jnp.abs(w))) < 1e-5 and float(jnp.max(jnp.abs(g))) < 1e-5
+        else:
+            assert _rel_err(w, g) < 1e-4
 
 
 def test_gradients_match_finite_differences():

@@ -22,14 +22,20 @@
 // the cotangent of every input, in input order. It recomputes the forward intermediates
 // (all O(N) per head except mem1) instead of storing them, so the JAX side saves only inputs.
 //
-// Speed: every memory-sized [M, N] quantity is touched in as few row-by-row passes as possible
-// (forward: 3 passes; backward: 4), with the n loop innermost so that it vectorises. The O(N)
-// exp/log of the softmaxes and the sharpening use the branch-free polynomial expf/logf below
-// (Cephes, as Eigen and XLA:CPU use) so that they vectorise too.
+// Speed: every memory-sized [M, N] quantity is touched in as few passes as possible (forward: 3
+// passes; backward: 4), vectorised over n. With one write and one read head (W = R = 1, Graves'
+// set-up) the passes are specialised: the forward's two passes go column block by column block
+// (16 columns with AVX-512) over all M rows, keeping the per-column sums in registers, and the
+// backward's rows are single fused loops. Other head counts take the general row-by-row passes.
+// The O(N) exp/log of the softmaxes and the sharpening use the branch-free polynomial expf/logf
+// below (Cephes, as Eigen and XLA:CPU use) so that they vectorise too; the shifts read a
+// wrap-around-padded copy of the weighting instead of splitting each roll in two.
 //
-// Numerics: IEEE float32 operations (no -ffast-math, no FMA contraction); exp/log are the
-// polynomial approximations (~1 ulp); sums marked `omp simd reduction` may be evaluated in a
-// different order than XLA's.
+// Numerics: IEEE float32 operations except that the build (ntm/fused_cpu.py) allows FMA
+// contraction (-ffp-contract=fast: a*b+c may round once); no -ffast-math. Divisions by a common
+// factor are multiplications by its reciprocal (1/rn, 1/kn, 1/sum). exp/log are the polynomial
+// approximations (~1 ulp). Sums over n (Dot, Sum, the row sums of the memory passes) use vector
+// partial sums, so they are evaluated in a different order than XLA's.
 
 #include <algorithm>
 #include <atomic>
@@ -85,6 +91,26 @@ inline float FastExp(float x) {
   return x != x ? x : (x < lo ? 0.f : (x > hi ? std::numeric_limits<float>::infinity() : y));
 }
 
+// exp(x) for x <= 0 (the softmaxes' exp(x - max)): FastExp without the overflow side, which lets
+// 2^k be one normal float (k in [-126, 0]). Exact 0 below ln(FLT_MIN); NaN for NaN (it propagates
+// through the clamp and the polynomial).
+inline float FastExpNonPos(float x) {
+  const float lo = -87.3365447504f;  // ln(FLT_MIN)
+  const float xc = x < lo ? lo : x;   // NaN stays NaN
+  const float k = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.f;
+  const float y = p * AsFloat((static_cast<int32_t>(k) + 127) << 23);
+  return x < lo ? 0.f : y;
+}
+
 // log(x) for x >= FLT_MIN (callers pass max(ws, 1e-30)): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
 // log(m) by a degree-9 polynomial in m - 1. +inf and NaN pass through.
 inline float FastLog(float x) {
@@ -115,37 +141,104 @@ inline float FastLog(float x) {
 // Small vector helpers (length-N loops, n contiguous).
 // ---------------------------------------------------------------------------------------------
 
-// Numerically stable softmax in place, as jax.nn.softmax: exp(x - max) / sum.
-void SoftmaxInPlace(float* x, int64_t n) {
-  // Max over 16 independent lanes (a single running max is a serial dependency chain).
-  constexpr int64_t L = 16;
-  float lane[L];
-  for (int64_t j = 0; j < L; ++j) lane[j] = x[0];
-  int64_t i = 0;
-  for (; i + L <= n; i += L)
-    for (int64_t j = 0; j < L; ++j) lane[j] = lane[j] < x[i + j] ? x[i + j] : lane[j];
-  for (; i < n; ++i) lane[0] = lane[0] < x[i] ? x[i] : lane[0];
-  float mx = lane[0];
-  for (int64_t j = 1; j < L; ++j) mx = mx < lane[j] ? lane[j] : mx;
-  float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-  for (i = 0; i < n; ++i) {
-    x[i] = FastExp(x[i] - mx);
-    sum += x[i];
-  }
-  for (i = 0; i < n; ++i) x[i] = x[i] / sum;
+// A GCC/Clang vector of the build target's native width: 16 floats with AVX-512, 8 with AVX, 4
+// otherwise (SSE). The memory passes of the one-head fast path (below) keep their per-column
+// accumulators in these. Loads and stores are unaligned (memcpy); every operation is elementwise.
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
+typedef float V4 __attribute__((vector_size(16)));
+typedef float Vec __attribute__((vector_size(4 * kLanes)));
+
+#define NTM_INLINE inline __attribute__((always_inline))
+template <class T> NTM_INLINE T Load(const float* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T> NTM_INLINE void Store(float* p, T v) { std::memcpy(p, &v, sizeof v); }
+// Horizontal sums, pairwise: 16 -> 8 -> 4 -> 2 -> 1.
+NTM_INLINE float HSum(float x) { return x; }
+NTM_INLINE float HSum(V4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+NTM_INLINE float HSum(V8 v) {
+  V4 lo, hi;
+  std::memcpy(&lo, &v, 16);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + 16, 16);
+  return HSum(lo + hi);
+}
+NTM_INLINE float HSum(V16 v) {
+  V8 lo, hi;
+  std::memcpy(&lo, &v, 32);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + 32, 32);
+  return HSum(lo + hi);
 }
 
-float Dot(const float* a, const float* b, int64_t n) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+// Reductions over length-n vectors, with explicit vector accumulators (GCC's `omp simd reduction`
+// ends in a serial scalar sum over the lanes, slow next to a 128-long loop). The summation order
+// is fixed by n alone: lane-wise partial sums, then pairwise across lanes, then the tail.
+float Dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  Vec s0{}, s1{}, s2{}, s3{};
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+    s0 += Load<Vec>(a + i) * Load<Vec>(b + i);
+    s1 += Load<Vec>(a + i + kLanes) * Load<Vec>(b + i + kLanes);
+    s2 += Load<Vec>(a + i + 2 * kLanes) * Load<Vec>(b + i + 2 * kLanes);
+    s3 += Load<Vec>(a + i + 3 * kLanes) * Load<Vec>(b + i + 3 * kLanes);
+  }
+  for (; i + kLanes <= n; i += kLanes) s0 += Load<Vec>(a + i) * Load<Vec>(b + i);
+  float s = HSum((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
-// Source offset of a circular roll: roll(w, off)[i] = w[(i - off) mod N]. Returns d in [0, N)
-// such that for i >= d the source is i - d, and for i < d it is i - d + N.
-int64_t RollOffset(int64_t off, int64_t N) { return ((off % N) + N) % N; }
+float Sum(const float* __restrict a, int64_t n) {
+  Vec s0{}, s1{};
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    s0 += Load<Vec>(a + i);
+    s1 += Load<Vec>(a + i + kLanes);
+  }
+  for (; i + kLanes <= n; i += kLanes) s0 += Load<Vec>(a + i);
+  float s = HSum(s0 + s1);
+  for (; i < n; ++i) s += a[i];
+  return s;
+}
+
+// Softmax's max (n >= 1). NaN is ignored unless it is x[0]; the softmax is NaN everywhere then
+// anyway (exp(NaN - max) poisons the sum), as jax.nn.softmax.
+float Max(const float* __restrict x, int64_t n) {
+  float mx = x[0];
+  int64_t i = 0;
+  if (n >= kLanes) {
+    Vec v = Load<Vec>(x);
+    for (i = kLanes; i + kLanes <= n; i += kLanes) {
+      const Vec y = Load<Vec>(x + i);
+      v = v < y ? y : v;
+    }
+    for (int64_t j = 0; j < kLanes; ++j) mx = mx < v[j] ? v[j] : mx;
+  }
+  for (; i < n; ++i) mx = mx < x[i] ? x[i] : mx;
+  return mx;
+}
+
+// Fills the wrap-around margins of a padded circular buffer: p holds x [N] at p[S .. S + N) and
+// gets p[q] = x[(q - S) mod N] for q in [0, S) and [S + N, 2S + N), so that any circular roll of x
+// by at most S places is a plain offset into p.
+void PadCircular(float* p, int64_t N, int64_t S) {
+  if (S <= N) {
+    for (int64_t q = 0; q < S; ++q) p[q] = p[q + N];
+    for (int64_t q = S + N; q < 2 * S + N; ++q) p[q] = p[q - N];
+    return;
+  }
+  for (int64_t q = 0; q < S; ++q) p[q] = p[S + (((q - S) % N) + N) % N];
+  for (int64_t q = S + N; q < 2 * S + N; ++q) p[q] = p[S + (q - S) % N];
+}
 
 // ---------------------------------------------------------------------------------------------
 // One head's addressing, split into the memory-sized part (the key-row dot products, computed by
@@ -162,7 +255,7 @@ struct HeadParams {  // one head of one example
 struct HeadTrace {  // forward intermediates of one head, each [N] (kn a scalar)
   float* cos;  // on entry to AddressFinish: key . mem[:, n]; then the cosine similarity
   float* wc;   // content weights softmax(beta * cos)
-  float* wg;   // interpolated g * wc + (1 - g) * wprev
+  float* wg;   // interpolated g * wc + (1 - g) * wprev; wg[-S .. N + S) valid (PadCircular)
   float* ws;   // shifted (circular convolution with the shift distribution)
   float* lw;   // log(max(ws, TINY))
   float* w;    // sharpened: the final weighting
@@ -172,40 +265,65 @@ struct HeadTrace {  // forward intermediates of one head, each [N] (kn a scalar)
   float c;     // backward: dkey[m] = sum_n a[n] mem[m, n] + c key[m]
 };
 
-// Finishes one head's addressing given the dot products in t.cos and the row norms rn [N]
-// (rn[n] = sqrt(|mem[:, n]|^2 + EPS)).
-void AddressFinish(const float* rn, int64_t M, int64_t N, int64_t K, const HeadParams& p, HeadTrace& t) {
-  // Content: cos[n] = dot[n] / (rn[n] * kn), wc = softmax(beta * cos).
-  float ksq = 0.f;
-  for (int64_t m = 0; m < M; ++m) ksq += p.key[m] * p.key[m];
-  t.kn = std::sqrt(ksq + kEps);
-  for (int64_t n = 0; n < N; ++n) t.cos[n] = t.cos[n] / (rn[n] * t.kn);
-  for (int64_t n = 0; n < N; ++n) t.wc[n] = p.beta * t.cos[n];
-  SoftmaxInPlace(t.wc, N);
-  // Interpolation.
-  for (int64_t n = 0; n < N; ++n) t.wg[n] = p.gate * t.wc[n] + (1.f - p.gate) * p.wprev[n];
-  // Shift: ws[i] = sum_j s[j] * wg[(i - (j - S)) mod N], accumulated in the order j = -S..S.
-  const int64_t S = (K - 1) / 2;
-  std::fill(t.ws, t.ws + N, 0.f);
-  for (int64_t j = 0; j < K; ++j) {
-    const float sj = p.shift[j];
-    const int64_t d = RollOffset(j - S, N);
-    for (int64_t i = 0; i < d; ++i) t.ws[i] += sj * t.wg[i - d + N];
-    for (int64_t i = d; i < N; ++i) t.ws[i] += sj * t.wg[i - d];
-  }
-  // Sharpening: softmax(gamma * log(max(ws, TINY))).
-  {
-    const float* __restrict ws = t.ws;
-    float* __restrict lw = t.lw;
-    float* __restrict w = t.w;
-    const float gamma = p.gamma;
+// x = exp(x - mx) in place; returns the sum.
+inline float ExpShiftSum(float* __restrict x, float mx, int64_t n) {
 #pragma omp simd
-    for (int64_t n = 0; n < N; ++n) {
-      lw[n] = FastLog(ws[n] < kTiny ? kTiny : ws[n]);  // ws < TINY is false for NaN, as in jnp.maximum
-      w[n] = gamma * lw[n];
-    }
+  for (int64_t i = 0; i < n; ++i) x[i] = FastExpNonPos(x[i] - mx);
+  return Sum(x, n);
+}
+
+// Shift: ws[i] = sum_j s[j] * wg[i - (j - S)] over the padded wg, accumulated j = 0..K-1, then the
+// sharpening logits: lw = log(max(ws, TINY)), u = gamma * lw (into w). KT > 0: K known statically.
+template <int KT>
+void ShiftAndLog(const float* __restrict wgp, const float* __restrict s, float gamma, int64_t N, int64_t K,
+                 float* __restrict ws, float* __restrict lw, float* __restrict u) {
+  if constexpr (KT > 0) K = KT;
+  const int64_t S = (K - 1) / 2;
+  const float* base = wgp + S;  // wg[0]; ws[i] reads base[i + S - j]
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) {
+    float acc = 0.f;
+    for (int64_t j = 0; j < K; ++j) acc += s[j] * base[n + S - j];
+    ws[n] = acc;
+    lw[n] = FastLog(acc < kTiny ? kTiny : acc);  // acc < TINY is false for NaN, as in jnp.maximum
+    u[n] = gamma * lw[n];
   }
-  SoftmaxInPlace(t.w, N);
+}
+
+// Finishes one head's addressing given the dot products in t.cos and the inverse row norms
+// inv_rn [N] (inv_rn[n] = 1 / sqrt(|mem[:, n]|^2 + EPS)).
+void AddressFinish(const float* __restrict inv_rn, int64_t M, int64_t N, int64_t K, const HeadParams& p,
+                   HeadTrace& t) {
+  // Content: cos[n] = dot[n] / (rn[n] * kn), wc = softmax(beta * cos).
+  t.kn = std::sqrt(Dot(p.key, p.key, M) + kEps);
+  const float inv_kn = 1.f / t.kn, beta = p.beta, gate = p.gate;
+  float* __restrict cos = t.cos;
+  float* __restrict wc = t.wc;
+  float* __restrict wg = t.wg;
+  const float* __restrict wprev = p.wprev;
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) {
+    cos[n] = cos[n] * inv_rn[n] * inv_kn;
+    wc[n] = beta * cos[n];
+  }
+  const float inv_sum = 1.f / ExpShiftSum(wc, Max(wc, N), N);
+  // Interpolation, into the padded wg.
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) {
+    wc[n] = wc[n] * inv_sum;
+    wg[n] = gate * wc[n] + (1.f - gate) * wprev[n];
+  }
+  const int64_t S = (K - 1) / 2;
+  PadCircular(t.wg - S, N, S);
+  // Shift and sharpening: softmax(gamma * log(max(ws, TINY))).
+  if (K == 3)
+    ShiftAndLog<3>(t.wg - S, p.shift, p.gamma, N, K, t.ws, t.lw, t.w);
+  else
+    ShiftAndLog<0>(t.wg - S, p.shift, p.gamma, N, K, t.ws, t.lw, t.w);
+  float* __restrict w = t.w;
+  const float inv_sum2 = 1.f / ExpShiftSum(w, Max(w, N), N);
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) w[n] = w[n] * inv_sum2;
 }
 
 struct HeadGrads {  // cotangents of one head's inputs (outputs of the backward kernel)
@@ -217,85 +335,106 @@ struct HeadGrads {  // cotangents of one head's inputs (outputs of the backward 
   float* dgamma;
 };
 
+// dwg[k] = sum_j s[j] dwsp[k + j] (the shift's backward, over the padded dws), then the
+// interpolation's elementwise backward: dwc = g * dwg, dwprev = (1 - g) * dwg, and dwg itself
+// (for dgate). K known statically when KT > 0.
+template <int KT>
+void ShiftInterpBackward(const float* __restrict dwsp, const float* __restrict s, float gate, int64_t N, int64_t K,
+                         float* __restrict dwg_out, float* __restrict dwc, float* __restrict dwprev) {
+  if constexpr (KT > 0) K = KT;
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) {
+    float dwg = 0.f;
+    for (int64_t j = 0; j < K; ++j) dwg += s[j] * dwsp[n + j];
+    dwg_out[n] = dwg;
+    dwc[n] = gate * dwg;
+    dwprev[n] = (1.f - gate) * dwg;
+  }
+}
+
 // The O(N) part of one head's addressing backward. Given dw [N], the cotangent of the head's
 // final weighting, writes the cotangents of wprev, beta, gate, shift and gamma, and leaves in
 // t.a, t.b, t.c the coefficients of the memory-sized part, which the caller applies in its pass
 // over the memory:  dmem[m, n] += a[n] key[m] + b[n] mem[m, n],  dkey[m] = sum_n a[n] mem[m, n] + c key[m].
-// `tmp` is scratch of 3N floats.
-void AddressBackward(const float* rn, int64_t N, int64_t K, const HeadParams& p, HeadTrace& t,
-                     const float* dw, float* tmp, const HeadGrads& g) {
-  float* du = tmp;        // cotangent of the sharpening logits u = gamma * lw
-  float* dws = tmp + N;   // cotangent of ws
-  float* dwg = tmp + 2 * N;
+// `tmp` is scratch of kTmpVectors * N + K - 1 floats. Elementwise loops store their terms and the
+// sums over n are Dot / Sum calls.
+constexpr int64_t kTmpVectors = 4;
+void AddressBackward(const float* __restrict inv_rn, int64_t N, int64_t K, const HeadParams& p, HeadTrace& t,
+                     const float* __restrict dw, float* tmp, const HeadGrads& g) {
+  const int64_t S = (K - 1) / 2;
+  float* __restrict du = tmp;                  // cotangent of the sharpening logits
+  float* __restrict dwsp = tmp + N;            // cotangent of ws, padded (PadCircular)
+  float* __restrict dws = dwsp + S;
+  float* __restrict dwg = tmp + 2 * N + K - 1;  // cotangent of wg
+  float* __restrict dwc = tmp + 3 * N + K - 1;  // cotangent of wc
+  const float* __restrict w = t.w;
+  const float* __restrict ws_ = t.ws;
 
   // Softmax backward (w = softmax(u)): du = w * (dw - <dw, w>).
-  const float dw_dot_w = Dot(dw, t.w, N);
-  for (int64_t n = 0; n < N; ++n) du[n] = t.w[n] * (dw[n] - dw_dot_w);
   // u = gamma * lw, lw = log(max(ws, TINY)): dgamma = <du, lw>, dlw = gamma * du, and
   // d log(x) / dx = 1 / x. jnp.maximum passes the gradient to ws where ws > TINY, half of it on a
   // tie (JAX's balanced rule), none below.
-  *g.dgamma = Dot(du, t.lw, N);
+  // dgamma is computed as <du, lw - <w, lw>>: equal, since sum_n du[n] = 0 (sum_n w[n] = 1), but
+  // with smaller terms (lw can be large and negative where ws is small), so less cancellation.
+  const float dw_dot_w = Dot(dw, w, N);
+  const float lw_mean = Dot(w, t.lw, N);
+  const float gamma = p.gamma;
+  float* __restrict lwc = dwc;  // reuse (dwc is written later)
 #pragma omp simd
   for (int64_t n = 0; n < N; ++n) {
-    const float ws = t.ws[n];
-    const float dlw = p.gamma * du[n];
+    lwc[n] = t.lw[n] - lw_mean;
+    du[n] = w[n] * (dw[n] - dw_dot_w);
+    const float ws = ws_[n];
+    const float dlw = gamma * du[n];
     const float share = ws > kTiny ? 1.f : (ws == kTiny ? 0.5f : 0.f);
     dws[n] = share * (dlw / (ws >= kTiny ? ws : 1.f));  // (branch-free: no division by ws < TINY)
   }
+  *g.dgamma = Dot(du, lwc, N);
+  PadCircular(dwsp, N, S);
 
   // Shift backward, ws[i] = sum_j s[j] * wg[(i - o_j) mod N] with o_j = j - S:
-  //   dwg[k] = sum_j s[j] * dws[(k + o_j) mod N],   ds[j] = sum_i dws[i] * wg[(i - o_j) mod N].
-  const int64_t S = (K - 1) / 2;
-  std::fill(dwg, dwg + N, 0.f);
-  for (int64_t j = 0; j < K; ++j) {
-    const float sj = p.shift[j];
-    const int64_t d = RollOffset(j - S, N);  // ws[i] reads wg[i - d (mod N)]
-    for (int64_t i = 0; i < d; ++i) dwg[i - d + N] += sj * dws[i];
-    for (int64_t i = d; i < N; ++i) dwg[i - d] += sj * dws[i];
-    g.dshift[j] = Dot(dws, t.wg + N - d, d) + Dot(dws + d, t.wg, N - d);
-  }
-
-  // Interpolation backward, wg = g * wc + (1 - g) * wprev:
+  //   dwg[k] = sum_j s[j] * dws[(k + o_j) mod N] = sum_j s[j] dwsp[k + j],
+  //   ds[j] = sum_i dws[i] * wg[(i - o_j) mod N] = sum_i dws[i] wgp[i + 2S - j];
+  // interpolation backward, wg = g * wc + (1 - g) * wprev:
   //   dwc = g * dwg,  dwprev = (1 - g) * dwg,  dgate = <dwg, wc - wprev>.
-  float dgate = 0.f;
-  float* dwc = dws;  // reuse
-#pragma omp simd reduction(+ : dgate)
-  for (int64_t n = 0; n < N; ++n) {
-    dwc[n] = p.gate * dwg[n];
-    g.dwprev[n] = (1.f - p.gate) * dwg[n];
-    dgate += dwg[n] * (t.wc[n] - p.wprev[n]);
-  }
-  *g.dgate = dgate;
+  if (K == 3)
+    ShiftInterpBackward<3>(dwsp, p.shift, p.gate, N, K, dwg, dwc, g.dwprev);
+  else
+    ShiftInterpBackward<0>(dwsp, p.shift, p.gate, N, K, dwg, dwc, g.dwprev);
+  const float* wgp = t.wg - S;
+  for (int64_t j = 0; j < K; ++j) g.dshift[j] = Dot(dws, wgp + 2 * S - j, N);
+  const float* __restrict wc = t.wc;
+  const float* __restrict wprev = p.wprev;
+  float* __restrict diff = du;  // reuse
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) diff[n] = wc[n] - wprev[n];
+  *g.dgate = Dot(dwg, diff, N);
 
   // Content softmax backward (wc = softmax(z), z = beta * cos):
   //   dz = wc * (dwc - <dwc, wc>),  dbeta = <dz, cos>,  dcos = beta * dz.
-  const float dwc_dot_wc = Dot(dwc, t.wc, N);
-  float dbeta = 0.f;
-  float* dcos = du;  // reuse
-#pragma omp simd reduction(+ : dbeta)
-  for (int64_t n = 0; n < N; ++n) {
-    const float dz = t.wc[n] * (dwc[n] - dwc_dot_wc);
-    dbeta += dz * t.cos[n];
-    dcos[n] = p.beta * dz;
-  }
-  *g.dbeta = dbeta;
-
   // Cosine backward, cos[n] = dot[n] / (rn[n] kn), dot[n] = key . mem[:, n],
   // rn[n] = sqrt(|mem[:, n]|^2 + EPS), kn = sqrt(|key|^2 + EPS):
   //   ddot[n] = dcos[n] / (rn[n] kn)                                  =: a[n]
   //   drn[n]  = -dcos[n] cos[n] / rn[n];  d|mem[:, n]|^2 = drn / (2 rn), d/dmem |mem[:, n]|^2 = 2 mem
   //     => dmem[m, n] += a[n] key[m] + b[n] mem[m, n]   with b[n] = -dcos[n] cos[n] / rn[n]^2
-  //   dkn = -sum_n dcos[n] cos[n] / kn;  d kn / d key = key / kn
+  //   dkn = -sum_n dcos[n] cos[n] / kn = -beta dbeta / kn;  d kn / d key = key / kn
   //     => dkey[m] = sum_n a[n] mem[m, n] + c key[m]     with c = dkn / kn.
-  float dkn = 0.f;
-#pragma omp simd reduction(+ : dkn)
+  const float dwc_dot_wc = Dot(dwc, wc, N);
+  const float* __restrict cos = t.cos;
+  float* __restrict a = t.a;
+  float* __restrict b = t.b;
+  float* __restrict dz = dwg;  // reuse
+  const float beta = p.beta, inv_kn = 1.f / t.kn;
+#pragma omp simd
   for (int64_t n = 0; n < N; ++n) {
-    const float dc = dcos[n];
-    dkn += -dc * t.cos[n] / t.kn;
-    t.b[n] = -dc * t.cos[n] / (rn[n] * rn[n]);
-    t.a[n] = dc / (rn[n] * t.kn);
+    dz[n] = wc[n] * (dwc[n] - dwc_dot_wc);
+    const float dc = beta * dz[n];
+    b[n] = -(dc * cos[n]) * (inv_rn[n] * inv_rn[n]);
+    a[n] = dc * (inv_rn[n] * inv_kn);
   }
-  t.c = dkn / t.kn;
+  const float dbeta = Dot(dz, cos, N);
+  *g.dbeta = dbeta;
+  t.c = -(beta * dbeta) * (inv_kn * inv_kn);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,45 +463,72 @@ HeadParams ReadHead(const Inputs& in, const Dims& d, int64_t b, int64_t r) {
           in.wprev_r + i * d.N};
 }
 
-// Scratch for one example's intermediates; reused across the examples of a chunk.
+// Scratch for one example's intermediates; reused across the examples of a chunk and across calls
+// (ThreadWorkspace). Every array starts on a 64-byte boundary.
 struct Workspace {
   std::vector<float> buf;
   std::vector<HeadTrace> write, read;
-  float *rn0, *rn1, *keep, *added, *d1, *tmp, *dw, *mem1;
+  float *rn0, *rn1, *keep, *added, *d1, *tmp, *dw, *mem1;  // rn0, rn1: inverse row norms
 
   Workspace(const Dims& d, bool backward) {
     const int64_t heads = d.W + d.R;
-    const int64_t size = 8 * heads * d.N + 5 * d.N + 3 * d.N + std::max(d.W, d.R) * d.N +
-                         (backward ? d.M * d.N : 0);
+    auto round = [](int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; };
+    const int64_t pad = d.K - 1;  // wg's margins (PadCircular)
+    const int64_t size = heads * (7 * round(d.N) + round(d.N + pad)) + 5 * round(d.N) +
+                         round(kTmpVectors * d.N + pad) + round(std::max(d.W, d.R) * d.N) +
+                         (backward ? round(d.M * d.N) : 0) + kLanes;
     buf.resize(static_cast<size_t>(size));
     float* p = buf.data();
-    auto take = [&p](int64_t n) { float* q = p; p += n; return q; };
+    p += (kLanes - (reinterpret_cast<uintptr_t>(p) / sizeof(float)) % kLanes) % kLanes;
+    auto take = [&p, &round](int64_t n) { float* q = p; p += round(n); return q; };
     write.resize(static_cast<size_t>(d.W));
     read.resize(static_cast<size_t>(d.R));
     for (auto* v : {&write, &read})
       for (HeadTrace& t : *v) {
-        t.cos = take(d.N); t.wc = take(d.N); t.wg = take(d.N); t.ws = take(d.N);
+        t.cos = take(d.N); t.wc = take(d.N); t.wg = take(d.N + pad) + pad / 2; t.ws = take(d.N);
         t.lw = take(d.N); t.w = take(d.N); t.a = take(d.N); t.b = take(d.N);
         t.kn = t.c = 0.f;
       }
     rn0 = take(d.N); rn1 = take(d.N); keep = take(d.N); added = take(d.N); d1 = take(d.N);
-    tmp = take(3 * d.N);
+    tmp = take(kTmpVectors * d.N + pad);
     dw = take(std::max(d.W, d.R) * d.N);
     mem1 = backward ? take(d.M * d.N) : nullptr;
   }
 };
 
+// This thread's workspace for these dimensions, kept between calls (a call's chunks run to
+// completion on their thread, so no two users share one).
+Workspace& ThreadWorkspace(const Dims& d, bool backward) {
+  struct Cached {
+    int64_t M = -1, N = -1, W = -1, R = -1, K = -1;
+    std::unique_ptr<Workspace> ws;
+  };
+  thread_local Cached cache[2];
+  Cached& c = cache[backward ? 1 : 0];
+  if (!c.ws || c.M != d.M || c.N != d.N || c.W != d.W || c.R != d.R || c.K != d.K) {
+    c.ws = std::make_unique<Workspace>(d, backward);
+    c.M = d.M; c.N = d.N; c.W = d.W; c.R = d.R; c.K = d.K;
+  }
+  return *c.ws;
+}
+
+// rn[n] = 1 / sqrt(rn[n] + EPS) in place (sums of squares -> inverse row norms).
+void InvNorms(float* __restrict rn, int64_t N) {
+#pragma omp simd
+  for (int64_t n = 0; n < N; ++n) rn[n] = 1.f / std::sqrt(rn[n] + kEps);
+}
+
 // keep[n] = prod_h (1 - e[h, m] w[h, n]) and added[n] = sum_h a[h, m] w[h, n] for memory row m.
 void WriteFactors(const Workspace& ws, const float* erase, const float* add, int64_t W, int64_t M, int64_t N,
-                  int64_t m, float* keep, float* added) {
-  const float* w0 = ws.write[0].w;
+                  int64_t m, float* __restrict keep, float* __restrict added) {
+  const float* __restrict w0 = ws.write[0].w;
   const float e0 = erase[m], a0 = add[m];
   for (int64_t n = 0; n < N; ++n) {
     keep[n] = 1.f - e0 * w0[n];
     added[n] = a0 * w0[n];
   }
   for (int64_t h = 1; h < W; ++h) {
-    const float* wh = ws.write[h].w;
+    const float* __restrict wh = ws.write[h].w;
     const float eh = erase[h * M + m], ah = add[h * M + m];
     for (int64_t n = 0; n < N; ++n) {
       keep[n] = keep[n] * (1.f - eh * wh[n]);
@@ -377,8 +543,9 @@ void WriteFactors(const Workspace& ws, const float* erase, const float* add, int
 //           products; read heads finish. With `drw` non-null (the backward's recomputation),
 //           also accumulates drw[r, n] += sum_m dreads[r, m] mem1[m, n] (the reads' backward).
 //   pass C (forward only): reads[r, m] = sum_n rw[r, n] mem1[m, n].
-void ForwardOne(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float* mem1,
-                float* ww_out, float* rw_out, float* reads_out, const float* dreads, float* drw) {
+// This is the general version (any number of heads); ForwardOne1 is the one-head-each fast path.
+void ForwardOneGeneral(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float* mem1,
+                       const float* dreads, float* drw) {
   const int64_t M = d.M, N = d.N, W = d.W, R = d.R;
   const float* mem0 = in.mem + b * M * N;
 
@@ -386,15 +553,16 @@ void ForwardOne(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float
   std::fill(ws.rn0, ws.rn0 + N, 0.f);
   for (int64_t h = 0; h < W; ++h) std::fill(ws.write[h].cos, ws.write[h].cos + N, 0.f);
   for (int64_t m = 0; m < M; ++m) {
-    const float* row = mem0 + m * N;
-    for (int64_t n = 0; n < N; ++n) ws.rn0[n] += row[n] * row[n];
+    const float* __restrict row = mem0 + m * N;
+    float* __restrict rn = ws.rn0;
+    for (int64_t n = 0; n < N; ++n) rn[n] += row[n] * row[n];
     for (int64_t h = 0; h < W; ++h) {
       const float k = in.key_w[(b * W + h) * M + m];
-      float* dot = ws.write[h].cos;
+      float* __restrict dot = ws.write[h].cos;
       for (int64_t n = 0; n < N; ++n) dot[n] += k * row[n];
     }
   }
-  for (int64_t n = 0; n < N; ++n) ws.rn0[n] = std::sqrt(ws.rn0[n] + kEps);
+  InvNorms(ws.rn0, N);
   for (int64_t h = 0; h < W; ++h) AddressFinish(ws.rn0, M, N, d.K, WriteHead(in, d, b, h), ws.write[h]);
 
   // Pass B.
@@ -404,26 +572,129 @@ void ForwardOne(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float
   for (int64_t r = 0; r < R; ++r) std::fill(ws.read[r].cos, ws.read[r].cos + N, 0.f);
   for (int64_t m = 0; m < M; ++m) {
     WriteFactors(ws, erase, add, W, M, N, m, ws.keep, ws.added);
-    const float* row0 = mem0 + m * N;
-    float* row1 = mem1 + m * N;
+    const float* __restrict row0 = mem0 + m * N;
+    float* __restrict row1 = mem1 + m * N;
+    float* __restrict rn = ws.rn1;
+    const float* __restrict keep = ws.keep;
+    const float* __restrict added = ws.added;
     for (int64_t n = 0; n < N; ++n) {
-      row1[n] = row0[n] * ws.keep[n] + ws.added[n];
-      ws.rn1[n] += row1[n] * row1[n];
+      row1[n] = row0[n] * keep[n] + added[n];
+      rn[n] += row1[n] * row1[n];
     }
     for (int64_t r = 0; r < R; ++r) {
       const float k = in.key_r[(b * R + r) * M + m];
-      float* dot = ws.read[r].cos;
+      float* __restrict dot = ws.read[r].cos;
       for (int64_t n = 0; n < N; ++n) dot[n] += k * row1[n];
       if (drw) {
         const float dr = dreads[r * M + m];
-        float* g = drw + r * N;
+        float* __restrict g = drw + r * N;
         for (int64_t n = 0; n < N; ++n) g[n] += dr * row1[n];
       }
     }
   }
-  for (int64_t n = 0; n < N; ++n) ws.rn1[n] = std::sqrt(ws.rn1[n] + kEps);
+  InvNorms(ws.rn1, N);
   for (int64_t r = 0; r < R; ++r) AddressFinish(ws.rn1, M, N, d.K, ReadHead(in, d, b, r), ws.read[r]);
+}
 
+// Pass A of the one-head fast path for the U vectors of columns at n (T = Vec: U * kLanes
+// columns; T = float: U columns): sums of squares and the write key's dot products, accumulated
+// over the rows in registers (U independent chains, for instruction-level parallelism).
+template <class T, int U>
+NTM_INLINE void PassA1(const float* __restrict mem0, const float* __restrict key, int64_t M, int64_t N, int64_t n,
+                       float* __restrict rn, float* __restrict dot) {
+  constexpr int64_t L = sizeof(T) / sizeof(float);
+  T s[U], k[U];
+  for (int u = 0; u < U; ++u) s[u] = k[u] = T{};
+  for (int64_t m = 0; m < M; ++m) {
+    const float km = key[m];
+    for (int u = 0; u < U; ++u) {
+      const T x = Load<T>(mem0 + m * N + n + u * L);
+      s[u] += x * x;
+      k[u] += km * x;
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    Store(rn + n + u * L, s[u]);
+    Store(dot + n + u * L, k[u]);
+  }
+}
+
+// Pass B of the one-head fast path (see PassA1): the write into mem1, mem1's sums of squares and
+// the read key's dot products; with DRW, drw[n] += sum_m dreads[m] mem1[m, n].
+template <class T, int U, bool DRW>
+NTM_INLINE void PassB1(const float* __restrict mem0, float* __restrict mem1, const float* __restrict ww,
+                       const float* __restrict erase, const float* __restrict add, const float* __restrict key,
+                       const float* __restrict dreads, int64_t M, int64_t N, int64_t n, float* __restrict rn,
+                       float* __restrict dot, float* __restrict drw) {
+  constexpr int64_t L = sizeof(T) / sizeof(float);
+  T w[U], s[U], k[U], g[U];
+  for (int u = 0; u < U; ++u) {
+    w[u] = Load<T>(ww + n + u * L);
+    s[u] = k[u] = T{};
+    g[u] = DRW ? Load<T>(drw + n + u * L) : T{};
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    const float em = erase[m], am = add[m], km = key[m];
+    for (int u = 0; u < U; ++u) {
+      const T keep = 1.f - em * w[u];
+      const T x = Load<T>(mem0 + m * N + n + u * L) * keep + am * w[u];
+      Store(mem1 + m * N + n + u * L, x);
+      s[u] += x * x;
+      k[u] += km * x;
+      if constexpr (DRW) g[u] += dreads[m] * x;
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    Store(rn + n + u * L, s[u]);
+    Store(dot + n + u * L, k[u]);
+    if constexpr (DRW) Store(drw + n + u * L, g[u]);
+  }
+}
+
+template <bool DRW>
+void PassB1All(const float* mem0, float* mem1, const float* ww, const float* erase, const float* add,
+               const float* key, const float* dreads, int64_t M, int64_t N, float* rn, float* dot, float* drw) {
+  int64_t n = 0;
+  for (; n + 2 * kLanes <= N; n += 2 * kLanes)
+    PassB1<Vec, 2, DRW>(mem0, mem1, ww, erase, add, key, dreads, M, N, n, rn, dot, drw);
+  for (; n + kLanes <= N; n += kLanes) PassB1<Vec, 1, DRW>(mem0, mem1, ww, erase, add, key, dreads, M, N, n, rn, dot, drw);
+  for (; n < N; ++n) PassB1<float, 1, DRW>(mem0, mem1, ww, erase, add, key, dreads, M, N, n, rn, dot, drw);
+}
+
+// The forward for one write head and one read head (W = R = 1, any M, N, K): the same passes as
+// ForwardOneGeneral, but column-blocked (16 columns at a time, all M rows) so that the per-column
+// accumulators stay in registers.
+void ForwardOne1(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float* mem1, const float* dreads,
+                 float* drw) {
+  const int64_t M = d.M, N = d.N;
+  const float* mem0 = in.mem + b * M * N;
+  const float* kw = in.key_w + b * M;
+  int64_t n = 0;
+  for (; n + 2 * kLanes <= N; n += 2 * kLanes) PassA1<Vec, 2>(mem0, kw, M, N, n, ws.rn0, ws.write[0].cos);
+  for (; n + kLanes <= N; n += kLanes) PassA1<Vec, 1>(mem0, kw, M, N, n, ws.rn0, ws.write[0].cos);
+  for (; n < N; ++n) PassA1<float, 1>(mem0, kw, M, N, n, ws.rn0, ws.write[0].cos);
+  InvNorms(ws.rn0, N);
+  AddressFinish(ws.rn0, M, N, d.K, WriteHead(in, d, b, 0), ws.write[0]);
+
+  const float* erase = in.erase + b * M;
+  const float* add = in.add + b * M;
+  const float* kr = in.key_r + b * M;
+  if (drw)
+    PassB1All<true>(mem0, mem1, ws.write[0].w, erase, add, kr, dreads, M, N, ws.rn1, ws.read[0].cos, drw);
+  else
+    PassB1All<false>(mem0, mem1, ws.write[0].w, erase, add, kr, dreads, M, N, ws.rn1, ws.read[0].cos, drw);
+  InvNorms(ws.rn1, N);
+  AddressFinish(ws.rn1, M, N, d.K, ReadHead(in, d, b, 0), ws.read[0]);
+}
+
+// Forward of one example (dispatch), then pass C and the weightings when the outputs are given.
+void ForwardOne(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float* mem1,
+                float* ww_out, float* rw_out, float* reads_out, const float* dreads, float* drw) {
+  const int64_t M = d.M, N = d.N, W = d.W, R = d.R;
+  if (W == 1 && R == 1)
+    ForwardOne1(in, d, b, ws, mem1, dreads, drw);
+  else
+    ForwardOneGeneral(in, d, b, ws, mem1, dreads, drw);
   // Pass C and the weightings.
   if (ww_out)
     for (int64_t h = 0; h < W; ++h) std::copy(ws.write[h].w, ws.write[h].w + N, ww_out + (b * W + h) * N);
@@ -438,17 +709,29 @@ void ForwardOne(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float
 // Batch parallelism over XLA's intra-op thread pool.
 // ---------------------------------------------------------------------------------------------
 
+// The threading threshold (in multiply-adds per call, see ParallelFor) and the chunks per thread;
+// -D overrides are for measuring only (ntm/fused_cpu.py passes none).
+#ifndef NTM_PARALLEL_MIN_WORK
+#define NTM_PARALLEL_MIN_WORK (int64_t{1} << 20)
+#endif
+#ifndef NTM_CHUNKS_PER_THREAD
+#define NTM_CHUNKS_PER_THREAD 4
+#endif
+constexpr int64_t kParallelMinWork = NTM_PARALLEL_MIN_WORK;
+
 // Runs fn(begin, end) over [0, B) in chunks. The calling thread works too, and waits only for
 // chunks some thread has claimed, so it cannot deadlock on a busy pool; tasks that start after
 // all chunks are claimed return at once (they share the state through a shared_ptr).
 void ParallelFor(ffi::ThreadPool& pool, int64_t B, int64_t work_per_item,
                  const std::function<void(int64_t, int64_t)>& fn) {
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  // Split only calls of at least ~1M multiply-adds (a few hundred microseconds): on a shared
-  // machine a helper thread that is preempted after claiming a chunk makes the caller wait for it,
-  // which small calls cannot afford (with a 64k threshold the fused copy step at batch 16 measured
-  // slower than pure JAX on a loaded 2-core machine).
-  if (threads == 1 || B < 2 || B * work_per_item < (int64_t{1} << 20)) {
+  // Split only calls of at least ~1M multiply-adds (~100 microseconds): on a shared machine a
+  // helper thread that is preempted after claiming a chunk makes the caller wait for it, which
+  // small calls cannot afford (with a 64k threshold the fused copy step at batch 16 measured
+  // slower than pure JAX on a loaded 2-core machine). On an idle machine a 64k threshold halves
+  // the batch-16/64 calls' time, but with another process busy on both cores it makes them up to
+  // 2x slower; the threshold stays where it was.
+  if (threads == 1 || B < 2 || B * work_per_item < kParallelMinWork) {
     fn(0, B);
     return;
   }
@@ -459,7 +742,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t B, int64_t work_per_item,
   };
   auto s = std::make_shared<Shared>();
   s->B = B;
-  s->chunks = std::min<int64_t>(B, 4 * threads);
+  s->chunks = std::min<int64_t>(B, NTM_CHUNKS_PER_THREAD * threads);
   s->chunk = (B + s->chunks - 1) / s->chunks;
   s->chunks = (B + s->chunk - 1) / s->chunk;
   s->fn = fn;
@@ -550,7 +833,7 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, F32Buf mem, F32Buf wprev_w, F32Buf 
   float* rw = rw_out->typed_data();
   float* reads = reads_out->typed_data();
   ParallelFor(pool, d.B, (d.W + d.R + 3) * d.M * d.N, [&](int64_t begin, int64_t end) {
-    Workspace ws(d, /*backward=*/false);
+    Workspace& ws = ThreadWorkspace(d, /*backward=*/false);
     for (int64_t b = begin; b < end; ++b)
       ForwardOne(in, d, b, ws, mem1 + b * d.M * d.N, ww, rw, reads, nullptr, nullptr);
   });
@@ -591,7 +874,16 @@ HeadGrads ReadHeadGrads(const Grads& g, const Dims& d, int64_t b, int64_t r) {
 //     (below), which gives dmem0's row and accumulates the write weights' cotangent dww;
 //   write heads' addressing backward, O(N);
 //   pass E over rows m: dmem0[m, :] += a_h key_h[m] + b_h mem0[m, :],  dkey_h[m] = <a_h, mem0[m, :]> + c_h key_h[m].
-void BackwardOne(const Inputs& in, const Cotangents& ct, const Grads& g, const Dims& d, int64_t b, Workspace& ws) {
+// The write, mem1 = mem0 * keep + added with keep = prod_h f_h, f_h[m, n] = 1 - e[h, m] w[h, n],
+// added = sum_h a[h, m] w[h, n], has the backward
+//   dmem0 = dmem1 * keep
+//   dkeep = dmem1 * mem0,   df_h = dkeep * prod_{h' != h} f_h'   (product of the others, no division)
+//   de[h, m] = -sum_n df_h[m, n] w[h, n]
+//   da[h, m] =  sum_n dmem1[m, n] w[h, n]
+//   dw[h, n] =  d_ww_out[h, n] + sum_m (dmem1[m, n] a[h, m] - df_h[m, n] e[h, m])
+// BackwardOneGeneral handles any number of heads; BackwardOne1 is the one-head-each fast path.
+void BackwardOneGeneral(const Inputs& in, const Cotangents& ct, const Grads& g, const Dims& d, int64_t b,
+                        Workspace& ws) {
   const int64_t M = d.M, N = d.N, W = d.W, R = d.R;
   const float* mem0 = in.mem + b * M * N;
   float* drw = ws.dw;  // [R, N], then reused as dww [W, N]
@@ -601,49 +893,29 @@ void BackwardOne(const Inputs& in, const Cotangents& ct, const Grads& g, const D
   for (int64_t r = 0; r < R; ++r)
     AddressBackward(ws.rn1, N, d.K, ReadHead(in, d, b, r), ws.read[r], drw + r * N, ws.tmp, ReadHeadGrads(g, d, b, r));
 
-  // Pass D. The write, mem1 = mem0 * keep + added with keep = prod_h f_h, f_h[m, n] = 1 - e[h, m] w[h, n],
-  // added = sum_h a[h, m] w[h, n], has the backward
-  //   dmem0 = dmem1 * keep
-  //   dkeep = dmem1 * mem0,   df_h = dkeep * prod_{h' != h} f_h'   (product of the others, no division)
-  //   de[h, m] = -sum_n df_h[m, n] w[h, n]
-  //   da[h, m] =  sum_n dmem1[m, n] w[h, n]
-  //   dw[h, n] =  d_ww_out[h, n] + sum_m (dmem1[m, n] a[h, m] - df_h[m, n] e[h, m])
+  // Pass D.
   const float* erase = in.erase + b * W * M;
   const float* add = in.add + b * W * M;
   const float* dreads = ct.reads + b * R * M;
   float* dmem0 = g.mem + b * M * N;
   float* dww = ws.dw;
   std::copy(ct.ww + b * W * N, ct.ww + (b + 1) * W * N, dww);
-  float* d1 = ws.d1;
+  float* __restrict d1 = ws.d1;
   for (int64_t m = 0; m < M; ++m) {
-    const float* row0 = mem0 + m * N;
-    const float* row1 = mem1 + m * N;
-    float* drow0 = dmem0 + m * N;
+    const float* __restrict row0 = mem0 + m * N;
+    const float* __restrict row1 = mem1 + m * N;
+    float* __restrict drow0 = dmem0 + m * N;
     // dmem1 row m
     std::copy(ct.mem1 + (b * M + m) * N, ct.mem1 + (b * M + m + 1) * N, d1);
     for (int64_t r = 0; r < R; ++r) {
       const HeadTrace& t = ws.read[r];
       const float dr = dreads[r * M + m];
       const float k = in.key_r[(b * R + r) * M + m];
-      for (int64_t n = 0; n < N; ++n) d1[n] += dr * t.w[n] + t.a[n] * k + t.b[n] * row1[n];
+      const float* __restrict tw = t.w;
+      const float* __restrict ta = t.a;
+      const float* __restrict tb = t.b;
+      for (int64_t n = 0; n < N; ++n) d1[n] += dr * tw[n] + ta[n] * k + tb[n] * row1[n];
       g.key_r[(b * R + r) * M + m] = Dot(t.a, row1, N) + t.c * k;
-    }
-    // the write's backward for row m
-    if (W == 1) {
-      const float* w0 = ws.write[0].w;
-      const float e0 = erase[m], a0 = add[m];
-      float de = 0.f, da = 0.f;
-#pragma omp simd reduction(+ : de, da)
-      for (int64_t n = 0; n < N; ++n) {
-        const float df = d1[n] * row0[n];  // dkeep = df_0 (no other heads)
-        drow0[n] = d1[n] * (1.f - e0 * w0[n]);
-        de += -df * w0[n];
-        da += d1[n] * w0[n];
-        dww[n] += d1[n] * a0 - df * e0;
-      }
-      g.erase[b * M + m] = de;
-      g.add[b * M + m] = da;
-      continue;
     }
     WriteFactors(ws, erase, add, W, M, N, m, ws.keep, ws.added);
     for (int64_t n = 0; n < N; ++n) drow0[n] = d1[n] * ws.keep[n];
@@ -670,15 +942,121 @@ void BackwardOne(const Inputs& in, const Cotangents& ct, const Grads& g, const D
 
   // Pass E.
   for (int64_t m = 0; m < M; ++m) {
-    const float* row0 = mem0 + m * N;
-    float* drow0 = dmem0 + m * N;
+    const float* __restrict row0 = mem0 + m * N;
+    float* __restrict drow0 = dmem0 + m * N;
     for (int64_t h = 0; h < W; ++h) {
       const HeadTrace& t = ws.write[h];
       const float k = in.key_w[(b * W + h) * M + m];
-      for (int64_t n = 0; n < N; ++n) drow0[n] += t.a[n] * k + t.b[n] * row0[n];
+      const float* __restrict ta = t.a;
+      const float* __restrict tb = t.b;
+      for (int64_t n = 0; n < N; ++n) drow0[n] += ta[n] * k + tb[n] * row0[n];
       g.key_w[(b * W + h) * M + m] = Dot(t.a, row0, N) + t.c * k;
     }
   }
+}
+
+// Pass D of the one-head fast path for row m: the whole of the general pass D's row in one loop
+// over the columns. Writes the row of dmem0, accumulates dww, and returns in out[0..2] the row's
+// dkey_r[m] (without the c key term), derase[m] and dadd[m].
+NTM_INLINE void PassD1Row(int64_t N, const float* __restrict ctrow, const float* __restrict row0,
+                          const float* __restrict row1, const float* __restrict rw, const float* __restrict ar,
+                          const float* __restrict br, const float* __restrict ww, float dr, float kr, float e,
+                          float a, float* __restrict drow0, float* __restrict dww, float* __restrict out) {
+  Vec dk{}, de{}, da{};
+  int64_t n = 0;
+  for (; n + kLanes <= N; n += kLanes) {
+    const Vec r0 = Load<Vec>(row0 + n), r1 = Load<Vec>(row1 + n), w = Load<Vec>(ww + n), an = Load<Vec>(ar + n);
+    const Vec d1 = Load<Vec>(ctrow + n) + dr * Load<Vec>(rw + n) + an * kr + Load<Vec>(br + n) * r1;
+    dk += an * r1;
+    const Vec df = d1 * r0;
+    Store(drow0 + n, d1 * (1.f - e * w));
+    de -= df * w;
+    da += d1 * w;
+    Store(dww + n, Load<Vec>(dww + n) + (d1 * a - df * e));
+  }
+  float dks = HSum(dk), des = HSum(de), das = HSum(da);
+  for (; n < N; ++n) {
+    const float d1 = ctrow[n] + dr * rw[n] + ar[n] * kr + br[n] * row1[n];
+    dks += ar[n] * row1[n];
+    const float df = d1 * row0[n];
+    drow0[n] = d1 * (1.f - e * ww[n]);
+    des -= df * ww[n];
+    das += d1 * ww[n];
+    dww[n] = dww[n] + (d1 * a - df * e);
+  }
+  out[0] = dks;
+  out[1] = des;
+  out[2] = das;
+}
+
+// Pass E of the one-head fast path for row m: dmem0's row += a key[m] + b mem0's row; returns the
+// row's dkey_w[m] without the c key term.
+NTM_INLINE float PassE1Row(int64_t N, const float* __restrict row0, const float* __restrict aw,
+                           const float* __restrict bw, float k, float* __restrict drow0) {
+  Vec dk{};
+  int64_t n = 0;
+  for (; n + kLanes <= N; n += kLanes) {
+    const Vec r0 = Load<Vec>(row0 + n), an = Load<Vec>(aw + n);
+    Store(drow0 + n, Load<Vec>(drow0 + n) + (an * k + Load<Vec>(bw + n) * r0));
+    dk += an * r0;
+  }
+  float dks = HSum(dk);
+  for (; n < N; ++n) {
+    drow0[n] = drow0[n] + (aw[n] * k + bw[n] * row0[n]);
+    dks += aw[n] * row0[n];
+  }
+  return dks;
+}
+
+void BackwardOne1(const Inputs& in, const Cotangents& ct, const Grads& g, const Dims& d, int64_t b, Workspace& ws) {
+  const int64_t M = d.M, N = d.N;
+  const float* mem0 = in.mem + b * M * N;
+  float* drw = ws.dw;
+  std::copy(ct.rw + b * N, ct.rw + (b + 1) * N, drw);
+  const float* dreads = ct.reads + b * M;
+  ForwardOne(in, d, b, ws, ws.mem1, nullptr, nullptr, nullptr, dreads, drw);
+  const float* mem1 = ws.mem1;
+  const HeadTrace& tr = ws.read[0];
+  const HeadTrace& tw = ws.write[0];
+  AddressBackward(ws.rn1, N, d.K, ReadHead(in, d, b, 0), ws.read[0], drw, ws.tmp, ReadHeadGrads(g, d, b, 0));
+
+  // Pass D.
+  const float* erase = in.erase + b * M;
+  const float* add = in.add + b * M;
+  const float* kr = in.key_r + b * M;
+  const float* kw = in.key_w + b * M;
+  float* dmem0 = g.mem + b * M * N;
+  float* dww = ws.dw;
+  std::copy(ct.ww + b * N, ct.ww + (b + 1) * N, dww);
+  const float* trw = tr.w;
+  const float* tra = tr.a;
+  const float* trb = tr.b;
+  const float* tww = tw.w;
+  const float* ctm = ct.mem1 + b * M * N;
+  for (int64_t m = 0; m < M; ++m) {
+    float out[3];
+    PassD1Row(N, ctm + m * N, mem0 + m * N, mem1 + m * N, trw, tra, trb, tww, dreads[m], kr[m], erase[m], add[m],
+              dmem0 + m * N, dww, out);
+    g.key_r[b * M + m] = out[0] + tr.c * kr[m];
+    g.erase[b * M + m] = out[1];
+    g.add[b * M + m] = out[2];
+  }
+
+  AddressBackward(ws.rn0, N, d.K, WriteHead(in, d, b, 0), ws.write[0], dww, ws.tmp, WriteHeadGrads(g, d, b, 0));
+
+  // Pass E.
+  const float* twa = tw.a;
+  const float* twb = tw.b;
+  const float twc = tw.c;
+  for (int64_t m = 0; m < M; ++m)
+    g.key_w[b * M + m] = PassE1Row(N, mem0 + m * N, twa, twb, kw[m], dmem0 + m * N) + twc * kw[m];
+}
+
+void BackwardOne(const Inputs& in, const Cotangents& ct, const Grads& g, const Dims& d, int64_t b, Workspace& ws) {
+  if (d.W == 1 && d.R == 1)
+    BackwardOne1(in, ct, g, d, b, ws);
+  else
+    BackwardOneGeneral(in, ct, g, d, b, ws);
 }
 
 ffi::Error BackwardImpl(ffi::ThreadPool pool, F32Buf mem, F32Buf wprev_w, F32Buf wprev_r, F32Buf key_w, F32Buf beta_w,
@@ -708,7 +1086,7 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, F32Buf mem, F32Buf wprev_w, F32Buf
                 g_erase->typed_data(),  g_add->typed_data(),     g_key_r->typed_data(),   g_beta_r->typed_data(),
                 g_gate_r->typed_data(), g_shift_r->typed_data(), g_gamma_r->typed_data()};
   ParallelFor(pool, d.B, 3 * (d.W + d.R + 3) * d.M * d.N, [&](int64_t begin, int64_t end) {
-    Workspace ws(d, /*backward=*/true);
+    Workspace& ws = ThreadWorkspace(d, /*backward=*/true);
     for (int64_t b = begin; b < end; ++b) BackwardOne(in, ct, g, d, b, ws);
   });
   return ffi::Error::Success();
