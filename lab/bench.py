@@ -71,6 +71,9 @@ def count_flops(jaxpr: Any) -> tuple[float, float]:
             else:
                 a, b = sum(c[0] for c in counts), sum(c[1] for c in counts)
             n = eqn.params.get("length", 1) if name == "scan" else 1
+            if name == "shard_map":  # the body is one device's shard: every device of its manual axes runs it
+                shape = eqn.params["mesh"].shape
+                n = math.prod(shape[ax] for ax in eqn.params.get("newly_manual_axes") or shape)
             mm, other = mm + n * a, other + n * b
         elif name in _ELEMENTWISE:
             inputs = [math.prod(v.aval.shape) for v in eqn.invars if hasattr(v, "aval") and hasattr(v.aval, "shape")]

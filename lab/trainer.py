@@ -181,10 +181,23 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
     tx = make_optimizer(cfg)
     mesh = mesh or make_mesh(cfg)
 
-    def plain_loss(params: Any, batch: Batch, detach_at: jax.Array | None = None) -> jax.Array:
+    def forward(params: Any, inputs: jax.Array, steps: jax.Array, *detach_at: jax.Array) -> tuple[jax.Array, Any]:
         model = nnx.merge(graphdef, params)
-        logits, aux = model(batch.inputs, batch.steps) if detach_at is None else model(
-            batch.inputs, batch.steps, detach_at=detach_at)
+        return model(inputs, steps, detach_at=detach_at[0]) if detach_at else model(inputs, steps)
+
+    if mesh.size > 1:
+        # Explicit data parallelism for the model: each device runs its slice of the batch (the parameters'
+        # gradient is summed over devices by shard_map's transpose). GSPMD alone cannot split the fused
+        # memory kernel's custom call and would run the whole batch on every device.
+        batch_spec = P(None, "data")  # [T, B, ...]
+        specs = dict(mesh=mesh, out_specs=(batch_spec, batch_spec), check_vma=False)  # carries start replicated
+        sharded_forward = jax.shard_map(forward, in_specs=(P(), batch_spec, P("data"), P("data")), **specs)
+        plain_forward = jax.shard_map(forward, in_specs=(P(), batch_spec, P("data")), **specs)
+        forward = lambda params, inputs, steps, *d: (sharded_forward if d else plain_forward)(  # noqa: E731
+            params, inputs, steps, *d)
+
+    def plain_loss(params: Any, batch: Batch, detach_at: jax.Array | None = None) -> jax.Array:
+        logits, aux = forward(params, batch.inputs, batch.steps, *(() if detach_at is None else (detach_at,)))
         loss = task.loss(logits, batch).mean()
         if cfg.head_entropy:
             loss = loss + cfg.head_entropy * head_entropy(aux, batch.steps)

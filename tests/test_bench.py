@@ -23,6 +23,21 @@ def test_count_flops_dot_scan_cond_and_elementwise():
     assert mm == 48  # one branch
 
 
+def test_count_flops_counts_every_shard_of_a_shard_map():
+    """A shard_map body is one device's shard: the program's FLOPs are that times the devices (8 here)."""
+    import numpy as np
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    w = jnp.ones((3, 4))
+    f = lambda x: x @ w  # noqa: E731
+    x = jnp.ones((16, 3))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharded = jax.shard_map(f, mesh=mesh, in_specs=P("data"), out_specs=P("data"))
+    whole, _ = bench.count_flops(jax.make_jaxpr(f)(x))
+    split, _ = bench.count_flops(jax.make_jaxpr(sharded)(x))
+    assert whole == 2 * 16 * 4 * 3 and split == whole and len(jax.devices()) == 8
+
+
 def test_bench_row_has_throughput_and_roofline_fields():
     peaks = {"matmul_flops_per_s": 1e11, "bandwidth_bytes_per_s": 1e10}
     row = bench.bench_one("copy", "ntm", 2, dispatch=2, repeats=1, peaks=peaks)

@@ -41,6 +41,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -719,6 +720,22 @@ void ForwardOne(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float
 #endif
 constexpr int64_t kParallelMinWork = NTM_PARALLEL_MIN_WORK;
 
+// The threshold in effect: NTM_FUSED_PARALLEL_MIN_WORK from the environment (read once; a
+// non-negative integer; a huge value never splits a call, e.g. when several XLA devices already
+// run one call each per core), else kParallelMinWork.
+int64_t ParallelMinWork() {
+  static const int64_t value = [] {
+    const char* text = std::getenv("NTM_FUSED_PARALLEL_MIN_WORK");
+    if (text != nullptr && *text != '\0') {
+      char* end = nullptr;
+      const long long v = std::strtoll(text, &end, 10);
+      if (*end == '\0' && v >= 0) return static_cast<int64_t>(v);
+    }
+    return kParallelMinWork;
+  }();
+  return value;
+}
+
 // Runs fn(begin, end) over [0, B) in chunks. The calling thread works too, and waits only for
 // chunks some thread has claimed, so it cannot deadlock on a busy pool; tasks that start after
 // all chunks are claimed return at once (they share the state through a shared_ptr).
@@ -731,7 +748,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t B, int64_t work_per_item,
   // slower than pure JAX on a loaded 2-core machine). On an idle machine a 64k threshold halves
   // the batch-16/64 calls' time, but with another process busy on both cores it makes them up to
   // 2x slower; the threshold stays where it was.
-  if (threads == 1 || B < 2 || B * work_per_item < kParallelMinWork) {
+  if (threads == 1 || B < 2 || B * work_per_item < ParallelMinWork()) {
     fn(0, B);
     return;
   }
