@@ -46,8 +46,9 @@ class TrainConfig:
     head_entropy: float = 0.0
     # The progressive loss of Bansal et al. 2022 (recurrent models): loss = (1 - a) * the plain loss
     # + a * the same loss from a second pass in which each example's state is detached
-    # (stop_gradient) before a random step, uniform on [0, its steps): the later steps must reach the
-    # answer from whatever state the earlier ones left, with no credit assignment to them. 0: off.
+    # (stop_gradient) before a random step, uniform on [0, its steps) (step 0: nothing detached, Bansal
+    # et al.'s n = 0): the later steps must reach the answer from whatever state the earlier ones left,
+    # with no credit assignment to them. 0: off.
     progressive_loss: float = 0.0
 
     def __post_init__(self) -> None:

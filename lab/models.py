@@ -80,7 +80,7 @@ class LSTM(nnx.Module):
         def body(c, tx):
             t, x = tx
             if detach_at is not None:
-                cut = (t == detach_at)[:, None]  # [B, 1]
+                cut = ((t == detach_at) & (t > 0))[:, None]  # [B, 1]; 0: nothing detached (as ntm.unroll)
                 c = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), c)
             new, h = self.cell(c, x)
             active = (t < steps)[:, None]  # [B, 1]

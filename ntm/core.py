@@ -313,7 +313,7 @@ def unroll(
     ``detach_at`` (for the progressive loss of Bansal et al. 2022): the state entering step
     ``detach_at`` is a constant for differentiation (``stop_gradient``), so losses on later outputs
     train only the steps from there on, starting from whatever state the earlier steps left; the
-    values computed are unchanged.
+    values computed are unchanged. ``detach_at`` = 0 detaches nothing (as Bansal et al.'s n = 0).
     Returns (outputs [T, Y], Trace, final state). Unused Trace fields cost nothing under jit.
     """
     T = inputs.shape[0]
@@ -326,7 +326,8 @@ def unroll(
     def body(s: NTMState, tx: tuple[Array, Array]) -> tuple[NTMState, tuple[Array, Array, Array]]:
         t, x = tx
         if detach_at is not None:
-            s = jax.tree.map(lambda a: jnp.where(t == detach_at, jax.lax.stop_gradient(a), a), s)
+            cut = (t == detach_at) & (t > 0)  # 0: nothing before it (the learned initial state keeps its gradient)
+            s = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), s)
         new, y = _step_t(params, s, x, cfg)
         active = t < num_steps
         s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s)

@@ -9,7 +9,9 @@ O(N) intermediates, so the only residuals are the inputs.
 
 The library is compiled on first use with the system ``g++`` into ``ntm/_build/`` (git-ignored),
 keyed by a hash of the source, the compiler flags and the JAX headers, and loaded with ctypes.
-``available()`` says whether that worked; ``unavailable_reason()`` says why not. Nothing here
+``available()`` says whether that worked; ``unavailable_reason()`` says why not. A call splits its
+batch over XLA's intra-op threads when it has at least ~1M multiply-adds of work;
+``NTM_FUSED_PARALLEL_MIN_WORK`` (an integer, read once when the library loads) changes that threshold. Nothing here
 runs unless ``ntm.core`` is asked for the fused path (``NTMConfig.fused_memory`` or
 ``NTM_FUSED_MEMORY=1``), which falls back to pure JAX when ``supports`` says no.
 """

@@ -187,14 +187,16 @@ def _held_out_device(n: Array, fraction: float, seed: int) -> Array:
     return x < jnp.uint32(holdout_threshold(fraction))
 
 
-def _ascending_runs(key: Array, values: Array) -> Array:
+def _ascending_runs(key: Array, values: Array, valid: Array) -> Array:
     """values [B, M] cut into runs (each position after the first starts a run with probability p, p
-    log-uniform on [1/64, 1] per row), each run sorted ascending."""
+    log-uniform on [1/64, 1] per row), each run sorted ascending; only the valid positions [B, M] (a
+    prefix of each row: the loop's candidates) take part, so a run that reaches past the loop's end is
+    sorted over the loop's values alone."""
     B, M = values.shape
     k_p, k_cut = jax.random.split(key)
     p = jnp.exp(jax.random.uniform(k_p, (B, 1), minval=jnp.log(1 / 64), maxval=0.0))  # [B, 1]
     starts = (jax.random.uniform(k_cut, (B, M)) < p).at[:, 0].set(False)
-    run = jnp.cumsum(starts, axis=1)  # [B, M] run index, non-decreasing
+    run = jnp.where(valid, jnp.cumsum(starts, axis=1), M)  # [B, M] run index, non-decreasing; M past the loop
     order = jax.vmap(lambda v, r: jnp.lexsort((v, r)))(values, run)  # by run, then value
     return jnp.take_along_axis(values, order, axis=1)
 
@@ -249,10 +251,15 @@ class ModSquare:
             raise ValueError(f"modsquare: no n of {self.min_size}..{self.max_size} bits in split {self.split!r} "
                              f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")
 
+    @property
+    def _wide(self) -> bool:
+        """Values of any width up to 2^bits, whatever n (random-wide, random-runs)."""
+        return self.values in ("random-wide", "random-runs")
+
     def _value_range(self, n: Array) -> Array:
         """[B] what regret and difficulty are divided by: n (the values lie in [0, n)), or 2^bits for
         values="random-wide" or "random-runs"."""
-        return jnp.full_like(n, 2**self.bits) if self.values in ("random-wide", "random-runs") else n
+        return jnp.full_like(n, 2**self.bits) if self._wide else n
 
     def valid_sizes(self) -> tuple[int, ...]:
         """Bit lengths in the size range that have at least one n in this split."""
@@ -312,13 +319,13 @@ class ModSquare:
         cand = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = cand[None, :] <= bound[:, None]  # [B, M]
         if self.values != "modsquare":  # the same loop over a random function of i (own key: n's draws stay)
-            if self.values in ("random-wide", "random-runs"):  # [0, 2^e), e uniform on 2..bits per example
+            if self._wide:  # [0, 2^e), e uniform on 2..bits per example
                 top = 2 ** jax.random.randint(jax.random.fold_in(key, 2), (B,), 2, self.bits + 1, dtype=jnp.int32)
             else:
                 top = n
             drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, top[:, None], dtype=jnp.int32)
             if self.values == "random-runs":
-                drawn = _ascending_runs(jax.random.fold_in(key, 3), drawn)
+                drawn = _ascending_runs(jax.random.fold_in(key, 3), drawn, valid)
         else:
             drawn = (cand * cand)[None, :] % n[:, None]
         value = jnp.where(valid, drawn, -1)  # [B, M]; -1: not a candidate

@@ -159,9 +159,12 @@ def test_unroll_and_its_gradient_are_the_same_with_the_switch_on(controller="lst
     assert abs(float(v1) - float(v0)) < 1e-4 * max(1.0, abs(float(v0)))
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         assert _rel_err(a, b) < 1e-4
-    # the fused program really calls the kernels
+    # the fused program really calls the kernels, and the forward kernel once per step: the backward
+    # pass reads the saved outputs instead of running it again (unroll's checkpoint policy)
     text = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, fused))
     assert "ntm_memory_step_fwd" in text and "ntm_memory_step_bwd" in text
+    hlo = jax.jit(jax.grad(loss), static_argnums=1).lower(params, fused).as_text()
+    assert hlo.count("@ntm_memory_step_fwd(") == 1 and hlo.count("@ntm_memory_step_bwd(") == 1
 
 
 def test_step_with_global_switch_matches_default():

@@ -243,3 +243,6 @@ def test_detach_at_cuts_the_gradient_into_earlier_steps_only(name):
     assert np.all(np.asarray(gx[:m]) == 0) and np.any(np.asarray(gx[m:]) != 0)
     gx_plain = jax.grad(lambda x: jnp.sum(w[m:] * ntm.unroll(params, cfg, x)[0][m:]))(xs)
     assert np.any(np.asarray(gx_plain[:m]) != 0)  # without the cut the earlier inputs do get gradient
+    # detach_at = 0 detaches nothing: the learned initial state keeps its gradient
+    loss_at = lambda p, d: jnp.sum(w * ntm.unroll(p, cfg, xs, detach_at=d)[0])  # noqa: E731
+    chex.assert_trees_all_close(jax.grad(loss_at)(params, 0), jax.grad(loss_at)(params, None), rtol=1e-6, atol=1e-8)

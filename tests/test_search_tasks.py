@@ -283,14 +283,25 @@ def test_modsquare_random_runs_are_ascending_runs_with_more_improvements():
     from tasks.modsquare import _ascending_runs
 
     vals = jax.random.randint(jax.random.key(0), (256, 40), 0, 1000)
-    runs = np.asarray(_ascending_runs(jax.random.key(1), vals))
+    runs = np.asarray(_ascending_runs(jax.random.key(1), vals, jnp.ones((256, 40), bool)))
     np.testing.assert_array_equal(np.sort(runs, axis=1), np.sort(np.asarray(vals), axis=1))  # same multiset per row
     descents = (np.diff(runs, axis=1) < 0).sum(1)  # one per run boundary that is a real drop
     assert descents.min() <= 1 and descents.max() >= 15
     def improvements(rows):
         return np.mean([sum(v > max(r[:t], default=-1) for t, v in enumerate(r)) for r in rows])
     assert improvements(runs) > 1.5 * improvements(np.asarray(vals))
-
+    # a loop shorter than the row: its values are its own, rearranged (not the smallest of a longer run)
+    valid = jnp.arange(40)[None, :] < 5
+    short = np.asarray(_ascending_runs(jax.random.key(1), vals, jnp.broadcast_to(valid, (256, 40))))
+    np.testing.assert_array_equal(np.sort(short[:, :5], axis=1), np.sort(np.asarray(vals)[:, :5], axis=1))
+    # sampled: each loop holds exactly random-wide's values for the same key (drawn over rows as long as
+    # 8-bit n's loops, loops of 4-8-bit n), only reordered within the loop
+    runs_task = ModSquare(hint="value", bits=8, values="random-runs").with_sizes(4, 8)
+    wide_task = ModSquare(hint="value", bits=8, values="random-wide").with_sizes(4, 8)
+    a, w = (np.asarray(t.sample(jax.random.key(3), 256).aux) for t in (runs_task, wide_task))
+    np.testing.assert_array_equal(a[:, 0], w[:, 0])  # the same n
+    np.testing.assert_array_equal(np.sort(a[:, 1:], axis=1), np.sort(w[:, 1:], axis=1))
+    assert (a[:, 1:] != w[:, 1:]).any()
 
 def test_modsquare_improvements_follow_the_loop():
     task = ModSquare(hint="value", bits=8).with_sizes(4, 8)

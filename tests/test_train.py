@@ -468,7 +468,7 @@ def test_recurrent_models_detach_each_example_at_its_own_step(name):
     model = make_model(name, X, 2, ModelConfig(memory_rows=8, memory_width=4, controller_size=8, hidden_size=8), T, 0)
     xs = jax.random.normal(jax.random.key(1), (T, B, X))
     steps = jnp.array([7, 5, 6])
-    cut = jnp.array([2, 0, 4])
+    cut = jnp.array([2, 1, 4])
     np.testing.assert_array_equal(np.asarray(model(xs, steps)[0]), np.asarray(model(xs, steps, detach_at=cut)[0]))
     late = (jnp.arange(T)[:, None] >= cut[None, :])[..., None]  # [T, B, 1]: outputs from each cut on
     g = jax.grad(lambda x: jnp.sum(jnp.where(late, model(x, steps, detach_at=cut)[0], 0.0)))(xs)
@@ -487,9 +487,9 @@ def test_progressive_detach_steps_cover_each_examples_range():
 
 
 def test_progressive_loss_keeps_the_loss_value_and_changes_the_gradient():
+    """The progressive pass computes the same outputs, so the loss value is the plain one; its gradient is not."""
     from lab.models import split as split_model
 
-    """The progressive pass computes the same outputs, so the loss value is the plain one; its gradient is not."""
     cfg = dataclasses.replace(TINY, task="argmax", min_size=2, max_size=6, task_options={})
     task = build_task(cfg)
     model = build_model(cfg, task)

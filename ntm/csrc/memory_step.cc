@@ -25,7 +25,7 @@
 // Speed: every memory-sized [M, N] quantity is touched in as few passes as possible (forward: 3
 // passes; backward: 4), vectorised over n. With one write and one read head (W = R = 1, Graves'
 // set-up) the passes are specialised: the forward's two passes go column block by column block
-// (16 columns with AVX-512) over all M rows, keeping the per-column sums in registers, and the
+// (two vectors of columns: 32 with AVX-512) over all M rows, keeping the per-column sums in registers, and the
 // backward's rows are single fused loops. Other head counts take the general row-by-row passes.
 // The O(N) exp/log of the softmaxes and the sharpening use the branch-free polynomial expf/logf
 // below (Cephes, as Eigen and XLA:CPU use) so that they vectorise too; the shifts read a
@@ -87,7 +87,7 @@ inline float FastExp(float x) {
   p = p * (r * r) + r + 1.f;
   // k in [-126, 128]: scale by 2^k as 2^k1 * 2^k2 (k1, k2 in [-63, 64], both normal floats), so
   // that k = 128 (x just below ln(FLT_MAX)) does not build the exponent pattern of infinity.
-  const int32_t ki = static_cast<int32_t>(k), k1 = ki / 2, k2 = ki - k1;
+  const int32_t ki = static_cast<int32_t>(k == k ? k : 0.f), k1 = ki / 2, k2 = ki - k1;  // NaN: see the return
   const float y = (p * AsFloat((k1 + 127) << 23)) * AsFloat((k2 + 127) << 23);
   return x != x ? x : (x < lo ? 0.f : (x > hi ? std::numeric_limits<float>::infinity() : y));
 }
@@ -108,7 +108,8 @@ inline float FastExpNonPos(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.f;
-  const float y = p * AsFloat((static_cast<int32_t>(k) + 127) << 23);
+  const float kc = k == k ? k : 0.f;  // NaN x: no float-to-int conversion of NaN (r, so y, is NaN anyway)
+  const float y = p * AsFloat((static_cast<int32_t>(kc) + 127) << 23);
   return x < lo ? 0.f : y;
 }
 
@@ -663,7 +664,7 @@ void PassB1All(const float* mem0, float* mem1, const float* ww, const float* era
 }
 
 // The forward for one write head and one read head (W = R = 1, any M, N, K): the same passes as
-// ForwardOneGeneral, but column-blocked (16 columns at a time, all M rows) so that the per-column
+// ForwardOneGeneral, but column-blocked (two vectors of columns at a time, all M rows) so that the per-column
 // accumulators stay in registers.
 void ForwardOne1(const Inputs& in, const Dims& d, int64_t b, Workspace& ws, float* mem1, const float* dreads,
                  float* drw) {
