@@ -277,6 +277,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "task, whose values lie below n, so that the low bits of a value matter at every loop length)",
         values="random"),
     _modsquare_trace(
+        "modsquare-trace-mixed", "modsquare-trace on values=random-mixed (half the lists on [0, n), the real task's "
+        "widths, half random-wide: every width)", values="random-mixed"),
+    _modsquare_trace(
         "modsquare-trace-n2", "a second stage for modsquare-trace-n's models: 24,000 more steps on the same values at "
         "lr 3e-3", values="random", init_from="modsquare-trace-n", lr=3e-3),
     _modsquare_trace(

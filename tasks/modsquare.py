@@ -54,6 +54,9 @@ probability p, p log-uniform on [1/64, 1] per example, and each run is sorted as
 climbs through runs of improvements before it wraps (about half of a 6-bit n's candidates improve
 on the best so far, where random values improve 3-4 times per loop); these runs span that range,
 from random-like (p = 1) to one climb (p small), still without anything that identifies n.
+values="random-mixed": each example's values are drawn as values="random" (on [0, n)) or as
+"random-wide", with probability 1/2 each (regret and difficulty divided by 2^bits): the real task's
+widths and every other width in one training distribution.
 
 trace_loss=λ (a training signal; default 0, any hint): adds λ x the loss against the loop's
 *running* k (the best candidate so far, 0 before the first positive value) at every step,
@@ -212,7 +215,7 @@ class ModSquare:
     main_metric: ClassVar[str] = "error"
     hints: ClassVar[tuple[str, ...]] = ("value", "index", "none")
     splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
-    value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide", "random-runs")
+    value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide", "random-runs", "random-mixed")
     min_size: int = 4
     max_size: int = 8
     bits: int = 12
@@ -221,7 +224,8 @@ class ModSquare:
     holdout_fraction: float = 0.1
     show_n: bool = True  # False: n's channels stay zero (with hint="value" only keep-the-best is left to do)
     values: str = "modsquare"  # "random": candidate i's value uniform in [0, n) ("random-wide": [0, 2^(2..bits)),
-    # "random-runs": random-wide values sorted into ascending runs of random length)
+    # "random-runs": random-wide values sorted into ascending runs of random length; "random-mixed": half
+    # the examples "random", half "random-wide")
     holdout_seed: int = 0
     step_scale: float = 1.0
     step_offset: int = 2
@@ -253,8 +257,8 @@ class ModSquare:
 
     @property
     def _wide(self) -> bool:
-        """Values of any width up to 2^bits, whatever n (random-wide, random-runs)."""
-        return self.values in ("random-wide", "random-runs")
+        """Values of any width up to 2^bits, whatever n (random-wide, random-runs; random-mixed for half the examples)."""
+        return self.values in ("random-wide", "random-runs", "random-mixed")
 
     def _value_range(self, n: Array) -> Array:
         """[B] what regret and difficulty are divided by: n (the values lie in [0, n)), or 2^bits for
@@ -321,6 +325,8 @@ class ModSquare:
         if self.values != "modsquare":  # the same loop over a random function of i (own key: n's draws stay)
             if self._wide:  # [0, 2^e), e uniform on 2..bits per example
                 top = 2 ** jax.random.randint(jax.random.fold_in(key, 2), (B,), 2, self.bits + 1, dtype=jnp.int32)
+                if self.values == "random-mixed":  # half of them on [0, n) instead
+                    top = jnp.where(jax.random.bernoulli(jax.random.fold_in(key, 4), 0.5, (B,)), top, n)
             else:
                 top = n
             drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, top[:, None], dtype=jnp.int32)

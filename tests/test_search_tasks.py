@@ -303,6 +303,19 @@ def test_modsquare_random_runs_are_ascending_runs_with_more_improvements():
     np.testing.assert_array_equal(np.sort(a[:, 1:], axis=1), np.sort(w[:, 1:], axis=1))
     assert (a[:, 1:] != w[:, 1:]).any()
 
+
+def test_modsquare_random_mixed_draws_half_on_0_n_and_half_wide():
+    """values="random-mixed": per example, the values of values="random" ([0, n)) or of "random-wide" for the
+    same key; both kinds occur, in about equal shares."""
+    kinds = {v: np.asarray(ModSquare(hint="value", bits=8, values=v).with_sizes(4, 8).sample(jax.random.key(5), 512).aux)
+             for v in ("random-mixed", "random-wide")}
+    mixed, wide = kinds["random-mixed"], kinds["random-wide"]
+    n = mixed[:, 0]
+    same_as_wide = (mixed == wide).all(axis=1)
+    below_n = np.array([(row[1:][row[1:] >= 0] < m).all() for row, m in zip(mixed, n)])
+    assert (same_as_wide | below_n).all()
+    assert 0.35 < same_as_wide.mean() < 0.65 and (below_n & ~same_as_wide).any()
+
 def test_modsquare_improvements_follow_the_loop():
     task = ModSquare(hint="value", bits=8).with_sizes(4, 8)
     b = sample(task, 1)
