@@ -6,6 +6,7 @@ Writes into ``runs/<experiment>/report/``: ``results.json``, ``results.md`` and 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,9 @@ def find_runs(exp: Experiment, root: Path) -> dict[str, list[Path]]:
                           f"`python train.py --experiment {exp.name}`")
     labels = {s.label for s in exp.models}
     for d in sorted(base.iterdir()):
-        label = d.name.rsplit("-s", 1)[0]
-        if label in labels and (d / "config.json").exists() and (d / "checkpoints").is_dir():
+        m = re.fullmatch(r"(.+)-s(\d+)", d.name)  # <label>-s<seed>; not a run moved aside by --overwrite
+        if m and m.group(1) in labels and (d / "config.json").exists() and (d / "checkpoints").is_dir():
+            label = m.group(1)
             found[label].append(d)
     if not found:
         raise RunDirError(f"{base} holds no finished runs of experiment {exp.name}")

@@ -3,6 +3,7 @@ evaluation tasks valid, the loopiness and difficulty statistics right on known i
 train.py / eval.py --experiment end to end on a tiny budget."""
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -120,6 +121,9 @@ def test_experiment_trains_every_model_then_compares_them(tmp_path, capsys, monk
     assert run_cli(train_cli.main, ["--experiment", "tiny", "--steps", "10", "--no-progress",
                                     "--runs-root", root]) == 0  # finished runs are kept, not retrained
     assert (tmp_path / exp.name / "ntm-s0" / "metrics.jsonl").stat().st_mtime_ns == mtime
+    # a run moved aside by --overwrite (<dir>.old-<time>) is not another seed
+    shutil.copytree(tmp_path / exp.name / "ntm-s0", tmp_path / exp.name / "ntm-s0.old-20261130-120000")
+    assert [p.name for p in compare.find_runs(exp, tmp_path)["ntm"]] == ["ntm-s0"]
     capsys.readouterr()
     assert run_cli(eval_cli.main, ["--experiment", "tiny", "--runs-root", root, "--batch-size", "16"]) == 0
     report_dir = tmp_path / exp.name / "report"
