@@ -102,22 +102,24 @@ def machine_peaks() -> dict[str, float]:
 
 
 def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3,
-              peaks: dict[str, float] | None = None, devices: int = 1, fused_memory: bool = False) -> dict:
+              peaks: dict[str, float] | None = None, devices: int = 1, fused_memory: bool = False,
+              microbatches: int = 1) -> dict:
     """One row; ``fused_memory`` traces the NTM with the fused CPU memory kernel (ntm.core.FUSED_MEMORY)."""
     saved = ntm_core.FUSED_MEMORY
     ntm_core.FUSED_MEMORY = fused_memory
     try:
-        row = _bench_one(task, model, batch_size, dispatch, repeats, peaks, devices)
+        row = _bench_one(task, model, batch_size, dispatch, repeats, peaks, devices, microbatches)
     finally:
         ntm_core.FUSED_MEMORY = saved
     row["fused_memory"] = fused_memory
+    row["microbatches"] = microbatches
     return row
 
 
 def _bench_one(task: str, model: str, batch_size: int, dispatch: int, repeats: int,
-               peaks: dict[str, float] | None, devices: int) -> dict:
+               peaks: dict[str, float] | None, devices: int, microbatches: int = 1) -> dict:
     cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": devices,
-                         "steps_per_dispatch": dispatch, "log_every": dispatch})
+                         "steps_per_dispatch": dispatch, "log_every": dispatch, "microbatches": microbatches})
     t = build_task(cfg)
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
@@ -168,8 +170,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="data-parallel over this many devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     p.add_argument("--fused-memory", choices=("off", "on", "both"), default="off",
                    help="NTM memory step in the fused C++ kernel (ntm/fused_cpu.py); both: each NTM row off, then on")
+    p.add_argument("--microbatch-size", type=int, default=0,
+                   help="gradient accumulation (TrainConfig.microbatches): batches larger than this are split into "
+                        "micro-batches of this size; 0: never")
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
+    mbs = a.microbatch_size
+    if mbs < 0 or (mbs and any(b > mbs and b % mbs for b in a.batch_sizes)):
+        p.error(f"--microbatch-size {mbs}: must divide every larger batch size")
     bad = [b for b in a.batch_sizes if b % a.devices]
     if a.devices < 1 or bad:
         p.error(f"--devices {a.devices}: every batch size must split evenly over the devices (not {bad})")
@@ -182,10 +190,12 @@ def main(argv: list[str] | None = None) -> None:
             fused = {"off": [False], "on": [True], "both": [False, True]}[a.fused_memory] if m == "ntm" else [False]
             for b in a.batch_sizes:
                 for f in fused:
-                    row = bench_one(task, m, b, peaks=peaks, devices=a.devices, fused_memory=f)
+                    k = b // mbs if mbs and b > mbs else 1
+                    row = bench_one(task, m, b, peaks=peaks, devices=a.devices, fused_memory=f, microbatches=k)
                     row.update({k: v for k, v in peaks.items()})
                     rows.append(row)
-                    print(f"{row['model']:5s}{'+fused' if f else '      '} {row['task']:10s} batch {b:5d}: "
+                    print(f"{row['model']:5s}{'+fused' if f else '      '} {row['task']:10s} batch {b:5d}"
+                          f"{f' ({k} x {b // k})' if k > 1 else ''}: "
                           f"{row['examples_per_s']:9.1f} examples/s {row['ms_per_step']:8.2f} ms/step  "
                           f"{row['flops_per_step'] / 1e6:9.1f} MFLOP/step "
                           f"{100 * row['frac_of_matmul_peak']:5.1f}% of matmul peak  (compile {row['compile_s']:.1f} s)",

@@ -62,6 +62,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="start from the newest parameters of this run directory (same model shapes; fresh optimizer)")
     p.add_argument("--head-entropy", type=float, default=d.head_entropy,
                    help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
+    p.add_argument("--microbatches", type=int, default=d.microbatches, metavar="K",
+                   help="gradient accumulation: split each batch into K equal micro-batches run one after another")
     p.add_argument("--progressive-loss", type=float, default=d.progressive_loss, metavar="ALPHA",
                    help="NTM/LSTM: mix in the progressive loss of Bansal et al. 2022 with this weight (a second pass "
                         "with each example's state detached before a random step)")

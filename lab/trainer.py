@@ -102,17 +102,19 @@ def make_mesh(cfg: TrainConfig) -> Mesh:
     must split evenly); 0 (the default) uses as many devices as split the batch evenly, all of them
     whenever the batch size is a multiple of the device count."""
     devices = jax.devices()
+    part = cfg.batch_size // cfg.microbatches  # what one forward pass splits over the devices
+    what = f" (each of {cfg.microbatches} micro-batches of the batch of {cfg.batch_size})" if cfg.microbatches > 1 else ""
     if cfg.devices:
         n = cfg.devices
         if n > len(devices):
             raise ValueError(f"--devices {n}: only {len(devices)} device(s) available ({devices[0].platform})")
-        if cfg.batch_size % n:
-            raise ValueError(f"batch size {cfg.batch_size} does not split over {n} devices; use a multiple of {n} "
+        if part % n:
+            raise ValueError(f"batch size {part}{what} does not split over {n} devices; use a multiple of {n} "
                              f"or fewer --devices")
     else:
-        n = max(d for d in range(1, len(devices) + 1) if cfg.batch_size % d == 0)
+        n = max(d for d in range(1, len(devices) + 1) if part % d == 0)
         if n < len(devices):
-            print(f"note: batch size {cfg.batch_size} splits over {n} of {len(devices)} devices; "
+            print(f"note: batch size {part}{what} splits over {n} of {len(devices)} devices; "
                   f"use a multiple of {len(devices)} to use them all", file=sys.stderr)
     return Mesh(np.array(devices[:n]), ("data",))
 
@@ -171,6 +173,18 @@ def head_entropy(aux: dict[str, jax.Array], steps: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(active, ent, 0.0)) / jnp.maximum(jnp.sum(active), 1)
 
 
+def microbatch(batch: Batch, i: jax.Array, k: int) -> Batch:
+    """The i-th of k equal consecutive slices of a batch along its batch axis (1 for [T, B, ...], 0 for
+    [B] and for aux)."""
+    def take(x: jax.Array, axis: int) -> jax.Array:
+        size = x.shape[axis] // k
+        return jax.lax.dynamic_slice_in_dim(x, i * size, size, axis=axis)
+
+    time_major = {f: take(v, 0 if v.ndim == 1 else 1) for f, v in batch._asdict().items() if f != "aux"}
+    aux = None if batch.aux is None else jax.tree.map(lambda x: take(x, 0), batch.aux)
+    return Batch(**time_major, aux=aux)
+
+
 def progressive_detach_steps(key: jax.Array, steps: jax.Array) -> jax.Array:
     """Per example, the step before which the progressive loss detaches the state: uniform on [0, steps[b])."""
     u = jax.random.uniform(key, steps.shape)
@@ -215,8 +229,19 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
 
     def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array, bucket: int = 0):
         params, opt_state, bad_run = carry
-        batch = shard_batch(buckets[bucket].sample(jax.random.fold_in(data_key, step), cfg.batch_size), mesh)
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, jax.random.fold_in(progressive_key, step))
+        batch = buckets[bucket].sample(jax.random.fold_in(data_key, step), cfg.batch_size)
+        key = jax.random.fold_in(progressive_key, step)
+        if cfg.microbatches == 1:
+            loss, grads = jax.value_and_grad(loss_fn)(params, shard_batch(batch, mesh), key)
+        else:  # gradient accumulation: the mean over equal micro-batches, one after another (lax.scan)
+            def micro(acc: tuple[jax.Array, Any], i: jax.Array) -> tuple[tuple[jax.Array, Any], None]:
+                mb = shard_batch(microbatch(batch, i, cfg.microbatches), mesh)
+                l, g = jax.value_and_grad(loss_fn)(params, mb, jax.random.fold_in(key, i))
+                return (acc[0] + l, jax.tree.map(jnp.add, acc[1], g)), None
+
+            zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+            (loss, grads), _ = jax.lax.scan(micro, zero, jnp.arange(cfg.microbatches))
+            loss, grads = loss / cfg.microbatches, jax.tree.map(lambda g: g / cfg.microbatches, grads)
         finite = jnp.isfinite(loss) & _tree_all_finite(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)

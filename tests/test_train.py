@@ -131,6 +131,7 @@ def _cli(argv, capsys):
     (["--experiment", "argmax-quick", "--task-option", "levels=4"], "a preset fixes its own"),
     (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
     (["--progressive-loss", "1.5"], "progressive_loss"),
+    (["--batch-size", "12", "--microbatches", "5"], "microbatches"),
     (["--model", "mlp", "--progressive-loss", "0.5"], "progressive_loss"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
@@ -502,3 +503,22 @@ def test_progressive_loss_keeps_the_loss_value_and_changes_the_gradient():
         out[a] = stats
     assert float(out[0.5]["loss"][0]) == pytest.approx(float(out[0.0]["loss"][0]), rel=1e-5)
     assert abs(float(out[0.5]["grad_norm"][0]) - float(out[0.0]["grad_norm"][0])) > 1e-6
+
+
+def test_microbatches_give_the_same_step_as_the_whole_batch():
+    """Gradient accumulation over 4 micro-batches: the same loss and the same parameters after a step (the loss is a
+    mean over examples, so the mean of equal micro-batch means is the batch mean), to float32 rounding."""
+    from lab.models import split as split_model
+
+    cfg = dataclasses.replace(TINY, batch_size=16, progressive_loss=0.0)
+    task = build_task(cfg)
+    graphdef, params = split_model(build_model(cfg, task))
+    out = {}
+    for k in (1, 4):
+        prog = make_program(dataclasses.replace(cfg, microbatches=k), task, graphdef, jax.random.key(3))
+        p, o, bad, stats = prog.train_chunk(*prog.initial_carry(jax.tree.map(jnp.copy, params)), jnp.int32(0), 2)
+        out[k] = (p, stats)
+    np.testing.assert_allclose(np.asarray(out[4][1]["loss"]), np.asarray(out[1][1]["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out[4][1]["grad_norm"]), np.asarray(out[1][1]["grad_norm"]), rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(out[4][0]), jax.tree.leaves(out[1][0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)  # Adam: ~lr x rounding / sqrt(v)
