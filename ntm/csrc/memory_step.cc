@@ -69,32 +69,10 @@ using F32Ret = ffi::ResultBuffer<ffi::F32>;
 inline float AsFloat(int32_t i) { return __builtin_bit_cast(float, i); }
 inline int32_t AsInt(float f) { return __builtin_bit_cast(int32_t, f); }
 
-// exp(x): x = k ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-7 polynomial, times 2^k built in the
-// exponent bits. Exact 0 below ln(FLT_MIN) (where expf would return a denormal < 1.2e-38),
-// +inf above ln(FLT_MAX), NaN for NaN.
-inline float FastExp(float x) {
-  const float hi = 88.7228391f, lo = -87.3365447504f;  // ln(FLT_MAX), ln(FLT_MIN)
-  const float xc = std::min(std::max(x, lo), hi);
-  const float k = std::floor(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - k * 0.693359375f;  // ln2 in two parts (Cody-Waite)
-  r = r - k * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.f;
-  // k in [-126, 128]: scale by 2^k as 2^k1 * 2^k2 (k1, k2 in [-63, 64], both normal floats), so
-  // that k = 128 (x just below ln(FLT_MAX)) does not build the exponent pattern of infinity.
-  const int32_t ki = static_cast<int32_t>(k == k ? k : 0.f), k1 = ki / 2, k2 = ki - k1;  // NaN: see the return
-  const float y = (p * AsFloat((k1 + 127) << 23)) * AsFloat((k2 + 127) << 23);
-  return x != x ? x : (x < lo ? 0.f : (x > hi ? std::numeric_limits<float>::infinity() : y));
-}
-
-// exp(x) for x <= 0 (the softmaxes' exp(x - max)): FastExp without the overflow side, which lets
-// 2^k be one normal float (k in [-126, 0]). Exact 0 below ln(FLT_MIN); NaN for NaN (it propagates
-// through the clamp and the polynomial).
+// exp(x) for x <= 0 (the softmaxes' exp(x - max), the only exps here): x = k ln2 + r, |r| <= ln2 / 2,
+// exp(r) by a degree-7 polynomial, times 2^k built in the exponent bits (k in [-126, 0]: one normal
+// float). Exact 0 below ln(FLT_MIN) (where expf would return a denormal < 1.2e-38); NaN for NaN (it
+// propagates through the clamp and the polynomial).
 inline float FastExpNonPos(float x) {
   const float lo = -87.3365447504f;  // ln(FLT_MIN)
   const float xc = x < lo ? lo : x;   // NaN stays NaN
