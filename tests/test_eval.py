@@ -142,14 +142,14 @@ def test_diagnose_modsquare_value_kinds(tmp_path, capsys):
                       checkpoint_every=10, task_options={"hint": "value", "bits": 8, "values": "random-wide"},
                       model_config=ModelConfig(memory_rows=8, memory_width=4, controller_size=8))
     train(cfg, tmp_path / "ms", progress=False)
-    d = diagnose.modsquare_values(str(tmp_path / "ms"), bits=(4, 6), batch_size=32)
+    d = diagnose.modsquare_values(str(tmp_path / "ms"), bits=(5,), batch_size=16)
     assert list(d["error"]) == ["modsquare (held-out n)", "modsquare (any n)", "random (any n)", "random-wide (any n)",
                                 "random-runs (any n)"]
-    assert all(set(row) == {"4", "6"} and all(0 <= e <= 1 for e in row.values()) for row in d["error"].values())
+    assert all(set(row) == {"5"} and all(0 <= e <= 1 for e in row.values()) for row in d["error"].values())
     _, task, model, _ = load_run(tmp_path / "ms")
-    t = dataclasses.replace(task, values="modsquare", split="holdout", min_size=6, max_size=6)
-    batch = evaluation.fixed_batch(t, 32)
+    t = dataclasses.replace(task, values="modsquare", split="holdout", min_size=5, max_size=5)
+    batch = evaluation.fixed_batch(t, 16)
     logits, _ = model(batch.inputs, batch.steps)
-    assert d["error"]["modsquare (held-out n)"]["6"] == pytest.approx(float(jax.numpy.mean(t.metrics(logits, batch)["error"])))
+    assert d["error"]["modsquare (held-out n)"]["5"] == pytest.approx(float(jax.numpy.mean(t.metrics(logits, batch)["error"])))
     assert run_cli(diagnose.main, [str(tmp_path / "ms"), "--bits", "4", "--batch-size", "16"]) == 0
     assert "random-runs (any n)" in capsys.readouterr().out
