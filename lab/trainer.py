@@ -119,14 +119,19 @@ def make_mesh(cfg: TrainConfig) -> Mesh:
     return Mesh(np.array(devices[:n]), ("data",))
 
 
+def map_batch_axis(batch: Batch, fn: Callable[[jax.Array, int], jax.Array]) -> Batch:
+    """fn(array, its batch axis) on every array of a batch: axis 1 for [T, B, ...] arrays, 0 for [B] and aux."""
+    time_major = {k: fn(v, 0 if v.ndim == 1 else 1) for k, v in batch._asdict().items() if k != "aux"}
+    aux = None if batch.aux is None else jax.tree.map(lambda x: fn(x, 0), batch.aux)  # batch-first
+    return Batch(**time_major, aux=aux)
+
+
 def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
-    """Constrain a batch (batch axis 1 for [T, B, ...] arrays, 0 for [B]) to be split over the mesh."""
+    """Constrain a batch to be split over the mesh along its batch axis."""
     def one(x: jax.Array, batch_axis: int) -> jax.Array:
         spec = P(*([None] * batch_axis), "data")
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-    time_major = {k: one(v, 0 if v.ndim == 1 else 1) for k, v in batch._asdict().items() if k != "aux"}
-    aux = None if batch.aux is None else jax.tree.map(lambda x: one(x, 0), batch.aux)  # batch-first
-    return Batch(**time_major, aux=aux)
+    return map_batch_axis(batch, one)
 
 
 def maybe_initialize_distributed() -> None:
@@ -174,15 +179,11 @@ def head_entropy(aux: dict[str, jax.Array], steps: jax.Array) -> jax.Array:
 
 
 def microbatch(batch: Batch, i: jax.Array, k: int) -> Batch:
-    """The i-th of k equal consecutive slices of a batch along its batch axis (1 for [T, B, ...], 0 for
-    [B] and for aux)."""
+    """The i-th of k equal consecutive slices of a batch along its batch axis."""
     def take(x: jax.Array, axis: int) -> jax.Array:
         size = x.shape[axis] // k
         return jax.lax.dynamic_slice_in_dim(x, i * size, size, axis=axis)
-
-    time_major = {f: take(v, 0 if v.ndim == 1 else 1) for f, v in batch._asdict().items() if f != "aux"}
-    aux = None if batch.aux is None else jax.tree.map(lambda x: take(x, 0), batch.aux)
-    return Batch(**time_major, aux=aux)
+    return map_batch_axis(batch, take)
 
 
 def progressive_detach_steps(key: jax.Array, steps: jax.Array) -> jax.Array:
@@ -195,23 +196,20 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
     tx = make_optimizer(cfg)
     mesh = mesh or make_mesh(cfg)
 
-    def forward(params: Any, inputs: jax.Array, steps: jax.Array, *detach_at: jax.Array) -> tuple[jax.Array, Any]:
+    def forward(params: Any, inputs: jax.Array, steps: jax.Array, detach_at: jax.Array | None) -> tuple[jax.Array, Any]:
         model = nnx.merge(graphdef, params)
-        return model(inputs, steps, detach_at=detach_at[0]) if detach_at else model(inputs, steps)
+        return model(inputs, steps) if detach_at is None else model(inputs, steps, detach_at=detach_at)
 
     if mesh.size > 1:
         # Explicit data parallelism for the model: each device runs its slice of the batch (the parameters'
         # gradient is summed over devices by shard_map's transpose). GSPMD alone cannot split the fused
-        # memory kernel's custom call and would run the whole batch on every device.
+        # memory kernel's custom call and would run the whole batch on every device. (detach_at may be None.)
         batch_spec = P(None, "data")  # [T, B, ...]
-        specs = dict(mesh=mesh, out_specs=(batch_spec, batch_spec), check_vma=False)  # carries start replicated
-        sharded_forward = jax.shard_map(forward, in_specs=(P(), batch_spec, P("data"), P("data")), **specs)
-        plain_forward = jax.shard_map(forward, in_specs=(P(), batch_spec, P("data")), **specs)
-        forward = lambda params, inputs, steps, *d: (sharded_forward if d else plain_forward)(  # noqa: E731
-            params, inputs, steps, *d)
+        forward = jax.shard_map(forward, mesh=mesh, in_specs=(P(), batch_spec, P("data"), P("data")),
+                                out_specs=(batch_spec, batch_spec), check_vma=False)  # carries start replicated
 
     def plain_loss(params: Any, batch: Batch, detach_at: jax.Array | None = None) -> jax.Array:
-        logits, aux = forward(params, batch.inputs, batch.steps, *(() if detach_at is None else (detach_at,)))
+        logits, aux = forward(params, batch.inputs, batch.steps, detach_at)
         loss = task.loss(logits, batch).mean()
         if cfg.head_entropy:
             loss = loss + cfg.head_entropy * head_entropy(aux, batch.steps)
