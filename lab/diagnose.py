@@ -39,13 +39,16 @@ from tasks.base import bits_to_int, last_step
 MARGIN_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # margins in grid levels, inclusive
 
 
-def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, Any]:
-    cfg, task, model, step = load_run(workdir)
+def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = evaluation.EVAL_SEED,
+             run: tuple | None = None) -> dict[str, Any]:
+    """``seed``: the key of the fixed batch (another seed: a validation batch apart from the reported one);
+    ``run``: ``load_run(workdir)``'s result when the caller already has it."""
+    cfg, task, model, step = run or load_run(workdir)
     if cfg.task != "argmax":
         raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
     task = task.evaluation().with_sizes(size, size)
     ev = evaluation.Evaluator.of(model)
-    batch = evaluation.fixed_batch(task, batch_size)
+    batch = evaluation.fixed_batch(task, batch_size, seed)
     logits, aux = ev.forward(batch)
     wrong = np.asarray(task.metrics(logits, batch)["error"]) > 0
     pred = np.asarray(bits_to_int(last_step(logits, batch.mask) > 0))
@@ -55,6 +58,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024) -> dict[str, 
     best = values.argmax(1)  # earliest maximum, as the task's answer
     pos = np.array([int(np.flatnonzero(l == p)[0]) if (l == p).any() else -1 for l, p in zip(labels, pred)])
     out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "size": size, "examples": batch_size,
+                           "seed": seed,
                            "error": float(wrong.mean()), "tie_share": float((margin == 0).mean()), "by_margin": []}
     for lo, hi in MARGIN_BINS:
         sel = (margin >= lo) & (margin <= hi if hi is not None else True)
@@ -94,20 +98,22 @@ MODSQUARE_VALUES = (("modsquare", "holdout"), ("modsquare", "all"), ("random", "
                     ("random-runs", "all"))
 
 
-def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size: int = 1024) -> dict[str, Any]:
+def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size: int = 1024,
+                     seed: int = evaluation.EVAL_SEED, run: tuple | None = None) -> dict[str, Any]:
     """A modsquare run's error (exact match of k, last step) by bit length of n and kind of values."""
-    cfg, task, model, step = load_run(workdir)
+    cfg, task, model, step = run or load_run(workdir)
     if cfg.task != "modsquare" or task.hint != "value":
         raise ValueError(f"lab.diagnose's value kinds need a modsquare run with hint=value; {workdir} is "
                          f"{cfg.task}" + (f" with hint={task.hint}" if cfg.task == "modsquare" else ""))
     ev = evaluation.Evaluator.of(model)
-    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "examples": batch_size, "error": {}}
+    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "examples": batch_size, "seed": seed,
+                           "error": {}}
     for values, split in MODSQUARE_VALUES:
         row = {}
         for b in bits:
             t = dataclasses.replace(task, values=values, split=split, trace_loss=0.0, step_scale=1.0, min_size=b,
                                     max_size=b)
-            batch = evaluation.fixed_batch(t, batch_size)
+            batch = evaluation.fixed_batch(t, batch_size, seed)
             logits, _ = ev.forward(batch)
             row[str(b)] = float(np.asarray(t.metrics(logits, batch)["error"]).mean())
         out["error"][f"{values} ({'held-out n' if split == 'holdout' else 'any n'})"] = row
@@ -120,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="argmax: list length")
     p.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8], help="modsquare: bit lengths of n")
     p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=evaluation.EVAL_SEED,
+                   help="key of the fixed batch (default: the evaluation's; another one for a validation batch)")
     a = p.parse_args(argv)
-    cfg, *_ = load_run(a.workdir)
-    if cfg.task == "modsquare":
-        out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size)
-        print(json.dumps(out, indent=2))
-        return 0
-    print(json.dumps(diagnose(a.workdir, a.size, a.batch_size), indent=2))
+    run = load_run(a.workdir)
+    if run[0].task == "modsquare":
+        out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size, a.seed, run)
+    else:
+        out = diagnose(a.workdir, a.size, a.batch_size, a.seed, run)
+    print(json.dumps(out, indent=2))
     return 0
 
 

@@ -126,6 +126,11 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     assert d["write_on_improvement"]["improvement_steps"] >= 64  # the first value of every list improves
     assert run_cli(diagnose.main, [str(runs_dir := tmp_path / "nowhere")]) == 2 and not runs_dir.exists()
     assert "error" in capsys.readouterr().err
+    # another seed: another batch of lists (a validation batch apart from the reported one)
+    assert run_cli(diagnose.main, [str(tmp_path / "am"), "--size", "12", "--batch-size", "64", "--seed", "7"]) == 0
+    d7 = json.loads(capsys.readouterr().out)
+    assert d7["seed"] == 7 and sum(b["lists"] for b in d7["by_margin"]) == 64
+    assert d7["write_on_improvement"] != d["write_on_improvement"]
 
 
 def test_diagnose_modsquare_value_kinds(tmp_path, capsys):
