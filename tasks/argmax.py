@@ -45,6 +45,14 @@ Options that make extrapolation a test of the search rather than of the encoding
     to position 0, so that the loop holds its first k for the whole list while later values (with
     min_spread, often equal or one level below) test it: the long holds of long lists, at lengths
     up to 16. Evaluate with early_max=0.
+  near_ties=p (a training distribution; grid values only; default 0): with probability p a list's
+    largest value is copied to a random position i, and the same level or one level below or above
+    (each 1/3; the top level has none above) to a random later position j > i, other values kept:
+    the list's top two are then equal (about 60%: the old top often stays) or one level apart.
+    The comparisons a list of 64 gets wrong
+    (a new value equal to, or one level off, a best reached by a large jump) are rare in short
+    lists (min_spread makes ties common, but between values that climbed in small steps).
+    Evaluate with near_ties=0.
   trace_loss=λ (a training signal; default 0): adds λ x the loss against the loop's *running*
     answer (the label of the largest value so far) at every step, averaged over the example's steps,
     to the last-step loss: process supervision of each comparison, where the default scores only
@@ -99,6 +107,7 @@ class Argmax:
     extra_steps: int = 0  # each example gets U{0..extra_steps} more blank steps
     min_spread: float = 1.0  # < 1: each list's values from the top w of the range, w log-uniform on [min_spread, 1]
     early_max: float = 0.0  # probability that a list's maximum is swapped to position 0 (long holds)
+    near_ties: float = 0.0  # probability that a list gets a tie or one-level gap at its top, at random positions
     trace_loss: float = 0.0  # weight of the loss on the loop's running answer at every step (process supervision)
 
     def __post_init__(self) -> None:
@@ -117,6 +126,10 @@ class Argmax:
             raise ValueError(f"argmax: min_spread must be in (0, 1], got {self.min_spread}")
         if not 0 <= self.early_max <= 1:
             raise ValueError(f"argmax: early_max must be in [0, 1], got {self.early_max}")
+        if not 0 <= self.near_ties <= 1:
+            raise ValueError(f"argmax: near_ties must be in [0, 1], got {self.near_ties}")
+        if self.near_ties and not self.levels:
+            raise ValueError("argmax: near_ties needs grid values (levels > 0): a one-level gap is 1/levels")
         check_trace_loss("argmax", self.trace_loss, self.step_scale)
 
     @property
@@ -161,6 +174,17 @@ class Argmax:
             labels = jnp.broadcast_to(jnp.arange(Lmax, dtype=jnp.int32)[:, None], (Lmax, B))
         labels = labels.astype(jnp.int32)
         in_list = jnp.arange(Lmax, dtype=jnp.int32)[:, None] < length[None, :]  # [L, B]
+        if self.near_ties:  # the top value at i, it or a neighbouring level at j > i (its own key)
+            k_on, k_i, k_j, k_d = jax.random.split(jax.random.fold_in(k_val, 3), 4)
+            on = jax.random.bernoulli(k_on, self.near_ties, (B,))
+            i = jnp.floor(jax.random.uniform(k_i, (B,)) * (length - 1)).astype(jnp.int32)  # [0, L-2]
+            j = i + 1 + jnp.floor(jax.random.uniform(k_j, (B,)) * (length - 1 - i)).astype(jnp.int32)  # (i, L-1]
+            top = jnp.rint(jnp.where(in_list, values, -1.0).max(0) * self.levels)  # [B], the top level
+            other = jnp.clip(top + jax.random.randint(k_d, (B,), -1, 2), 0, self.levels - 1)  # a level off, or equal
+            top, other = top / self.levels, other / self.levels  # as the grid's own values
+            cols = jnp.arange(B)
+            values = values.at[i, cols].set(jnp.where(on, top, values[i, cols]))
+            values = values.at[j, cols].set(jnp.where(on, other, values[j, cols])).astype(jnp.float32)
         masked = jnp.where(in_list, values, -jnp.inf)
         best = jnp.argmax(masked, axis=0).astype(jnp.int32)  # [B], earliest on ties
         if self.early_max:  # swap the maximum to position 0 (its own key: the default draws stay)
@@ -199,8 +223,8 @@ class Argmax:
 
     def evaluation(self) -> "Argmax":
         """This task with the training-only options off: uniform lists (min_spread 1, no maximum moved to
-        the front), no extra steps, no running-answer loss (what lab.diagnose evaluates on)."""
-        return dataclasses.replace(self, min_spread=1.0, early_max=0.0, extra_steps=0, trace_loss=0.0)
+        the front, no planted near ties), no extra steps, no running-answer loss (what lab.diagnose evaluates on)."""
+        return dataclasses.replace(self, min_spread=1.0, early_max=0.0, near_ties=0.0, extra_steps=0, trace_loss=0.0)
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)

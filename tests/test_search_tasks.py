@@ -67,6 +67,7 @@ def test_bad_options_raise():
     for bad in [lambda: Argmax(max_size=257), lambda: Argmax(index_bits=4).with_sizes(2, 17),
                 lambda: Argmax(min_size=1), lambda: Argmax(step_scale=0), lambda: Argmax(step_offset=-1),
                 lambda: Argmax(min_spread=0.0), lambda: Argmax(min_spread=1.5), lambda: Argmax(early_max=1.5),
+                lambda: Argmax(levels=16, near_ties=-0.1), lambda: Argmax(near_ties=0.5),
                 lambda: ModSquare(max_size=13), lambda: ModSquare(bits=23, max_size=8), lambda: ModSquare(hint="x"),
                 lambda: ModSquare(split="test"), lambda: ModSquare(holdout_fraction=1.0),
                 lambda: ModSquare(split="holdout", holdout_fraction=0.0),
@@ -149,7 +150,8 @@ def test_metrics_perfect_and_wrong(name):
 
 @pytest.mark.parametrize("opts", [{}, {"labels": "random", "levels": 64, "extra_steps": 3},
                                   {"labels": "random", "levels": 256, "min_spread": 1 / 16}, {"min_spread": 0.1},
-                                  {"labels": "random", "levels": 16, "early_max": 0.5}])
+                                  {"labels": "random", "levels": 16, "early_max": 0.5},
+                                  {"labels": "random", "levels": 32, "near_ties": 0.7, "min_spread": 0.25}])
 def test_argmax_matches_reference(opts):
     task = Argmax(**opts)
     for seed in range(3):
@@ -203,6 +205,26 @@ def test_argmax_early_max_moves_the_maximum_to_the_front():
     np.testing.assert_array_equal(np.sort(plain.inputs[:16, :, 0], 0), np.sort(front.inputs[:16, :, 0], 0))
     answer_at_0 = from_bits(last(front.targets, front)) == from_bits(front.inputs[0, :, 2:])
     assert (answer_at_0 == (front.inputs[0, :, 0] == front.inputs[:16, :, 0].max(0))).all()
+
+
+def test_argmax_near_ties_plant_a_tie_or_one_level_gap_at_the_top():
+    """With near_ties=1 every list's two largest values are equal or one level apart (on the grid), at
+    most two positions differ from the same draw without it, and one of them holds the old top level."""
+    K = 64
+    base = Argmax(levels=K, labels="random").with_sizes(2, 16)
+    plain, near = sample(base, 0, 3000), sample(dataclasses.replace(base, near_ties=1.0), 0, 3000)
+    gaps = []
+    for b in range(3000):
+        L = int(near.size[b])
+        v, u = near.inputs[:L, b, 0] * K, plain.inputs[:L, b, 0] * K
+        np.testing.assert_allclose(v, np.rint(v), atol=1e-4)
+        v, u = np.rint(v).astype(int), np.rint(u).astype(int)
+        diff = np.flatnonzero(v != u)
+        assert len(diff) <= 2 and u.max() <= v.max() <= min(u.max() + 1, K - 1)
+        gaps.append(v.max() - np.sort(v)[-2])
+    gaps = np.array(gaps)
+    assert set(gaps.tolist()) <= {0, 1} and 0.4 < (gaps == 0).mean() < 0.75  # ties also from the old top
+    assert ((-plain.difficulty * K) <= 1 + 1e-4).mean() < 0.35  # without: far fewer at these lengths
 
 
 def _running_best_changes(values):
