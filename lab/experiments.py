@@ -285,6 +285,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _modsquare_trace(
         "modsquare-trace-n3", "a third stage for modsquare-trace-n2's models: 24,000 more steps on the same values at "
         "lr 1e-3", values="random", init_from="modsquare-trace-n2", lr=1e-3),
+    _modsquare_trace(
+        "modsquare-trace-n4", "a fourth stage for modsquare-trace-n3's models: 24,000 more steps on the same values at "
+        "lr 3e-4", values="random", init_from="modsquare-trace-n3", lr=3e-4),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",
