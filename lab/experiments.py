@@ -149,11 +149,11 @@ def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None,
 
 
 # evaluation: uniform lists; no trace_loss (metrics never include it, and it refuses step scales < 1)
-_ARGMAX_UNIFORM = {"min_spread": 1.0, "trace_loss": 0.0}
+_ARGMAX_UNIFORM = {"min_spread": 1.0, "near_ties": 0.0, "trace_loss": 0.0}
 
 
 def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
-                       options: dict[str, Any] | None = None) -> Experiment:
+                       options: dict[str, Any] | None = None, batch_size: int = 32) -> Experiment:
     """A later stage of argmax-long's models on hard lists (min_spread 1/16 unless ``options`` say otherwise),
     evaluated on uniform lists."""
     return Experiment(
@@ -162,7 +162,7 @@ def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ..
                                      "min_spread": 1 / 16, **(options or {})},
         in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
-        steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=3, seeds=(0,),
+        steps=steps, batch_size=batch_size, lr=lr, lr_half_life=12000, size_buckets=3, seeds=(0,),
     )
 
 
@@ -238,6 +238,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         (ModelSpec("ntm", "ntm", init_from="argmax-sharp/ntm-s{seed}", head_entropy=0.3),
          ModelSpec("lstm", "lstm", init_from="argmax-sharp/lstm-s{seed}")), steps=36000, lr=1e-3,
         options={"trace_loss": 1.0}),
+    _argmax_hard_stage(
+        "argmax-ties", "a fifth stage for argmax-trace's models: 18,000 more steps of 128 lists (2,304,000 examples) at "
+        "lr 3e-4 (halved every 12,000), half the lists with a tie or one-level gap planted at their top (near_ties "
+        "0.5: the comparisons long lists get wrong), step supervision and the NTM's head-entropy penalty kept; "
+        "evaluated on uniform lists, last step only",
+        (ModelSpec("ntm", "ntm", init_from="argmax-trace/ntm-s{seed}", head_entropy=0.3),
+         ModelSpec("lstm", "lstm", init_from="argmax-trace/lstm-s{seed}")), steps=18000, lr=3e-4,
+        options={"trace_loss": 1.0, "near_ties": 0.5}, batch_size=128),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
         ("index", "step i shows i: evaluate candidates and keep the best"),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "argmax-sharp",
-                      "argmax-trace", "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many",
+                      "argmax-trace", "argmax-ties", "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many",
                       "modsquare-hidden-n", "modsquare-random", "modsquare-curriculum", "modsquare-short-random",
                       "modsquare-trace", "polymax")
 DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "argmax-sharp",
