@@ -14,7 +14,9 @@ the training-only options off: ``Argmax.evaluation()``), prints and returns:
   largest values in grid levels (1/levels; 0 = tie), with the number of lists in each bin;
 - the error on exact ties by the position of the first maximum, in quarters of the list (an early
   maximum is held for the rest of the list: errors that fall with its position point at a kept
-  best that erodes, flat errors at an imprecise comparison);
+  best that erodes, flat errors at an imprecise comparison), and by the jump that reached the first
+  maximum (grid levels above the best before it, or "first" when it opens the list): a best stored
+  after a large jump is compared to its equal less precisely than one reached in small steps;
 - of the wrong answers: how many name a label that is not in the list, and how many name a value
   later in the list than the true maximum (a kept best that drifted down lets a later, lower value win);
 - for an NTM, its write head on the steps where the running maximum improves against the other
@@ -37,6 +39,7 @@ from lab.trainer import load_run
 from tasks.base import bits_to_int, last_step
 
 MARGIN_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # margins in grid levels, inclusive
+JUMP_BINS = (("first", -1, -1), ("<=8", 0, 8), ("9-32", 9, 32), (">=33", 33, 1 << 30))  # levels, inclusive
 
 
 def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = evaluation.EVAL_SEED,
@@ -75,6 +78,16 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
         out["ties_by_first_max"].append({"positions": f"{lo}-{hi - 1}", "lists": int(sel.sum()),
                                          "wrong": int((wrong & sel).sum()),
                                          "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+    # exact ties by the jump that reached the first maximum (grid levels above the best before it; "first": it is
+    # the list's first value): a best stored after a large jump is the one compared least precisely to its equal
+    out["ties_by_jump"] = []
+    cols = np.arange(values.shape[1])[None, :]
+    before = np.where((cols < best[:, None]) & (values >= 0), values, -np.inf).max(1)  # [B], -inf: nothing before
+    jump = np.where(np.isfinite(before), np.rint((values.max(1) - before) * levels), -1).astype(np.int64)
+    for name, lo, hi in JUMP_BINS:
+        sel = tie & (jump >= lo) & (jump <= hi)
+        out["ties_by_jump"].append({"jump": name, "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
+                                    "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
     out["wrong"] = int(wrong.sum())
     out["wrong_not_in_list"] = int((wrong & (pos < 0)).sum())
     out["wrong_later_than_max"] = int((wrong & (pos > best)).sum())

@@ -121,6 +121,10 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     assert [t["positions"] for t in ties] == ["0-2", "3-5", "6-8", "9-11"]
     assert sum(t["lists"] for t in ties) == d["by_margin"][0]["lists"] > 0
     assert sum(t["wrong"] for t in ties) == d["by_margin"][0]["wrong"]
+    jumps = d["ties_by_jump"]  # every tie has a jump into its first maximum (> 0 levels) or opens the list
+    assert [j["jump"] for j in jumps] == ["first", "<=8", "9-32", ">=33"]
+    assert sum(j["lists"] for j in jumps) == d["by_margin"][0]["lists"]
+    assert sum(j["wrong"] for j in jumps) == d["by_margin"][0]["wrong"]
     assert d["wrong_not_in_list"] + d["wrong_later_than_max"] <= d["wrong"]
     assert 0 <= d["register_row"] < 8 and 0 <= d["register_weight_on_other_steps"] <= 1
     assert d["write_on_improvement"]["improvement_steps"] >= 64  # the first value of every list improves
