@@ -17,6 +17,8 @@ the training-only options off: ``Argmax.evaluation()``), prints and returns:
   best that erodes, flat errors at an imprecise comparison), and by the jump that reached the first
   maximum (grid levels above the best before it, or "first" when it opens the list): a best stored
   after a large jump is compared to its equal less precisely than one reached in small steps;
+- one-level gaps by whether the larger value comes first (a later value one level below must not
+  replace it) or later (it must);
 - of the wrong answers: how many name a label that is not in the list, and how many name a value
   later in the list than the true maximum (a kept best that drifted down lets a later, lower value win);
 - for an NTM, its write head on the steps where the running maximum improves against the other
@@ -78,6 +80,13 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
         out["ties_by_first_max"].append({"positions": f"{lo}-{hi - 1}", "lists": int(sel.sum()),
                                          "wrong": int((wrong & sel).sum()),
                                          "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+    # one-level gaps by which comes first: a later value one level up must replace the best, one level down must not
+    second = np.where(np.arange(values.shape[1])[None, :] == best[:, None], -np.inf, values).argmax(1)  # runner-up
+    one = margin == 1
+    out["one_level_by_order"] = [{"order": name, "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
+                                  "error": float(wrong[sel].mean()) if sel.any() else float("nan")}
+                                 for name, sel in (("larger first", one & (best < second)),
+                                                   ("larger later", one & (best > second)))]
     # exact ties by the jump that reached the first maximum (grid levels above the best before it; "first": it is
     # the list's first value): a best stored after a large jump is the one compared least precisely to its equal
     out["ties_by_jump"] = []

@@ -121,6 +121,9 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     assert [t["positions"] for t in ties] == ["0-2", "3-5", "6-8", "9-11"]
     assert sum(t["lists"] for t in ties) == d["by_margin"][0]["lists"] > 0
     assert sum(t["wrong"] for t in ties) == d["by_margin"][0]["wrong"]
+    assert [o["order"] for o in d["one_level_by_order"]] == ["larger first", "larger later"]
+    assert sum(o["lists"] for o in d["one_level_by_order"]) == d["by_margin"][1]["lists"]
+    assert sum(o["wrong"] for o in d["one_level_by_order"]) == d["by_margin"][1]["wrong"]
     jumps = d["ties_by_jump"]  # every tie has a jump into its first maximum (> 0 levels) or opens the list
     assert [j["jump"] for j in jumps] == ["first", "<=8", "9-32", ">=33"]
     assert sum(j["lists"] for j in jumps) == d["by_margin"][0]["lists"]
