@@ -246,6 +246,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         (ModelSpec("ntm", "ntm", init_from="argmax-trace/ntm-s{seed}", head_entropy=0.3),
          ModelSpec("lstm", "lstm", init_from="argmax-trace/lstm-s{seed}")), steps=18000, lr=3e-4,
         options={"trace_loss": 1.0, "near_ties": 0.5}, batch_size=128),
+    _argmax_hard_stage(
+        "argmax-ties2", "a sixth stage for argmax-ties's models: 18,000 more steps of 128 lists at lr 3e-4 on wider "
+        "lists (min_spread 1/4) with more planted near ties (near_ties 0.75): more ties after a large jump, the ones "
+        "argmax-ties still gets wrong; evaluated on uniform lists, last step only",
+        (ModelSpec("ntm", "ntm", init_from="argmax-ties/ntm-s{seed}", head_entropy=0.3),
+         ModelSpec("lstm", "lstm", init_from="argmax-ties/lstm-s{seed}")), steps=18000, lr=3e-4,
+        options={"trace_loss": 1.0, "near_ties": 0.75, "min_spread": 0.25}, batch_size=128),
     *[_modsquare(hint, what) for hint, what in (
         ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
         ("index", "step i shows i: evaluate candidates and keep the best"),

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "argmax-sharp",
-                      "argmax-trace", "argmax-ties", "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many",
+                      "argmax-trace", "argmax-ties", "argmax-ties2",
+                      "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many",
                       "modsquare-hidden-n", "modsquare-random", "modsquare-curriculum", "modsquare-short-random",
                       "modsquare-trace", "polymax")
 DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "argmax-sharp",
