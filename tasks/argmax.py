@@ -49,10 +49,9 @@ Options that make extrapolation a test of the search rather than of the encoding
     largest value is copied to a random position i, and the same level or one level below or above
     (each 1/3; the top level has none above) to a random later position j > i, other values kept:
     the list's top two are then equal (about 60%: the old top often stays) or one level apart.
-    The comparisons a list of 64 gets wrong
-    (a new value equal to, or one level off, a best reached by a large jump) are rare in short
-    lists (min_spread makes ties common, but between values that climbed in small steps).
-    Evaluate with near_ties=0.
+    The comparisons a list of 64 gets wrong (a new value equal to, or one level off, a best reached
+    by a large jump) are rare in short lists (min_spread makes ties common, but between values that
+    climbed in small steps). Evaluate with near_ties=0.
   trace_loss=λ (a training signal; default 0): adds λ x the loss against the loop's *running*
     answer (the label of the largest value so far) at every step, averaged over the example's steps,
     to the last-step loss: process supervision of each comparison, where the default scores only
