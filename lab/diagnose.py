@@ -18,7 +18,7 @@ the training-only options off: ``Argmax.evaluation()``), prints and returns:
   maximum (grid levels above the best before it, or "first" when it opens the list): a best stored
   after a large jump is compared to its equal less precisely than one reached in small steps;
 - one-level gaps by whether the larger value comes first (a later value one level below must not
-  replace it) or later (it must);
+  replace it), later (it must), or between two runner-ups (``gap_breakdown``);
 - of the wrong answers: how many name a label that is not in the list, and how many name a value
   later in the list than the true maximum (a kept best that drifted down lets a later, lower value win);
 - for an NTM, its write head on the steps where the running maximum improves against the other
@@ -41,7 +41,39 @@ from lab.trainer import load_run
 from tasks.base import bits_to_int, last_step
 
 MARGIN_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # margins in grid levels, inclusive
-JUMP_BINS = (("first", -1, -1), ("<=8", 0, 8), ("9-32", 9, 32), (">=33", 33, 1 << 30))  # levels, inclusive
+JUMP_BINS = (("first", -1, -1), ("<=8", 0, 8), ("9-32", 9, 32), (">=33", 33, 1 << 30))  # grid levels, inclusive
+
+
+def _bin(wrong: np.ndarray, sel: np.ndarray) -> dict[str, Any]:
+    return {"lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
+            "error": float(wrong[sel].mean()) if sel.any() else float("nan")}
+
+
+def gap_breakdown(values: np.ndarray, wrong: np.ndarray, levels: int) -> dict[str, list[dict[str, Any]]]:
+    """values [B, L] (< 0: not in the list), wrong [B] bool, on a grid of ``levels``:
+
+    - ``one_level_by_order``: lists whose top two levels are one apart, by where the runner-up level
+      stands: only after the maximum ("larger first": a later value one level below must not replace
+      the best), only before it ("larger later": it must replace the runner-up), or on both sides;
+    - ``ties_by_jump``: lists with an exact tie at the top, by the jump in levels from the best before
+      the first maximum to it ("first": the maximum opens the list); bins in levels, whatever the grid.
+    """
+    lv = np.where(values >= 0, np.rint(values * levels), -1).astype(np.int64)  # [B, L] grid levels
+    cols = np.arange(lv.shape[1])[None, :]
+    best = lv.argmax(1)  # earliest maximum
+    top = lv.max(1)
+    runner = np.where(lv == top[:, None], -1, lv).max(1)  # the largest level below the top
+    tie = (lv == top[:, None]).sum(1) > 1
+    one = ~tie & (runner == top - 1)
+    before = ((lv == runner[:, None]) & (cols < best[:, None])).any(1)
+    after = ((lv == runner[:, None]) & (cols > best[:, None])).any(1)
+    by_order = [{"order": name, **_bin(wrong, one & sel)}
+                for name, sel in (("larger first", after & ~before), ("larger later", before & ~after),
+                                  ("both sides", before & after))]
+    prev = np.where(cols < best[:, None], lv, -1).max(1)  # -1: nothing before the maximum
+    jump = np.where(prev >= 0, top - prev, -1)
+    by_jump = [{"jump": name, **_bin(wrong, tie & (jump >= lo) & (jump <= hi))} for name, lo, hi in JUMP_BINS]
+    return {"one_level_by_order": by_order, "ties_by_jump": by_jump}
 
 
 def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = evaluation.EVAL_SEED,
@@ -80,23 +112,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
         out["ties_by_first_max"].append({"positions": f"{lo}-{hi - 1}", "lists": int(sel.sum()),
                                          "wrong": int((wrong & sel).sum()),
                                          "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
-    # one-level gaps by which comes first: a later value one level up must replace the best, one level down must not
-    second = np.where(np.arange(values.shape[1])[None, :] == best[:, None], -np.inf, values).argmax(1)  # runner-up
-    one = margin == 1
-    out["one_level_by_order"] = [{"order": name, "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
-                                  "error": float(wrong[sel].mean()) if sel.any() else float("nan")}
-                                 for name, sel in (("larger first", one & (best < second)),
-                                                   ("larger later", one & (best > second)))]
-    # exact ties by the jump that reached the first maximum (grid levels above the best before it; "first": it is
-    # the list's first value): a best stored after a large jump is the one compared least precisely to its equal
-    out["ties_by_jump"] = []
-    cols = np.arange(values.shape[1])[None, :]
-    before = np.where((cols < best[:, None]) & (values >= 0), values, -np.inf).max(1)  # [B], -inf: nothing before
-    jump = np.where(np.isfinite(before), np.rint((values.max(1) - before) * levels), -1).astype(np.int64)
-    for name, lo, hi in JUMP_BINS:
-        sel = tie & (jump >= lo) & (jump <= hi)
-        out["ties_by_jump"].append({"jump": name, "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
-                                    "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+    out.update(gap_breakdown(values, wrong, levels))
     out["wrong"] = int(wrong.sum())
     out["wrong_not_in_list"] = int((wrong & (pos < 0)).sum())
     out["wrong_later_than_max"] = int((wrong & (pos > best)).sum())

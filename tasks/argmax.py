@@ -47,8 +47,9 @@ Options that make extrapolation a test of the search rather than of the encoding
     up to 16. Evaluate with early_max=0.
   near_ties=p (a training distribution; grid values only; default 0): with probability p a list's
     largest value is copied to a random position i, and the same level or one level below or above
-    (each 1/3; the top level has none above) to a random later position j > i, other values kept:
-    the list's top two are then equal (about 60%: the old top often stays) or one level apart.
+    (each 1/3; at the grid's top level "above" is clipped to a tie) to a random later position j > i,
+    other values kept: the list's top two are then equal (about 60% of lists of 2-16 on a wide grid:
+    the old top often stays; more on long or squeezed lists) or one level apart.
     The comparisons a list of 64 gets wrong (a new value equal to, or one level off, a best reached
     by a large jump) are rare in short lists (min_spread makes ties common, but between values that
     climbed in small steps). Evaluate with near_ties=0.

@@ -121,7 +121,7 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     assert [t["positions"] for t in ties] == ["0-2", "3-5", "6-8", "9-11"]
     assert sum(t["lists"] for t in ties) == d["by_margin"][0]["lists"] > 0
     assert sum(t["wrong"] for t in ties) == d["by_margin"][0]["wrong"]
-    assert [o["order"] for o in d["one_level_by_order"]] == ["larger first", "larger later"]
+    assert [o["order"] for o in d["one_level_by_order"]] == ["larger first", "larger later", "both sides"]
     assert sum(o["lists"] for o in d["one_level_by_order"]) == d["by_margin"][1]["lists"]
     assert sum(o["wrong"] for o in d["one_level_by_order"]) == d["by_margin"][1]["wrong"]
     jumps = d["ties_by_jump"]  # every tie has a jump into its first maximum (> 0 levels) or opens the list
@@ -138,6 +138,29 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     d7 = json.loads(capsys.readouterr().out)
     assert d7["seed"] == 7 and sum(b["lists"] for b in d7["by_margin"]) == 64
     assert d7["write_on_improvement"] != d["write_on_improvement"]
+
+
+def test_gap_breakdown_on_hand_built_lists():
+    """lab.diagnose's one-level and tie breakdowns on lists whose classes are known (levels of an 8-level grid)."""
+    from lab.diagnose import gap_breakdown
+
+    lists = [[3, 5, 4, 0],  # one level: larger first (runner-up only after)
+             [4, 1, 5, 0],  # larger later (runner-up only before)
+             [4, 5, 4, 2],  # runner-up on both sides
+             [6, 6, 1, 0],  # tie, the maximum opens the list
+             [0, 7, 2, 7],  # tie after a jump of 7 levels
+             [1, 4, 4, -1],  # tie after a jump of 3 (-1: past the list's end)
+             [1, 4, 2, 0]]  # neither (gap of 2)
+    values = np.array(lists, dtype=np.float64) / 8
+    values[values < 0] = -1.0
+    wrong = np.array([True, False, True, False, True, True, True])
+    out = gap_breakdown(values, wrong, 8)
+    assert [(o["order"], o["lists"], o["wrong"]) for o in out["one_level_by_order"]] == [
+        ("larger first", 1, 1), ("larger later", 1, 0), ("both sides", 1, 1)]
+    assert [(j["jump"], j["lists"], j["wrong"]) for j in out["ties_by_jump"]] == [
+        ("first", 1, 0), ("<=8", 2, 2), ("9-32", 0, 0), (">=33", 0, 0)]
+    big = np.array([[0.0, 40.0, 40.0, 1.0]]) / 64  # a 40-level jump on a 64-level grid
+    assert gap_breakdown(big, np.array([True]), 64)["ties_by_jump"][3]["wrong"] == 1
 
 
 def test_diagnose_modsquare_value_kinds(tmp_path, capsys):
