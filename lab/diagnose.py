@@ -45,6 +45,7 @@ JUMP_BINS = (("first", -1, -1), ("<=8", 0, 8), ("9-32", 9, 32), (">=33", 33, 1 <
 
 
 def _bin(wrong: np.ndarray, sel: np.ndarray) -> dict[str, Any]:
+    """One row of a breakdown: how many lists ``sel`` picks, how many of them are wrong, the error rate."""
     return {"lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
             "error": float(wrong[sel].mean()) if sel.any() else float("nan")}
 
@@ -100,8 +101,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
     for lo, hi in MARGIN_BINS:
         sel = (margin >= lo) & (margin <= hi if hi is not None else True)
         out["by_margin"].append({"levels": f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi else f">={lo}"),
-                                 "lists": int(sel.sum()), "wrong": int((wrong & sel).sum()),
-                                 "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+                                 **_bin(wrong, sel)})
     # exact ties by where the first maximum stands: an early one must be held over a long rest of the
     # list (a register that erodes fails there), a late one only briefly (a coarse comparison fails anywhere)
     out["ties_by_first_max"] = []
@@ -109,9 +109,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
     for q in range(4):
         lo, hi = q * size // 4, (q + 1) * size // 4
         sel = tie & (best >= lo) & (best < hi)
-        out["ties_by_first_max"].append({"positions": f"{lo}-{hi - 1}", "lists": int(sel.sum()),
-                                         "wrong": int((wrong & sel).sum()),
-                                         "error": float(wrong[sel].mean()) if sel.any() else float("nan")})
+        out["ties_by_first_max"].append({"positions": f"{lo}-{hi - 1}", **_bin(wrong, sel)})
     out.update(gap_breakdown(values, wrong, levels))
     out["wrong"] = int(wrong.sum())
     out["wrong_not_in_list"] = int((wrong & (pos < 0)).sum())
