@@ -69,6 +69,9 @@ def detect(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lab.cli import use_every_core
+
+    use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "detect":
         return detect(argv[1:])

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab import cli, trainer
 
     args = cli.train_parser().parse_args(argv)
+    cli.use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     trainer.maybe_initialize_distributed()
     if args.experiment:
         return run_experiment(args)

@@ -14,9 +14,11 @@ multiply-add for memory bandwidth. ``--fused-memory on`` times the NTM with its 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,8 @@ from flax import nnx
 
 from lab import models
 from lab.config import TrainConfig, task_defaults
+from lab.models import ModelConfig
 from lab.trainer import build_model, build_task, make_program
-from ntm import core as ntm_core
 
 
 def device_name() -> str:
@@ -102,58 +104,56 @@ def machine_peaks() -> dict[str, float]:
 
 
 def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 3,
-              peaks: dict[str, float] | None = None, devices: int = 1, fused_memory: bool = False,
-              microbatches: int = 1) -> dict:
-    """One row; ``fused_memory`` traces the NTM with the fused CPU memory kernel (ntm.core.FUSED_MEMORY)."""
-    saved = ntm_core.FUSED_MEMORY
-    ntm_core.FUSED_MEMORY = fused_memory
-    try:
-        row = _bench_one(task, model, batch_size, dispatch, repeats, peaks, devices, microbatches)
-    finally:
-        ntm_core.FUSED_MEMORY = saved
-    row["fused_memory"] = fused_memory
-    row["microbatches"] = microbatches
-    return row
-
-
-def _bench_one(task: str, model: str, batch_size: int, dispatch: int, repeats: int,
-               peaks: dict[str, float] | None, devices: int, microbatches: int = 1) -> dict:
-    cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size, "devices": devices,
-                         "steps_per_dispatch": dispatch, "log_every": dispatch, "microbatches": microbatches})
+              peaks: dict[str, float] | None = None, devices: int = 0, fused_memory: str = "auto",
+              microbatches: int = 0) -> dict:
+    """One row, with the trainer's own defaults unless told otherwise: ``devices`` 0 splits the batch over as
+    many devices as divide it, ``fused_memory`` is ntm.NTMConfig.fused_memory ("auto": the fused CPU kernel
+    where it applies), ``microbatches`` 0 lets the trainer choose (TrainConfig.microbatches)."""
+    defaults = task_defaults(task)
+    mc = dataclasses.replace(defaults.pop("model_config", ModelConfig()), fused_memory=fused_memory)
+    cfg = TrainConfig(**{**defaults, "task": task, "model": model, "batch_size": batch_size, "devices": devices,
+                         "steps_per_dispatch": dispatch, "log_every": dispatch, "microbatches": microbatches,
+                         "model_config": mc})
     t = build_task(cfg)
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
     params, opt_state, bad = prog.initial_carry(params)
     t0 = time.perf_counter()
-    params, opt_state, bad, stats = prog.train_chunk(params, opt_state, bad, jnp.int32(0), dispatch)
-    jax.block_until_ready(stats)
+    compiled = prog.train_chunk.lower(params, opt_state, bad, jnp.int32(0), dispatch).compile()
     compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    params, opt_state, bad, stats = compiled(params, opt_state, bad, jnp.int32(0))
+    jax.block_until_ready(stats)
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
-        params, opt_state, bad, stats = prog.train_chunk(params, opt_state, bad, jnp.int32((r + 1) * dispatch), dispatch)
+        params, opt_state, bad, stats = compiled(params, opt_state, bad, jnp.int32((r + 1) * dispatch))
         jax.block_until_ready(stats)
         times.append((time.perf_counter() - t0) / dispatch)
     ms = 1000 * min(times)
     # FLOPs of the pure-JAX program even when timing the fused kernel (whose custom call the counter
     # cannot see), so both rows divide the same work by their time.
-    fused, ntm_core.FUSED_MEMORY = ntm_core.FUSED_MEMORY, False
-    try:
-        jaxpr = jax.make_jaxpr(prog.train_chunk, static_argnums=(4,))(params, opt_state, bad, jnp.int32(0), 1)
-    finally:
-        ntm_core.FUSED_MEMORY = fused
+    pure = dataclasses.replace(cfg, model_config=dataclasses.replace(mc, fused_memory="off"))
+    pure_prog = make_program(pure, t, models.split(build_model(pure, t))[0], jax.random.key(0), prog.mesh)
+    jaxpr = jax.make_jaxpr(pure_prog.train_chunk, static_argnums=(4,))(params, opt_state, bad, jnp.int32(0), 1)
     mm, other = count_flops(jaxpr)
     n_params = models.count_params(nnx.merge(graphdef, params))
+    fused = model == "ntm" and "ntm_memory_step_fwd" in compiled.as_text()
     row = {"model": model, "task": task, "batch_size": batch_size, "examples_per_s": batch_size / (ms / 1000),
            "ms_per_step": ms, "compile_s": compile_s, "seq_steps": t.max_steps(), "params": n_params,
            "matmul_flops_per_step": mm, "flops_per_step": mm + other,
            # at least: read params and Adam's two moments, write all three back (float32)
            "min_bytes_per_step": 6 * 4 * n_params, "device": device_name(), "jax": jax.__version__,
-           "data_parallel_devices": devices}
+           "data_parallel_devices": prog.mesh.size, "microbatches": prog.microbatches, "fused_memory": fused,
+           # XLA's buffers for one dispatch on one device: arguments + outputs + temporaries, less the donated
+           "xla_bytes_per_device": int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+                                       - mem.alias_size_in_bytes),
+           # the process's resident high-water mark (Linux: KiB); a row run alone (main's default) is that row's
+           "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if peaks:
         s_ = ms / 1000
         # simulated CPU devices share the cores the peak was measured on; real accelerators add theirs
-        scale = 1 if jax.devices()[0].platform == "cpu" else devices
+        scale = 1 if jax.devices()[0].platform == "cpu" else prog.mesh.size
         peaks = {k: v * scale for k, v in peaks.items()}
         row["achieved_flops_per_s"] = (mm + other) / s_
         row["frac_of_matmul_peak"] = (mm + other) / s_ / peaks["matmul_flops_per_s"]

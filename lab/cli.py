@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any, Callable
 
 from lab.config import OPTIMIZERS, TrainConfig, task_defaults
 from lab.models import MODELS, ModelConfig
+from ntm.core import FUSED_MODES
 
 # flag -> ModelConfig field
 MODEL_FLAGS = {
@@ -50,6 +52,9 @@ def train_parser() -> argparse.ArgumentParser:
         g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
     g.add_argument("--write-gate", action="store_true", default=None,
                    help="NTM: a DNC-style write gate per write head (ntm.NTMConfig.write_gate)")
+    g.add_argument("--fused-memory", choices=FUSED_MODES, default=None,
+                   help="NTM: the fused C++ memory kernel (ntm.NTMConfig.fused_memory; default auto: on CPU "
+                        "wherever it applies)")
     p.add_argument("--target", type=float, default=None, help="stop once the eval main metric is below this")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
@@ -63,7 +68,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-entropy", type=float, default=d.head_entropy,
                    help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
     p.add_argument("--microbatches", type=int, default=d.microbatches, metavar="K",
-                   help="gradient accumulation: split each batch into K equal micro-batches run one after another")
+                   help="gradient accumulation: split each batch into K equal micro-batches run one after another "
+                        "(0: auto, so that each device holds at most lab.trainer.MICROBATCH_PER_DEVICE examples)")
     p.add_argument("--progressive-loss", type=float, default=d.progressive_loss, metavar="ALPHA",
                    help="NTM/LSTM: mix in the progressive loss of Bansal et al. 2022 with this weight (a second pass "
                         "with each example's state detached before a random step)")
@@ -83,7 +89,7 @@ def train_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     defaults = task_defaults(a.task)
     mc: ModelConfig = defaults.pop("model_config", ModelConfig())
-    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in [*MODEL_FLAGS, "write_gate"]
+    overrides = {_MODEL_FIELD.get(k, k): getattr(a, k) for k in [*MODEL_FLAGS, "write_gate", "fused_memory"]
                  if getattr(a, k) is not None}
     mc = dataclasses.replace(mc, **overrides)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -99,6 +105,28 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         except json.JSONDecodeError:
             options[key] = value
     return TrainConfig(**{**defaults, **kw, "task_options": options, "model_config": mc})
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def use_every_core() -> int | None:
+    """Give XLA one CPU device per usable core, so that data parallelism (lab.trainer's ``shard_map``)
+    keeps every core busy: call before anything starts JAX's backends. Left alone when the user chose
+    (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or ``JAX_NUM_CPU_DEVICES``) and when JAX
+    is already running (a library call inside someone's program). Returns the count it set, else None.
+    On GPU and TPU this only shapes the unused CPU platform."""
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or "JAX_NUM_CPU_DEVICES" in os.environ:
+        return None
+    n = usable_cores()
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # backends already initialised
+        return None
+    return n
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

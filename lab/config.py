@@ -52,8 +52,10 @@ class TrainConfig:
     progressive_loss: float = 0.0
     # Gradient accumulation: each optimizer step's batch is split into this many equal micro-batches, run one
     # after another (lax.scan) and their gradients averaged: the same step with a smaller working set (a
-    # large batch whose arrays no longer fit in cache runs at a small batch's speed). 1: the whole batch at once.
-    microbatches: int = 1
+    # large batch whose arrays no longer fit in cache runs at a small batch's speed). 1: the whole batch at
+    # once. 0 (auto): the fewest micro-batches that leave each device at most
+    # lab.trainer.MICROBATCH_PER_DEVICE examples of a recurrent model's batch (1 for the MLP).
+    microbatches: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -71,8 +73,8 @@ class TrainConfig:
             raise ValueError(f"head_entropy must be >= 0, got {self.head_entropy}")
         if self.head_entropy and self.model != "ntm":
             raise ValueError(f"head_entropy penalises NTM head weightings; model {self.model!r} has none")
-        if self.microbatches < 1 or self.batch_size % self.microbatches:
-            raise ValueError(f"microbatches must be >= 1 and divide batch_size {self.batch_size}, got {self.microbatches}")
+        if self.microbatches < 0 or (self.microbatches and self.batch_size % self.microbatches):
+            raise ValueError(f"microbatches must be 0 (auto) or divide batch_size {self.batch_size}, got {self.microbatches}")
         if not 0.0 <= self.progressive_loss <= 1.0:
             raise ValueError(f"progressive_loss must be in [0, 1], got {self.progressive_loss}")
         if self.progressive_loss and self.model not in ("ntm", "lstm"):

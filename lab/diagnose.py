@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from lab import evaluation
+from lab.cli import use_every_core
 from lab.compare import write_on_improvement
 from lab.trainer import load_run
 from tasks.base import bits_to_int, last_step
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=evaluation.EVAL_SEED,
                    help="key of the fixed batch (default: the evaluation's; another one for a validation batch)")
     a = p.parse_args(argv)
+    use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     run = load_run(a.workdir)
     if run[0].task == "modsquare":
         out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size, a.seed, run)

@@ -17,7 +17,7 @@ from flax import nnx
 
 from lab import models
 from lab.config import TrainConfig
-from lab.trainer import load_run
+from lab.trainer import evaluation_forward, load_run
 from tasks import Batch, Task
 
 # Sizes each classic task is evaluated at (training range and beyond). Copy follows Graves 2014
@@ -39,13 +39,14 @@ def default_sizes(cfg: TrainConfig, task: Task) -> list[int]:
 
 @dataclasses.dataclass
 class Evaluator:
-    """A model's pure params plus a jitted forward pass (one compile per distinct sequence length)."""
+    """A model's pure params plus a jitted forward pass (one compile per distinct batch shape), each batch
+    split over the devices as in training (lab.trainer.evaluation_forward)."""
 
     graphdef: Any
     params: Any
 
     def __post_init__(self) -> None:
-        self._forward = jax.jit(lambda p, inputs, steps: nnx.merge(self.graphdef, p)(inputs, steps))
+        self._forward = evaluation_forward(self.graphdef)
 
     @staticmethod
     def of(model: nnx.Module) -> "Evaluator":

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.top < 1:
         p.error("--batch-size and --top must be >= 1")
+    from lab.cli import use_every_core
+
+    use_every_core()  # as train.py: one CPU device per core unless the user chose
     res = profile(a.task, a.model, a.batch_size)
     print(f"{a.model} on {a.task}, batch {a.batch_size}, {res['seq_steps']} time steps: "
           f"{res['ms_per_step']:.1f} ms of XLA ops per optimizer step in {res['ops_per_step']:.0f} op runs")

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="only these steps (copy, experiments, detect, compiled, bench, assoc), or single ones "
                          "such as experiments:argmax-long or detect:polymax")
     args = ap.parse_args(argv)
+    from lab.cli import use_every_core
+
+    use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     p = PRESETS[args.preset]
     known = {"copy", "experiments", "detect", "compiled", "bench", "assoc", "detect:calibration",
              *(f"experiments:{n}" for n in SEARCH_EXPERIMENTS), *(f"detect:{n}" for n in DETECT_EXPERIMENTS)}

@@ -31,6 +31,8 @@ from tasks import Batch, Task, make_task
 # Fields that may change when a run is resumed: they steer the loop, not what is computed.
 RUN_CONTROL_FIELDS = frozenset({"steps", "target", "log_every", "checkpoint_every", "keep_checkpoints",
                                 "max_nonfinite", "steps_per_dispatch", "devices"})
+# ModelConfig fields of the same kind (how the model runs: the same function to float32 rounding).
+MODEL_CONTROL_FIELDS = frozenset({"fused_memory"})
 
 
 class TrainingError(RuntimeError):
@@ -96,27 +98,79 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
 
 
-def make_mesh(cfg: TrainConfig) -> Mesh:
-    """A 1-D ("data",) mesh: the batch is split over it and parameters are replicated; with one
-    device this is plain single-device jit. ``cfg.devices`` = N uses the first N devices (the batch
-    must split evenly); 0 (the default) uses as many devices as split the batch evenly, all of them
-    whenever the batch size is a multiple of the device count."""
-    devices = jax.devices()
-    part = cfg.batch_size // cfg.microbatches  # what one forward pass splits over the devices
-    what = f" (each of {cfg.microbatches} micro-batches of the batch of {cfg.batch_size})" if cfg.microbatches > 1 else ""
-    if cfg.devices:
-        n = cfg.devices
-        if n > len(devices):
-            raise ValueError(f"--devices {n}: only {len(devices)} device(s) available ({devices[0].platform})")
-        if part % n:
-            raise ValueError(f"batch size {part}{what} does not split over {n} devices; use a multiple of {n} "
-                             f"or fewer --devices")
+def batch_mesh(batch: int, devices: int = 0, what: str = "") -> Mesh:
+    """A 1-D ("data",) mesh for a batch of ``batch`` examples: the first ``devices`` devices (the batch
+    must split evenly over them), or with 0 the most devices (up to all) that split it evenly."""
+    available = jax.devices()
+    if devices:
+        if devices > len(available):
+            where = (f"one per usable core on this CPU; XLA_FLAGS=--xla_force_host_platform_device_count={devices} "
+                     "simulates more" if available[0].platform == "cpu" else available[0].platform)
+            raise ValueError(f"--devices {devices}: only {len(available)} device(s) available ({where})")
+        if batch % devices:
+            raise ValueError(f"batch size {batch}{what} does not split over {devices} devices; use a multiple of "
+                             f"{devices} or fewer --devices")
+        n = devices
     else:
-        n = max(d for d in range(1, len(devices) + 1) if part % d == 0)
-        if n < len(devices):
-            print(f"note: batch size {part}{what} splits over {n} of {len(devices)} devices; "
-                  f"use a multiple of {len(devices)} to use them all", file=sys.stderr)
-    return Mesh(np.array(devices[:n]), ("data",))
+        n = max(d for d in range(1, len(available) + 1) if batch % d == 0)
+    return Mesh(np.array(available[:n]), ("data",))
+
+
+# TrainConfig.microbatches = 0 (auto) keeps each device's slice of a recurrent model's forward pass at most
+# this many examples: beyond it the scan's saved carries (for the NTM, memory [N, M] per step and example)
+# leave the cache and throughput per example falls (README, "Speed"; python -m lab.bench).
+MICROBATCH_PER_DEVICE = 128
+
+
+def resolve_microbatches(cfg: TrainConfig) -> int:
+    """``cfg.microbatches``, or for 0 (auto) the fewest equal micro-batches that keep each device's share of a
+    recurrent model's batch at most MICROBATCH_PER_DEVICE (1 for the MLP, which has no time loop)."""
+    if cfg.microbatches:
+        return cfg.microbatches
+    if cfg.model == "mlp":
+        return 1
+    per_device = cfg.batch_size // batch_mesh(cfg.batch_size, cfg.devices).size
+    return min(k for k in range(1, per_device + 1) if per_device % k == 0 and per_device // k <= MICROBATCH_PER_DEVICE)
+
+
+def make_mesh(cfg: TrainConfig) -> Mesh:
+    """The training mesh: parameters replicated, each forward pass's batch split over it (``batch_mesh`` of
+    a micro-batch); with one device this is plain single-device jit. ``cfg.devices`` = 0 (the default) uses
+    as many devices as split the batch evenly, all of them whenever the batch is a multiple of their count."""
+    k = resolve_microbatches(cfg)
+    part = cfg.batch_size // k  # what one forward pass splits over the devices
+    what = f" (each of {k} micro-batches of the batch of {cfg.batch_size})" if k > 1 else ""
+    mesh = batch_mesh(part, cfg.devices, what)
+    if not cfg.devices and mesh.size < len(jax.devices()):
+        print(f"note: batch size {part}{what} splits over {mesh.size} of {len(jax.devices())} devices; "
+              f"use a multiple of {len(jax.devices())} to use them all", file=sys.stderr)
+    return mesh
+
+
+def sharded_forward(graphdef: Any, mesh: Mesh) -> Callable[..., tuple[jax.Array, Any]]:
+    """``forward(params, inputs [T, B, X], steps [B], detach_at [B] | None) -> (logits [T, B, Y], aux)`` with
+    each device of ``mesh`` running its slice of the batch (``shard_map``; the parameters' gradient is summed
+    over devices by its transpose). GSPMD alone cannot split the fused memory kernel's custom call and would
+    run the whole batch on every device. Training and every evaluation use this one forward."""
+    def forward(params: Any, inputs: jax.Array, steps: jax.Array, detach_at: jax.Array | None) -> tuple[jax.Array, Any]:
+        model = nnx.merge(graphdef, params)
+        return model(inputs, steps) if detach_at is None else model(inputs, steps, detach_at=detach_at)
+
+    if mesh.size == 1:
+        return forward
+    batch_spec = P(None, "data")  # [T, B, ...]
+    return jax.shard_map(forward, mesh=mesh, in_specs=(P(), batch_spec, P("data"), P("data")),
+                         out_specs=(batch_spec, batch_spec), check_vma=False)  # carries start replicated
+
+
+def evaluation_forward(graphdef: Any, devices: int = 0) -> Callable[..., tuple[jax.Array, Any]]:
+    """A jitted ``(params, inputs [T, B, X], steps [B]) -> (logits, aux)`` that splits each batch over the most
+    devices (at most ``devices``, 0: all) that divide it, chosen when a batch shape is first traced."""
+    def forward(params: Any, inputs: jax.Array, steps: jax.Array) -> tuple[jax.Array, Any]:
+        B = inputs.shape[1]
+        n = max(d for d in range(1, (devices or len(jax.devices())) + 1) if B % d == 0)
+        return sharded_forward(graphdef, batch_mesh(B, n))(params, inputs, steps, None)
+    return jax.jit(forward)
 
 
 def map_batch_axis(batch: Batch, fn: Callable[[jax.Array, int], jax.Array]) -> Batch:
@@ -158,6 +212,7 @@ class Program:
     evaluate: Callable[..., Any]
     mesh: Mesh
     buckets: list[Task] = dataclasses.field(default_factory=list)  # size buckets (train_chunk's last argument)
+    microbatches: int = 1  # micro-batches per optimizer step (TrainConfig.microbatches, resolved)
 
     def replicate(self, tree: Any) -> Any:
         """Place params / optimizer state on every device of the mesh (what train_chunk expects)."""
@@ -195,18 +250,9 @@ def progressive_detach_steps(key: jax.Array, steps: jax.Array) -> jax.Array:
 def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Array, mesh: Mesh | None = None) -> Program:
     tx = make_optimizer(cfg)
     mesh = mesh or make_mesh(cfg)
+    cfg = dataclasses.replace(cfg, microbatches=resolve_microbatches(cfg))
 
-    def forward(params: Any, inputs: jax.Array, steps: jax.Array, detach_at: jax.Array | None) -> tuple[jax.Array, Any]:
-        model = nnx.merge(graphdef, params)
-        return model(inputs, steps) if detach_at is None else model(inputs, steps, detach_at=detach_at)
-
-    if mesh.size > 1:
-        # Explicit data parallelism for the model: each device runs its slice of the batch (the parameters'
-        # gradient is summed over devices by shard_map's transpose). GSPMD alone cannot split the fused
-        # memory kernel's custom call and would run the whole batch on every device. (detach_at may be None.)
-        batch_spec = P(None, "data")  # [T, B, ...]
-        forward = jax.shard_map(forward, mesh=mesh, in_specs=(P(), batch_spec, P("data"), P("data")),
-                                out_specs=(batch_spec, batch_spec), check_vma=False)  # carries start replicated
+    forward = sharded_forward(graphdef, mesh)
 
     def plain_loss(params: Any, batch: Batch, detach_at: jax.Array | None = None) -> jax.Array:
         logits, aux = forward(params, batch.inputs, batch.steps, detach_at)
@@ -256,12 +302,14 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         carry, stats = jax.lax.scan(step_fn, (params, opt_state, bad_run), start + jnp.arange(num))
         return (*carry, stats)
 
+    eval_forward = evaluation_forward(graphdef, mesh.size)
+
     @jax.jit
     def evaluate(params: Any, batch: Batch) -> dict[str, jax.Array]:
-        logits, _ = nnx.merge(graphdef, params)(batch.inputs, batch.steps)
+        logits, _ = eval_forward(params, batch.inputs, batch.steps)
         return {k: v.mean() for k, v in task.metrics(logits, batch).items()}
 
-    return Program(task, graphdef, tx, train_chunk, evaluate, mesh, buckets)
+    return Program(task, graphdef, tx, train_chunk, evaluate, mesh, buckets, cfg.microbatches)
 
 
 def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -277,6 +325,12 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
         default = json.loads(TrainConfig().to_json())  # fields added since the old run was written
         if isinstance(old.get("model_config"), dict):  # the same for the model's fields
             old["model_config"] = {**default["model_config"], **old["model_config"]}
+            for k in MODEL_CONTROL_FIELDS:
+                old["model_config"][k] = new["model_config"][k]
+        # micro-batches: "auto" (0) and the count it resolves to are the same run
+        old_k = old.get("microbatches", default["microbatches"]) or resolve_microbatches(dataclasses.replace(cfg, microbatches=0))
+        if old_k == resolve_microbatches(cfg):
+            old["microbatches"] = new["microbatches"]
         # with size buckets the dispatch length decides which steps share a bucket: not a free choice on resume
         control = RUN_CONTROL_FIELDS - ({"steps_per_dispatch"} if cfg.size_buckets > 1 else set())
         diff = {k for k in new if k not in control and old.get(k, default.get(k)) != new[k]}

@@ -16,7 +16,6 @@ needs no second code path.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from typing import Any, NamedTuple
 
@@ -35,11 +34,9 @@ ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda v: v}
 ADD_ACTIVATIONS = ("tanh", "identity")
 INITIAL_READS = ("learned", "memory")
 
-# Process-wide switch for the fused CPU memory kernel (ntm/fused_cpu.py), on top of
-# NTMConfig.fused_memory: set NTM_FUSED_MEMORY=1, or assign ntm.core.FUSED_MEMORY before tracing. It is
-# read when a step is traced and is not part of any jit cache key: a function already compiled keeps
-# the path it was traced with.
-FUSED_MEMORY: bool = os.environ.get("NTM_FUSED_MEMORY", "") not in ("", "0")
+# NTMConfig.fused_memory: "auto" uses the fused CPU memory kernel (ntm/fused_cpu.py) wherever it applies and
+# the pure-JAX step elsewhere, silently; "on" asks for it and warns when it cannot be had; "off" never uses it.
+FUSED_MODES = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +68,11 @@ class NTMConfig:
     # weighting itself, which the next step's location addressing starts from, is not gated.
     write_gate: bool = False
     # Addressing, write and reads of each step in one fused C++ kernel (forward and backward; CPU,
-    # float32, R >= 1 and W >= 1; see ntm/fused_cpu.py). Falls back to pure JAX, with a warning,
-    # when the kernel cannot be built or the configuration is not supported. Off by default.
-    fused_memory: bool = False
+    # float32, R >= 1 and W >= 1; see ntm/fused_cpu.py); the same function as the pure-JAX step to
+    # float32 rounding. One of FUSED_MODES: "auto" (the kernel wherever it applies, pure JAX elsewhere:
+    # GPU, TPU, float64, no C++ compiler), "on" (as auto, but warns when it falls back), "off".
+    # A kernel that fails to build is one warning and the pure-JAX step, in "auto" and "on".
+    fused_memory: str = "auto"
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -84,6 +83,8 @@ class NTMConfig:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
         if self.add_activation not in ADD_ACTIVATIONS:
             raise ValueError(f"add_activation must be one of {ADD_ACTIVATIONS}, got {self.add_activation!r}")
+        if self.fused_memory not in FUSED_MODES:
+            raise ValueError(f"fused_memory must be one of {FUSED_MODES}, got {self.fused_memory!r}")
         if self.initial_reads not in INITIAL_READS:
             raise ValueError(f"initial_reads must be one of {INITIAL_READS}, got {self.initial_reads!r}")
         for name in ("input_size", "output_size", "memory_rows", "memory_width", "controller_size"):
@@ -270,21 +271,26 @@ _REMAT_POLICY = jax.checkpoint_policies.save_from_both_policies(
 
 
 def _use_fused(cfg: NTMConfig, dtype: Any) -> bool:
-    """Whether this step (being traced) uses the fused CPU memory kernel; warns once per reason if asked but not."""
-    if not (cfg.fused_memory or FUSED_MEMORY):
+    """Whether this step (being traced) uses the fused CPU memory kernel (``NTMConfig.fused_memory``).
+
+    "auto" falls back to pure JAX silently where the kernel does not apply (configuration, dtype,
+    backend, no compiler); a kernel that a compiler failed to build is warned about once, as is any
+    fallback under "on"."""
+    if cfg.fused_memory == "off":
         return False
     from ntm import fused_cpu
 
-    reason = None
+    reason, loud = None, cfg.fused_memory == "on"
     if not fused_cpu.supports(cfg.num_read_heads, cfg.num_write_heads, dtype):
         reason = (f"fused NTM memory kernel does not support R={cfg.num_read_heads}, W={cfg.num_write_heads}, "
                   f"{jax.numpy.dtype(dtype).name} on backend {jax.default_backend()!r} (needs R >= 1, W >= 1, "
                   "float32, CPU)")
     elif not fused_cpu.available():
         reason = fused_cpu.unavailable_reason()
+        loud = loud or fused_cpu.build_failed()
     if reason is None:
         return True
-    if reason not in _FUSED_WARNED:
+    if loud and reason not in _FUSED_WARNED:
         _FUSED_WARNED.add(reason)
         warnings.warn(f"{reason}; using the pure-JAX memory step", RuntimeWarning, stacklevel=3)
     return False

@@ -7,13 +7,17 @@ transposed [M, N] layout of ``_step_t``. Forward and backward are two C++ kernel
 (``ntm/csrc/memory_step.cc``) joined by ``jax.custom_vjp``; the backward recomputes the forward's
 O(N) intermediates, so the only residuals are the inputs.
 
-The library is compiled on first use with the system ``g++`` into ``ntm/_build/`` (git-ignored),
-keyed by a hash of the source, the compiler flags and the JAX headers, and loaded with ctypes.
-``available()`` says whether that worked; ``unavailable_reason()`` says why not. A call splits its
-batch over XLA's intra-op threads when it has at least ~1M multiply-adds of work;
-``NTM_FUSED_PARALLEL_MIN_WORK`` (an integer, read once when the library loads) changes that threshold. Nothing here
-runs unless ``ntm.core`` is asked for the fused path (``NTMConfig.fused_memory`` or
-``NTM_FUSED_MEMORY=1``), which falls back to pure JAX when ``supports`` says no.
+The library is compiled on first use with the system ``g++`` (``$CXX``) into a per-user cache directory,
+``$XDG_CACHE_HOME/ntm-search/fused`` (default ``~/.cache/ntm-search/fused``, created private to the user; an
+installed package directory is often read-only), named by a hash of the source, the compiler flags and the
+JAX headers, with the library's own SHA-256 beside it: a library is loaded only when both match, i.e. when it
+was built from this exact source by this build. ``available()`` says whether that worked;
+``unavailable_reason()`` says why not, and ``build_failed()`` whether a compiler was there and failed (which
+``ntm.core`` warns about; a missing compiler is a silent fallback under ``fused_memory="auto"``). A call
+splits its batch over XLA's intra-op threads when it has at least ~1M multiply-adds of work;
+``NTM_FUSED_PARALLEL_MIN_WORK`` (an integer, read once when the library loads) changes that threshold. Nothing
+here runs unless ``ntm.core`` takes the fused path (``NTMConfig.fused_memory``), which it does only where
+``supports`` says yes.
 """
 from __future__ import annotations
 
@@ -35,12 +39,23 @@ from ntm.addressing import HeadParams
 Array = jax.Array
 
 _SRC = Path(__file__).parent / "csrc" / "memory_step.cc"
-_BUILD_DIR = Path(os.environ.get("NTM_FUSED_BUILD_DIR", Path(__file__).parent / "_build"))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ntm-search" / "fused"
+
+
+_BUILD_DIR = _cache_dir()
 _FWD_TARGET = "ntm_memory_step_fwd"
 _BWD_TARGET = "ntm_memory_step_bwd"
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"tried": False, "lib": None, "error": None}
+_state: dict[str, Any] = {"tried": False, "lib": None, "error": None, "build_failed": False}
+
+
+class NoCompiler(RuntimeError):
+    """No C++ compiler: the kernel cannot be built here (a silent fallback under ``fused_memory="auto"``)."""
 
 
 def _cpu_has(flag: str) -> bool:
@@ -79,27 +94,40 @@ def _library_path(compiler: str, flags: list[str]) -> Path:
     return _BUILD_DIR / f"memory_step-{h.hexdigest()[:16]}.so"
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _build() -> Path:
-    """Compile the kernel library if no build for this source and these flags exists; return its path."""
+    """Compile the kernel library unless a verified build for this source and these flags exists; its path."""
     compiler = os.environ.get("CXX", "g++")
     if shutil.which(compiler) is None:
-        raise RuntimeError(f"C++ compiler {compiler!r} not found")
+        raise NoCompiler(f"C++ compiler {compiler!r} not found")
     flags = _compile_flags()
     out = _library_path(compiler, flags)
-    if out.exists():
+    stamp = out.with_suffix(".sha256")
+    if out.exists() and stamp.exists() and stamp.read_text().strip() == _digest(out):
         return out
-    _BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    # Build to a temporary name and rename: concurrent processes (pytest-xdist) never see half a file.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=_BUILD_DIR)
-    os.close(fd)
+    try:
+        _BUILD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Build to temporary names and rename: concurrent processes (pytest-xdist) never see half a file.
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=_BUILD_DIR)
+        os.close(fd)
+    except OSError as e:
+        raise RuntimeError(f"cannot write the kernel build directory {_BUILD_DIR}: {e}") from e
     cmd = [compiler, *flags, "-isystem", jax.ffi.include_dir(), str(_SRC), "-o", tmp]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-4000:]}")
+            last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise RuntimeError(f"{compiler} failed to build {_SRC.name}: {last}")
+        fd, tmp_stamp = tempfile.mkstemp(suffix=".sha256", dir=_BUILD_DIR)
+        with os.fdopen(fd, "w") as f:
+            f.write(_digest(Path(tmp)) + "\n")
         os.replace(tmp, out)
-        for stale in _BUILD_DIR.glob("memory_step-*.so"):  # builds of older sources or flags
-            if stale != out:
+        os.replace(tmp_stamp, stamp)
+        for stale in [*_BUILD_DIR.glob("memory_step-*.so"), *_BUILD_DIR.glob("memory_step-*.sha256")]:
+            if stale.stem != out.stem:  # builds of older sources or flags
                 stale.unlink(missing_ok=True)
     finally:
         if os.path.exists(tmp):
@@ -119,6 +147,7 @@ def _load() -> ctypes.CDLL | None:
                 _state["lib"] = lib
             except Exception as e:  # noqa: BLE001 -- any failure means "use pure JAX"
                 _state["error"] = f"{type(e).__name__}: {e}"
+                _state["build_failed"] = not isinstance(e, NoCompiler)
         return _state["lib"]
 
 
@@ -131,6 +160,12 @@ def unavailable_reason() -> str | None:
     """Why ``available()`` is False (None when it is True)."""
     _load()
     return None if _state["lib"] is not None else f"fused NTM memory kernel unavailable: {_state['error']}"
+
+
+def build_failed() -> bool:
+    """Whether the kernel is unavailable because a build or load failed (a compiler was there)."""
+    _load()
+    return bool(_state["build_failed"])
 
 
 def supports(num_read_heads: int, num_write_heads: int, dtype: Any = jnp.float32) -> bool:

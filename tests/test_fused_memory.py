@@ -1,4 +1,4 @@
-"""The optional fused CPU memory kernel (ntm/fused_cpu.py, ntm/csrc/memory_step.cc) against the
+"""The fused CPU memory kernel (the default on CPU) (ntm/fused_cpu.py, ntm/csrc/memory_step.cc) against the
 pure-JAX step: forward values, gradients (against jax.grad of the pure-JAX step and against finite
 differences), inside ``core.unroll`` (scan + checkpoint + vmap + jit), jit vs eager, and the
 fallbacks. Skipped when the kernel cannot be built here (no g++, say)."""
@@ -138,11 +138,11 @@ def test_vmap_and_jit_match_eager_one_by_one():
     np.testing.assert_allclose(gj, ge, atol=1e-6, rtol=1e-5)
 
 
-def test_unroll_and_its_gradient_are_the_same_with_the_switch_on(controller="lstm", R=2, W=1, S=1):
+def test_unroll_and_its_gradient_are_the_same_with_the_kernel_on(controller="lstm", R=2, W=1, S=1):
     """scan + checkpoint(dots_saveable) + vmap over a padded batch + jit, values and parameter gradients."""
     cfg = ntm.NTMConfig(5, 3, memory_rows=24, memory_width=8, controller=controller, controller_size=16,
-                        num_read_heads=R, num_write_heads=W, shift_range=S, memory_init="random")
-    fused = dataclasses.replace(cfg, fused_memory=True)
+                        num_read_heads=R, num_write_heads=W, shift_range=S, memory_init="random", fused_memory="off")
+    fused = dataclasses.replace(cfg, fused_memory="on")
     params = ntm.init_params(jax.random.key(4), cfg)
     xs = jax.random.normal(jax.random.key(5), (3, 7, 5))  # [B, T, X]
     steps = jnp.array([7, 4, 1])
@@ -167,58 +167,100 @@ def test_unroll_and_its_gradient_are_the_same_with_the_switch_on(controller="lst
     assert hlo.count("@ntm_memory_step_fwd(") == 1 and hlo.count("@ntm_memory_step_bwd(") == 1
 
 
-def test_step_with_global_switch_matches_default():
+def test_auto_is_the_default_and_takes_the_kernel_on_cpu():
+    """The default config ("auto") runs the fused kernel here, and computes what "off" computes."""
     cfg = ntm.NTMConfig(4, 2, memory_rows=16, memory_width=6, controller_size=8)
+    assert cfg.fused_memory == "auto"
     params = ntm.init_params(jax.random.key(7), cfg)
     state = ntm.initial_state(params, cfg)
     x = jax.random.normal(jax.random.key(8), (4,))
-    want = ntm.step(params, state, x, cfg)
-    saved = core.FUSED_MEMORY
-    core.FUSED_MEMORY = True
-    try:
-        got = ntm.step(params, state, x, cfg)
-    finally:
-        core.FUSED_MEMORY = saved
-    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    assert "ntm_memory_step_fwd" in str(jax.make_jaxpr(ntm.step, static_argnums=3)(params, state, x, cfg))
+    off = dataclasses.replace(cfg, fused_memory="off")
+    assert "ntm_memory_step_fwd" not in str(jax.make_jaxpr(ntm.step, static_argnums=3)(params, state, x, off))
+    for a, b in zip(jax.tree.leaves(ntm.step(params, state, x, off)), jax.tree.leaves(ntm.step(params, state, x, cfg))):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
 
 
-def test_unsupported_config_falls_back_to_pure_jax_with_a_warning():
-    cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8, num_read_heads=0)
+def test_fused_memory_mode_is_checked():
+    with pytest.raises(ValueError, match="fused_memory must be one of"):
+        ntm.NTMConfig(4, 2, fused_memory=True)
+
+
+def test_unsupported_config_falls_back_to_pure_jax_warning_only_when_asked():
+    cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8, num_read_heads=0, fused_memory="off")
     params = ntm.init_params(jax.random.key(9), cfg)
     xs = jax.random.normal(jax.random.key(10), (3, 4))
+    want, _, _ = ntm.unroll(params, cfg, xs)
     core._FUSED_WARNED.clear()
     with pytest.warns(RuntimeWarning, match="does not support R=0"):
-        got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory=True), xs)
-    want, _, _ = ntm.unroll(params, cfg, xs)
+        got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory="on"), xs)
+    np.testing.assert_array_equal(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "auto": silent
+        got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory="auto"), xs)
     np.testing.assert_array_equal(got, want)
 
 
-def test_failed_build_reports_unavailable_and_core_falls_back(monkeypatch, tmp_path):
-    saved = dict(fused_cpu._state)
-    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+def _fresh_build(monkeypatch, tmp_path, compiler: str) -> None:
+    monkeypatch.setenv("CXX", compiler)
     monkeypatch.setattr(fused_cpu, "_BUILD_DIR", tmp_path)
-    fused_cpu._state.update(tried=False, lib=None, error=None)
+    monkeypatch.setattr(fused_cpu, "_state", {"tried": False, "lib": None, "error": None, "build_failed": False})
+    core._FUSED_WARNED.clear()
+
+
+def _unroll_warnings(mode: str) -> list[str]:
+    cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8, fused_memory=mode)
+    params = ntm.init_params(jax.random.key(11), cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ys, _, _ = ntm.unroll(params, cfg, jnp.ones((2, 4)))
+    assert ys.shape == (2, 2)
+    return [str(w.message) for w in caught]
+
+
+def test_no_compiler_is_a_silent_fallback_under_auto_and_a_warning_under_on(monkeypatch, tmp_path):
+    _fresh_build(monkeypatch, tmp_path, "no-such-compiler-xyz")
     try:
-        assert not fused_cpu.available()
+        assert not fused_cpu.available() and not fused_cpu.build_failed()
         assert "no-such-compiler-xyz" in fused_cpu.unavailable_reason()
-        cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8, fused_memory=True)
-        params = ntm.init_params(jax.random.key(11), cfg)
-        core._FUSED_WARNED.clear()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ys, _, _ = ntm.unroll(params, cfg, jnp.ones((2, 4)))
-        assert any("unavailable" in str(w.message) for w in caught)
-        assert ys.shape == (2, 2)
+        assert _unroll_warnings("auto") == []
+        assert any("unavailable" in w for w in _unroll_warnings("on"))
         with pytest.raises(RuntimeError, match="unavailable"):
             fused_cpu.memory_step(*_inputs(jax.random.key(0), 4, 8, 1, 1, 1))
     finally:
-        fused_cpu._state.clear()
-        fused_cpu._state.update(saved)
         core._FUSED_WARNED.clear()
 
 
-def test_float64_falls_back_to_pure_jax_with_a_warning():
+def test_a_failed_build_is_one_warning_even_under_auto(monkeypatch, tmp_path):
+    _fresh_build(monkeypatch, tmp_path, "false")  # a "compiler" that exits 1
+    try:
+        assert not fused_cpu.available() and fused_cpu.build_failed()
+        first, again = _unroll_warnings("auto"), _unroll_warnings("auto")
+        assert len(first) == 1 and "failed to build" in first[0] and "pure-JAX" in first[0]
+        assert again == []
+    finally:
+        core._FUSED_WARNED.clear()
+
+
+def test_the_build_goes_to_a_private_cache_and_a_tampered_library_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert fused_cpu._cache_dir() == tmp_path / ".cache" / "ntm-search" / "fused"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fused_cpu._cache_dir() == tmp_path / "xdg" / "ntm-search" / "fused"
+    build = tmp_path / "xdg" / "ntm-search" / "fused"
+    monkeypatch.setattr(fused_cpu, "_BUILD_DIR", build)
+    lib = fused_cpu._build()
+    assert lib.parent == build and (build.stat().st_mode & 0o777) == 0o700
+    assert lib.with_suffix(".sha256").read_text().strip() == fused_cpu._digest(lib)
+    mtime = lib.stat().st_mtime_ns
+    assert fused_cpu._build() == lib and lib.stat().st_mtime_ns == mtime  # a verified build is reused
+    lib.write_bytes(b"not a library")
+    assert fused_cpu._build() == lib and fused_cpu._digest(lib) == lib.with_suffix(".sha256").read_text().strip()
+    assert lib.read_bytes() != b"not a library"
+
+
+def test_float64_falls_back_to_pure_jax_warning_under_on():
     """Under x64 with float64 parameters (the compiled NTM's case) the float32 kernel is not used."""
     with jax.enable_x64(True):
         cfg = ntm.NTMConfig(4, 2, memory_rows=8, memory_width=4, controller_size=8)
@@ -227,8 +269,8 @@ def test_float64_falls_back_to_pure_jax_with_a_warning():
         state = jax.tree.map(lambda a: a.astype(jnp.float64), ntm.initial_state(params, cfg))
         core._FUSED_WARNED.clear()
         with pytest.warns(RuntimeWarning, match="float64"):
-            got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory=True), xs, state=state)
-        want, _, _ = ntm.unroll(params, cfg, xs, state=state)
+            got, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory="on"), xs, state=state)
+        want, _, _ = ntm.unroll(params, dataclasses.replace(cfg, fused_memory="off"), xs, state=state)
         assert got.dtype == jnp.float64
         np.testing.assert_array_equal(got, want)
     core._FUSED_WARNED.clear()
@@ -236,7 +278,7 @@ def test_float64_falls_back_to_pure_jax_with_a_warning():
 
 def test_write_gate_through_the_fused_path_matches_pure_jax():
     """The gate scales erase and add before the memory step, so the kernel needs nothing new."""
-    cfg = ntm.NTMConfig(3, 2, memory_rows=12, memory_width=5, controller_size=8, write_gate=True)
+    cfg = ntm.NTMConfig(3, 2, memory_rows=12, memory_width=5, controller_size=8, write_gate=True, fused_memory="off")
     params = ntm.init_params(jax.random.key(14), cfg)
     xs = jax.random.normal(jax.random.key(15), (4, 3))
 
@@ -244,7 +286,7 @@ def test_write_gate_through_the_fused_path_matches_pure_jax():
         ys, _, final = ntm.unroll(p, c, xs)
         return jnp.sum(jnp.sin(ys)) + jnp.sum(final.memory ** 2)
 
-    fused = dataclasses.replace(cfg, fused_memory=True)
+    fused = dataclasses.replace(cfg, fused_memory="on")
     np.testing.assert_allclose(loss(params, fused), loss(params, cfg), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, cfg)), jax.tree.leaves(jax.grad(loss)(params, fused))):
         assert _rel_err(a, b) < 1e-4
