@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train train-copy copy-seeds test bench figures figures-full install clean-venv
+.PHONY: train train-copy copy-seeds test bench bench-gpu figures figures-full install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,8 +33,17 @@ copy-seeds: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
 
+# Training throughput of what train.py runs by default (NTM, LSTM, MLP on copy and argmax, batch 1-1024),
+# against the machine's measured matmul peak, with the PyTorch reference NTM beside it when it is set up
+# in .bench-reference/ (lab/reference.py says how). Writes bench.json and bench.md; ~10 min on 2 CPU cores.
 bench: $(STAMP)
-	$(BIN)/python -m lab.bench --batch-sizes 1 16 64 256 1024 --tasks copy argmax --models ntm lstm mlp --out bench.json
+	$(BIN)/python -m lab.bench
+
+# The same on one GPU (batch 1-4096, copy): installs JAX's CUDA plugin for the installed JAX, then writes
+# docs/results/bench-gpu.json and docs/results/bench-gpu.md.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m pip install -q "jax[cuda12]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
+	$(BIN)/python -m lab.bench --preset gpu
 
 # Every figure and table of the README (lab/reproduce.py): one seed per search experiment at half its
 # budget, copy 10 seeds, detection + calibration, compiled NTM figures, the CPU benchmark. ~40 min on

@@ -15,9 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lab.cli import Parser
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="eval.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="*", help="run directories written by train.py")
     p.add_argument("--experiment", default=None,
@@ -37,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def detect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eval.py detect", description="Behavioural signatures of search and the "
+    p = Parser(prog="eval.py detect", description="Behavioural signatures of search and the "
                                 "decision rule's verdict, per run; with --experiment, calibrated on the ground-truth zoo",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="*", help="run directories of a search task (modsquare, argmax, polymax)")

@@ -274,6 +274,8 @@ def compile_program(program: lang.Program, *, value_bits: int = VALUE_BITS, logi
         controller_size=H, activation="relu", num_read_heads=1, num_write_heads=W, shift_range=0,
         memory_init="learned", clip_value=float(2.0**value_bits), add_activation="identity",
         initial_reads="memory",
+        # exact float32 products wherever the step runs (GPUs default to TF32 for float32 matmuls)
+        matmul_precision="highest",
     )
     scale, unscale, Kl = 2.0**-value_bits, 2.0**value_bits, logit_scale
     t0, t1 = layout.tag_columns

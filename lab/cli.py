@@ -25,7 +25,7 @@ def train_parser() -> argparse.ArgumentParser:
     from tasks import REGISTRY
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="train.py", description="Train a model on a task; the run directory gets config.json, "
         "metrics.jsonl and Orbax checkpoints.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -105,6 +105,13 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         except json.JSONDecodeError:
             options[key] = value
     return TrainConfig(**{**defaults, **kw, "task_options": options, "model_config": mc})
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (exit 2), not the usage block; -h has the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
 def usable_cores() -> int:

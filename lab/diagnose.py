@@ -158,7 +158,9 @@ def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from lab.cli import Parser
+
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("workdir")
     p.add_argument("--size", type=int, default=64, help="argmax: list length")
     p.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8], help="modsquare: bit lengths of n")

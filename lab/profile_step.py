@@ -78,7 +78,9 @@ def profile(task: str, model: str, batch_size: int, dispatch: int = 10, repeats:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lab.cli import Parser
+
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="copy")
     p.add_argument("--model", default="ntm")
     p.add_argument("--batch-size", type=int, default=256)

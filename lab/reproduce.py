@@ -39,7 +39,9 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from lab.cli import Parser
+
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--only", nargs="+", default=None,
                     help="only these steps (copy, experiments, detect, compiled, bench, assoc), or single ones "

@@ -31,7 +31,9 @@ def summarise_runs(runs: list[Path], target: float, metric: str = "eval/main") -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.summary", description=__doc__.split("\n\n")[0])
+    from lab.cli import Parser
+
+    p = Parser(prog="python -m lab.summary", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--target", type=float, required=True)
     p.add_argument("--metric", default="eval/main")

@@ -82,10 +82,15 @@ def bucket_schedule(cfg: TrainConfig, buckets: list[Task], step: int) -> int:
     task restricts them (modsquare's ``valid_sizes``), so the size distribution is unchanged."""
     if len(buckets) == 1:
         return 0
+    slot_start = step - step % cfg.steps_per_dispatch  # (the first step of the slot: keeps earlier runs' schedules)
+    return int(np.random.default_rng([cfg.seed & 0xFFFFFFFF, slot_start]).choice(len(buckets), p=bucket_weights(buckets)))
+
+
+def bucket_weights(buckets: list[Task]) -> np.ndarray:
+    """How often ``bucket_schedule`` draws each bucket: its share of the (sampled) sizes."""
     widths = np.array([len(b.valid_sizes()) if hasattr(b, "valid_sizes") else b.max_size - b.min_size + 1
                        for b in buckets], np.float64)
-    slot_start = step - step % cfg.steps_per_dispatch  # (the first step of the slot: keeps earlier runs' schedules)
-    return int(np.random.default_rng([cfg.seed & 0xFFFFFFFF, slot_start]).choice(len(buckets), p=widths / widths.sum()))
+    return widths / widths.sum()
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -164,13 +169,21 @@ def sharded_forward(graphdef: Any, mesh: Mesh) -> Callable[..., tuple[jax.Array,
 
 
 def evaluation_forward(graphdef: Any, devices: int = 0) -> Callable[..., tuple[jax.Array, Any]]:
-    """A jitted ``(params, inputs [T, B, X], steps [B]) -> (logits, aux)`` that splits each batch over the most
-    devices (at most ``devices``, 0: all) that divide it, chosen when a batch shape is first traced."""
+    """``(params, inputs [T, B, X], steps [B]) -> (logits, aux)``, each batch split over the most devices (at
+    most ``devices``, 0: all) that divide it, as in training: parameters are replicated and the batch placed
+    on that mesh, then one jitted ``sharded_forward`` per mesh runs it."""
+    compiled: dict[int, tuple[Mesh, Callable[..., Any]]] = {}
+
     def forward(params: Any, inputs: jax.Array, steps: jax.Array) -> tuple[jax.Array, Any]:
         B = inputs.shape[1]
         n = max(d for d in range(1, (devices or len(jax.devices())) + 1) if B % d == 0)
-        return sharded_forward(graphdef, batch_mesh(B, n))(params, inputs, steps, None)
-    return jax.jit(forward)
+        if n not in compiled:
+            mesh = batch_mesh(B, n)
+            compiled[n] = mesh, jax.jit(lambda p, x, s, f=sharded_forward(graphdef, mesh): f(p, x, s, None))
+        mesh, fn = compiled[n]
+        put = lambda x, *spec: jax.device_put(x, NamedSharding(mesh, P(*spec)))  # noqa: E731
+        return fn(put(params), put(inputs, None, "data"), put(steps, "data"))
+    return forward
 
 
 def map_batch_axis(batch: Batch, fn: Callable[[jax.Array, int], jax.Array]) -> Batch:
@@ -193,8 +206,51 @@ def maybe_initialize_distributed() -> None:
     import os
 
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("NTM_DISTRIBUTED") == "1":
-        jax.distributed.initialize()  # reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID,
-        # or auto-detects on Cloud TPU pods and SLURM
+        # jax reads JAX_COORDINATOR_ADDRESS itself but not the process count and id, so pass those; with
+        # none of them (NTM_DISTRIBUTED=1) it auto-detects Cloud TPU pods and SLURM. On CPU the processes'
+        # collectives go through jax_cpu_collectives_implementation (default "gloo").
+        count, pid = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(num_processes=int(count) if count else None,
+                                   process_id=int(pid) if pid else None)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run directory's own files (config.json, metrics, TensorBoard): the
+    only one, or process 0 of a multi-host job. Checkpoints are written by every process together (Orbax)."""
+    return jax.process_index() == 0
+
+
+def fetch(tree: Any) -> Any:
+    """``jax.device_get`` that also takes arrays spanning other processes' devices (multi-host): a replicated
+    one is read from this process's own replica, any other is gathered from every process."""
+    def one(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return jax.device_get(x)
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.tree.map(one, tree)
+
+
+def on_main_process(fn: Callable[[], None], what: str) -> None:
+    """``fn()`` on the main process only, the others waiting for it; when it fails there, every process
+    raises (the others a RunDirError naming ``what``) rather than hang in the next collective."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    error = None
+    if is_main_process():
+        try:
+            fn()
+        except Exception as e:  # re-raised below, after the others have heard of it
+            error = e
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed:
+        raise RunDirError(f"process 0 failed to {what} (see its output)")
 
 
 def _tree_all_finite(tree: Any) -> jax.Array:
@@ -303,11 +359,11 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         return (*carry, stats)
 
     eval_forward = evaluation_forward(graphdef, mesh.size)
+    metrics = jax.jit(lambda logits, batch: {k: v.mean() for k, v in task.metrics(logits, batch).items()})
 
-    @jax.jit
     def evaluate(params: Any, batch: Batch) -> dict[str, jax.Array]:
         logits, _ = eval_forward(params, batch.inputs, batch.steps)
-        return {k: v.mean() for k, v in task.metrics(logits, batch).items()}
+        return metrics(logits, batch)
 
     return Program(task, graphdef, tx, train_chunk, evaluate, mesh, buckets, cfg.microbatches)
 
@@ -424,9 +480,14 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
             if not (resume and ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
                 raise
             init_error = e  # fatal only if the checkpoint of this run cannot be restored either
-    prepare_workdir(workdir, cfg, resume, overwrite)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(cfg.to_json())
+
+    def prepare() -> None:
+        prepare_workdir(workdir, cfg, resume, overwrite)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(cfg.to_json())
+
+    on_main_process(prepare, f"prepare {workdir}")  # multi-host: only process 0 writes the run's own files
+    main = is_main_process()
 
     key = jax.random.key(cfg.seed)
     data_key, eval_key = jax.random.split(jax.random.fold_in(key, 1))
@@ -440,13 +501,20 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     elif init_error is not None:
         raise init_error
     metrics_path = workdir / "metrics.jsonl"
-    if not resume and metrics_path.exists():
+    if main and not resume and metrics_path.exists():
         metrics_path.unlink()
-    _truncate_metrics(metrics_path, step)
+    if main:
+        _truncate_metrics(metrics_path, step)
 
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
-    bar = _Progress(cfg.steps, step, progress)
-    loggers = _Loggers(workdir, cfg, wandb_project)
+    bar = _Progress(cfg.steps, step, progress and main)
+    loggers = _Loggers(workdir, cfg, wandb_project) if main else None
+
+    def log(record: dict[str, Any]) -> None:
+        if loggers is not None:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            loggers.log(record)
     nonfinite_total = 0
     summary: dict[str, Any] = {"stopped": "steps", "params": models.count_params(model)}
     t_start = time.perf_counter()
@@ -454,12 +522,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     record: dict[str, Any] = {}
     try:
         if step == 0:  # the learning curve starts at the untrained model
-            ev = jax.device_get(prog.evaluate(params, eval_batch))
-            first = {"step": 0, "examples_seen": 0, **{f"eval/{k}": float(v) for k, v in ev.items()},
-                     "eval/main": float(ev[task.main_metric])}
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(first) + "\n")
-            loggers.log(first)
+            ev = fetch(prog.evaluate(params, eval_batch))
+            log({"step": 0, "examples_seen": 0, **{f"eval/{k}": float(v) for k, v in ev.items()},
+                 "eval/main": float(ev[task.main_metric])})
         while step < cfg.steps:
             # never cross a dispatch slot's edge, so that the bucket schedule does not depend on where
             # a previous (shorter) run stopped
@@ -471,7 +536,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
                 if step % cfg.checkpoint_every == 0:
                     ckpt.save(step, {"params": params, "opt_state": opt_state})
                 continue
-            stats = jax.device_get(stats)
+            stats = fetch(stats)
             nonfinite_total += int(stats["nonfinite"].sum())
             now = time.perf_counter()
             ex = step * cfg.batch_size
@@ -485,27 +550,26 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
                 "examples_per_s": (ex - ex_last) / max(now - t_last, 1e-9),
                 "wall_s": now - t_start,
             }
-            ev = jax.device_get(prog.evaluate(params, eval_batch))
+            ev = fetch(prog.evaluate(params, eval_batch))
             record.update({f"eval/{k}": float(v) for k, v in ev.items()})
             record["eval/main"] = record[f"eval/{task.main_metric}"]
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            loggers.log(record)
+            log(record)
             bar.update(step, record)
             t_last, ex_last = time.perf_counter(), ex
-            if int(bad_run) >= cfg.max_nonfinite:
-                raise TrainingError(f"{int(bad_run)} non-finite steps in a row at step {step}; "
+            if int(fetch(bad_run)) >= cfg.max_nonfinite:
+                raise TrainingError(f"{int(fetch(bad_run))} non-finite steps in a row at step {step}; "
                                     f"last good checkpoint kept in {ckpt.directory}")
             if step % cfg.checkpoint_every == 0:
                 ckpt.save(step, {"params": params, "opt_state": opt_state})
             if cfg.target is not None and record["eval/main"] < cfg.target:
                 summary["stopped"] = "target"
                 break
-        if int(bad_run) == 0 and ckpt.latest_step() != step:
+        if int(fetch(bad_run)) == 0 and ckpt.latest_step() != step:
             ckpt.save(step, {"params": params, "opt_state": opt_state})
     finally:
         bar.close()
-        loggers.close()
+        if loggers is not None:
+            loggers.close()
         ckpt.close()
     summary.update({"step": step, "examples_seen": step * cfg.batch_size, "wall_s": time.perf_counter() - t_start,
                     **{k: v for k, v in record.items() if k.startswith("eval/")}})

@@ -15,6 +15,7 @@ needs no second code path.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ INITIAL_READS = ("learned", "memory")
 # NTMConfig.fused_memory: "auto" uses the fused CPU memory kernel (ntm/fused_cpu.py) wherever it applies and
 # the pure-JAX step elsewhere, silently; "on" asks for it and warns when it cannot be had; "off" never uses it.
 FUSED_MODES = ("auto", "on", "off")
+MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,10 @@ class NTMConfig:
     # GPU, TPU, float64, no C++ compiler), "on" (as auto, but warns when it falls back), "off".
     # A kernel that fails to build is one warning and the pure-JAX step, in "auto" and "on".
     fused_memory: str = "auto"
+    # Precision of every matmul of the step (jax.default_matmul_precision, scoped to the step): None keeps
+    # the backend's default (TF32 for float32 on recent NVIDIA GPUs); "highest" asks for exact float32
+    # products, as programs compiled into the weights (compiler/) need.
+    matmul_precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -83,6 +89,8 @@ class NTMConfig:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
         if self.add_activation not in ADD_ACTIVATIONS:
             raise ValueError(f"add_activation must be one of {ADD_ACTIVATIONS}, got {self.add_activation!r}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
         if self.fused_memory not in FUSED_MODES:
             raise ValueError(f"fused_memory must be one of {FUSED_MODES}, got {self.fused_memory!r}")
         if self.initial_reads not in INITIAL_READS:
@@ -175,7 +183,8 @@ def initial_state(params: Params, cfg: NTMConfig, key: Array | None = None) -> N
     if cfg.controller == "lstm":
         controller = (jnp.zeros((H,), jnp.float32), jnp.zeros((H,), jnp.float32))
     read_weights = jax.nn.softmax(init["read_logits"], axis=-1)  # [R, N]
-    reads = jnp.tanh(init["reads"]) if cfg.initial_reads == "learned" else addressing.read(memory, read_weights)  # [R, M]
+    with _precision(cfg):
+        reads = jnp.tanh(init["reads"]) if cfg.initial_reads == "learned" else addressing.read(memory, read_weights)  # [R, M]
     return NTMState(
         memory=memory,
         read_weights=read_weights,
@@ -228,7 +237,20 @@ def step(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTM
 
 
 def _step_t(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTMState, Array]:
-    """``step`` on a state whose memory is stored transposed, [M, N] (``unroll`` keeps it so).
+    """``step`` on a state whose memory is stored transposed, [M, N] (``unroll`` keeps it so)."""
+    with _precision(cfg):
+        return _step_t_body(params, state, x, cfg)
+
+
+def _precision(cfg: NTMConfig) -> contextlib.AbstractContextManager:
+    """``cfg.matmul_precision`` for the matmuls traced inside it (nothing when None)."""
+    if cfg.matmul_precision is None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(cfg.matmul_precision)
+
+
+def _step_t_body(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTMState, Array]:
+    """The step itself.
 
     Why: under vmap the memory is [B, N, M] with the short M = 20 axis minor, and XLA:CPU's
     memory-sized elementwise ops and reductions over it are slow (presumably poor

@@ -3,6 +3,8 @@
 Runs in ~30 s on 2 CPU cores: modsquare for every n in 2..3000 (one batch), a few large n in
 float64, list argmax, and seeded random programs against the interpreter.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,3 +186,17 @@ def test_show_heads_png(tmp_path):
 
     show.heads_png(30, str(tmp_path / "heads.png"))
     assert (tmp_path / "heads.png").stat().st_size > 10_000
+
+
+def test_compiled_ntm_asks_for_exact_float32_matmuls():
+    """GPUs run float32 matmuls in TF32 unless asked: the compiled NTM's config asks for "highest", and its
+    every step lowers with that precision; a default NTM's does not."""
+    c = compile_program(MODSQUARE)
+    assert c.cfg.matmul_precision == "highest"
+    xs, steps = jnp.ones((2, 3, c.cfg.input_size)), jnp.array([3, 2])
+    hlo = jax.jit(final_outputs, static_argnums=1).lower(c.params, c.cfg, xs, steps).as_text()
+    assert "precision = [HIGHEST, HIGHEST]" in hlo and "DEFAULT" not in hlo
+    plain = dataclasses.replace(c.cfg, matmul_precision=None)
+    assert "HIGHEST" not in jax.jit(final_outputs, static_argnums=1).lower(c.params, plain, xs, steps).as_text()
+    with pytest.raises(ValueError, match="matmul_precision"):
+        dataclasses.replace(c.cfg, matmul_precision="exact")
