@@ -39,6 +39,10 @@ def run_experiment(args) -> int:
     for name, cfg in exp.runs(args.models, args.seeds, args.runs_root):
         if args.steps is not None:
             cfg = dataclasses.replace(cfg, steps=args.steps, checkpoint_every=min(cfg.checkpoint_every, args.steps))
+        # how a preset runs (not what it computes) may be chosen here: devices, the NTM's fused kernel
+        cfg = dataclasses.replace(cfg, devices=args.devices)
+        if args.fused_memory is not None:
+            cfg = dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, fused_memory=args.fused_memory))
         workdir = Path(args.runs_root) / exp.name / name
         if not args.overwrite and (workdir / "checkpoints").is_dir():
             ck = Checkpointer(workdir / "checkpoints")
