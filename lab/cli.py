@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from typing import Any, Callable
 
 from lab.config import OPTIMIZERS, TrainConfig, task_defaults
@@ -141,6 +142,8 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     from lab.checkpoint import CheckpointError
     from lab.trainer import RunDirError, TrainingError
 
+    # a warning on the command line is one line (e.g. the fused kernel failed to build: pure JAX instead)
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
     try:
         return main(argv)
     except (ValueError, RunDirError, CheckpointError, TrainingError, FileNotFoundError) as e:

@@ -105,7 +105,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # reach < 0.1 bits (median 2,880 examples); lr 1e-2 is faster but relapses more. Halving the lr
     # every 1000 steps keeps the model converged when training goes on (README, "Copy")
     # Four size buckets (lengths 1-5, 6-10, 11-15, 16-20, each padded to its own longest): the same length
-    # distribution at 0.64x the padded steps of one bucket (README, "Speed").
+    # distribution at 0.63x the padded steps of one bucket (README, "Throughput").
     "copy": {"model_config": ModelConfig(memory_rows=128, memory_width=20, controller="lstm", controller_size=100),
              "batch_size": 4, "lr": 3e-3, "lr_half_life": 1000, "size_buckets": 4},
     "repeat_copy": {"model_config": ModelConfig(memory_rows=128, memory_width=20, controller="lstm", controller_size=100)},

@@ -123,7 +123,7 @@ def batch_mesh(batch: int, devices: int = 0, what: str = "") -> Mesh:
 
 # TrainConfig.microbatches = 0 (auto) keeps each device's slice of a recurrent model's forward pass at most
 # this many examples: beyond it the scan's saved carries (for the NTM, memory [N, M] per step and example)
-# leave the cache and throughput per example falls (README, "Speed"; python -m lab.bench).
+# leave the cache and throughput per example falls (README, "Throughput"; python -m lab.bench).
 MICROBATCH_PER_DEVICE = 128
 
 

@@ -250,6 +250,10 @@ def test_the_build_goes_to_a_private_cache_and_a_tampered_library_is_rebuilt(mon
     assert fused_cpu._cache_dir() == tmp_path / "xdg" / "ntm-search" / "fused"
     build = tmp_path / "xdg" / "ntm-search" / "fused"
     monkeypatch.setattr(fused_cpu, "_BUILD_DIR", build)
+    fake = tmp_path / "fake-cxx"  # a "compiler" that writes a new library to its -o argument: no real build
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho "built $(date +%s%N)" > "$2"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
     lib = fused_cpu._build()
     assert lib.parent == build and (build.stat().st_mode & 0o777) == 0o700
     assert lib.with_suffix(".sha256").read_text().strip() == fused_cpu._digest(lib)
