@@ -51,7 +51,8 @@ def device_name() -> str:
 
 
 def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
+    from lab.cli import usable_cores
+    return usable_cores()
 
 
 _ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "exp", "log", "log1p", "tanh", "logistic", "max", "min", "pow",
@@ -198,7 +199,7 @@ def reference_rows(ref_dir: Path, batch_sizes: list[int]) -> list[dict]:
            "--repo", str(ref_dir / "pytorch-ntm"), "--batch-sizes", *map(str, batch_sizes)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if res.returncode:
-        raise RuntimeError(f"reference benchmark failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise ValueError(f"reference benchmark failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 
 
@@ -206,7 +207,8 @@ def _isolated_row(kw: dict[str, Any]) -> dict:
     """``bench_one(**kw)`` in a fresh process, so that its resident high-water mark is that row's alone."""
     res = subprocess.run([sys.executable, "-m", "lab.bench", "--row", json.dumps(kw)], capture_output=True, text=True)
     if res.returncode:
-        raise RuntimeError(f"benchmark row {kw} failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise ValueError(f"benchmark row {kw['model']} {kw['task']} batch {kw['batch_size']} failed: "
+                         f"{(res.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -223,7 +225,8 @@ def markdown(rows: list[dict], reference: dict[int, dict], peaks: dict[str, floa
         lines.append(f"| {r['model']} | {r['task']} | {r['batch_size']} | {r['data_parallel_devices']} x "
                      f"{r['microbatches']} | {'yes' if r['fused_memory'] else 'no'} | {r['examples_per_s']:,.0f} | "
                      f"{r['ms_per_step']:.2f} | {100 * r.get('frac_of_matmul_peak', 0):.1f} | {r['compile_s']:.1f} | "
-                     f"{r['xla_bytes_per_device'] / 1e6:,.0f} | {r['max_rss_bytes'] / 1e6:,.0f} | {ratio} |")
+                     f"{r['xla_bytes_per_device'] / 1e6:,.0f} | "
+                     f"{format(r['max_rss_bytes'] / 1e6, ',.0f') if r.get('isolated', True) else '-'} | {ratio} |")
     if reference:
         first = next(iter(reference.values()))
         lines += ["", "PyTorch reference (loudinthecloud/pytorch-ntm " + first["commit"][:7] + ", torch "
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                     kw = {"task": task, "model": m, "batch_size": b, "devices": a.devices, "fused_memory": f,
                           "microbatches": a.microbatches, "repeats": a.repeats, "size_buckets": pre["size_buckets"]}
                     row = _isolated_row(kw) if pre["isolate"] else bench_one(**kw)
+                    row["isolated"] = pre["isolate"]  # max_rss_bytes is this row's own only when isolated
                     row.update(peaks)
                     if peaks:  # fractions against this run's peaks (the isolated row did not measure them)
                         row["frac_of_matmul_peak"] = row["flops_per_step"] / (row["ms_per_step"] / 1e3) / (

@@ -45,9 +45,9 @@ def train_parser() -> argparse.ArgumentParser:
                    "(VALUE is read as JSON when it parses, else as a string)")
     p.add_argument("--min-size", type=int, default=None, help="smallest problem size (task default if unset)")
     p.add_argument("--max-size", type=int, default=None, help="largest problem size (task default if unset)")
-    p.add_argument("--size-buckets", type=int, default=d.size_buckets,
+    p.add_argument("--size-buckets", type=int, default=None,
                    help="split the size range into this many buckets, each padded to its own largest size "
-                   "(one compilation each; fewer padded steps on short problems)")
+                   "(one compilation each; fewer padded steps on short problems; default 1, or the task's: copy 4)")
     g = p.add_argument_group("model (defaults: the task's paper configuration)")
     for flag, typ in MODEL_FLAGS.items():
         g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
@@ -70,7 +70,7 @@ def train_parser() -> argparse.ArgumentParser:
                    help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
     p.add_argument("--microbatches", type=int, default=d.microbatches, metavar="K",
                    help="gradient accumulation: split each batch into K equal micro-batches run one after another "
-                        "(0: auto, so that each device holds at most lab.trainer.MICROBATCH_PER_DEVICE examples)")
+                        "(0: auto: on CPU, each device holds at most lab.trainer.MICROBATCH_PER_DEVICE examples)")
     p.add_argument("--progressive-loss", type=float, default=d.progressive_loss, metavar="ALPHA",
                    help="NTM/LSTM: mix in the progressive loss of Bansal et al. 2022 with this weight (a second pass "
                         "with each example's state detached before a random step)")
@@ -105,7 +105,13 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
-    return TrainConfig(**{**defaults, **kw, "task_options": options, "model_config": mc})
+    cfg = TrainConfig(**{**defaults, **kw, "task_options": options, "model_config": mc})
+    if a.size_buckets is None and cfg.size_buckets > 1:  # a task's default bucket count, never more than its sizes
+        from lab.trainer import build_task
+
+        task = build_task(cfg)
+        cfg = dataclasses.replace(cfg, size_buckets=min(cfg.size_buckets, task.max_size - task.min_size + 1))
+    return cfg
 
 
 class Parser(argparse.ArgumentParser):

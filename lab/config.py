@@ -53,8 +53,8 @@ class TrainConfig:
     # Gradient accumulation: each optimizer step's batch is split into this many equal micro-batches, run one
     # after another (lax.scan) and their gradients averaged: the same step with a smaller working set (a
     # large batch whose arrays no longer fit in cache runs at a small batch's speed). 1: the whole batch at
-    # once. 0 (auto): the fewest micro-batches that leave each device at most
-    # lab.trainer.MICROBATCH_PER_DEVICE examples of a recurrent model's batch (1 for the MLP).
+    # once. 0 (auto): on CPU, the fewest micro-batches that leave each device at most
+    # lab.trainer.MICROBATCH_PER_DEVICE examples of a recurrent model's batch (1 for the MLP and on GPU/TPU).
     microbatches: int = 0
 
     def __post_init__(self) -> None:

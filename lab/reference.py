@@ -4,15 +4,15 @@ Standalone: runs under the reference venv's python (imports torch and the refere
 or this project). lab.bench runs it as a subprocess with that python and reads one JSON object per
 line from its stdout:
 
-    /work/ref/venv/bin/python lab/reference.py --repo /work/ref/pytorch-ntm \
+    .bench-reference/venv/bin/python lab/reference.py --repo .bench-reference/pytorch-ntm \
         --batch-sizes 1 16 64 256 1024 --repeats 3 --steps 20
 
 Setting the reference up (once):
   1. fetch github:loudinthecloud/pytorch-ntm (commit 3c64937) and extract it, e.g.
-     git --git-dir=<mirror> archive HEAD | tar -x -C /work/ref/pytorch-ntm; write the hash to
+     git --git-dir=<mirror> archive HEAD | tar -x -C .bench-reference/pytorch-ntm; write the hash to
      <repo>/COMMIT (or pass --commit) since an archive has no .git.
   2. In <repo>/tasks/*.py replace attrs' removed ``convert=`` keyword by ``converter=``.
-  3. python3 -m venv /work/ref/venv && /work/ref/venv/bin/pip install torch==2.13.0 attrs numpy
+  3. python3 -m venv .bench-reference/venv && .bench-reference/venv/bin/pip install torch==2.13.0 attrs numpy
      argcomplete   (always pin torch==2.13.0: that CPU wheel is on local disk; train.py imports
      argcomplete; the repo's requirements.txt is not used).
 
@@ -49,7 +49,7 @@ def read_commit(repo, given):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repo", default="/work/ref/pytorch-ntm")
+    ap.add_argument("--repo", default=".bench-reference/pytorch-ntm")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20, help="at least this many timed steps per run")

@@ -118,6 +118,9 @@ def batch_mesh(batch: int, devices: int = 0, what: str = "") -> Mesh:
         n = devices
     else:
         n = max(d for d in range(1, len(available) + 1) if batch % d == 0)
+    if jax.process_count() > 1 and n < len(available):
+        raise ValueError(f"batch size {batch}{what} must split over all {len(available)} devices of the "
+                         f"{jax.process_count()} processes (a multiple of {len(available)})")
     return Mesh(np.array(available[:n]), ("data",))
 
 
@@ -128,14 +131,17 @@ MICROBATCH_PER_DEVICE = 128
 
 
 def resolve_microbatches(cfg: TrainConfig) -> int:
-    """``cfg.microbatches``, or for 0 (auto) the fewest equal micro-batches that keep each device's share of a
-    recurrent model's batch at most MICROBATCH_PER_DEVICE (1 for the MLP, which has no time loop)."""
+    """``cfg.microbatches``, or for 0 (auto) the fewest equal micro-batches that keep each CPU device's share of
+    a recurrent model's batch at most MICROBATCH_PER_DEVICE (1 for the MLP, which has no time loop, and on
+    accelerators, which want the whole batch at once)."""
     if cfg.microbatches:
         return cfg.microbatches
-    if cfg.model == "mlp":
+    if cfg.model == "mlp" or jax.devices()[0].platform != "cpu":
         return 1
     per_device = cfg.batch_size // batch_mesh(cfg.batch_size, cfg.devices).size
-    return min(k for k in range(1, per_device + 1) if per_device % k == 0 and per_device // k <= MICROBATCH_PER_DEVICE)
+    fits = [k for k in range(1, per_device + 1)
+            if per_device % k == 0 and MICROBATCH_PER_DEVICE // 4 <= per_device // k <= MICROBATCH_PER_DEVICE]
+    return fits[0] if per_device > MICROBATCH_PER_DEVICE and fits else 1  # no even split near the cap: whole
 
 
 def make_mesh(cfg: TrainConfig) -> Mesh:
@@ -383,8 +389,8 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
             old["model_config"] = {**default["model_config"], **old["model_config"]}
             for k in MODEL_CONTROL_FIELDS:
                 old["model_config"][k] = new["model_config"][k]
-        # micro-batches: "auto" (0) and the count it resolves to are the same run
-        old_k = old.get("microbatches", default["microbatches"]) or resolve_microbatches(dataclasses.replace(cfg, microbatches=0))
+        # micro-batches: "auto" (0) and the count it resolved to are the same run; before auto existed it was 1
+        old_k = old.get("microbatches", 1) or resolve_microbatches(dataclasses.replace(cfg, microbatches=0))
         if old_k == resolve_microbatches(cfg):
             old["microbatches"] = new["microbatches"]
         # with size buckets the dispatch length decides which steps share a bucket: not a free choice on resume
@@ -461,6 +467,12 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     """Train one model on one task; returns a summary. The run directory gets config.json,
     metrics.jsonl (one object per log step), TensorBoard event files (tb/) and Orbax checkpoints."""
     workdir = Path(workdir)
+    if resume and not cfg.microbatches and (workdir / "config.json").is_file():
+        try:  # "auto" resumes with the count the run was trained with (runs written before auto existed: 1)
+            cfg = dataclasses.replace(cfg, microbatches=int(json.loads((workdir / "config.json").read_text())
+                                                             .get("microbatches", 1)))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise RunDirError(f"{workdir / 'config.json'} is not a valid config: {e}") from e
     task = build_task(cfg)
     mesh = make_mesh(cfg)  # bad device counts fail before anything on disk changes
     size_buckets(task, cfg.size_buckets)  # so does an impossible bucket count

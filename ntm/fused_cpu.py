@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def _cache_dir() -> Path:
     return Path(base) / "ntm-search" / "fused"
 
 
-_BUILD_DIR = _cache_dir()
+_BUILD_DIR: Path | None = None  # None: _cache_dir(), resolved at the first build (tests point it elsewhere)
 _FWD_TARGET = "ntm_memory_step_fwd"
 _BWD_TARGET = "ntm_memory_step_bwd"
 
@@ -91,7 +92,11 @@ def _library_path(compiler: str, flags: list[str]) -> Path:
     h.update(_SRC.read_bytes())
     h.update(" ".join([compiler, *flags, jax.ffi.include_dir()]).encode())
     h.update((Path(jax.ffi.include_dir()) / "xla" / "ffi" / "api" / "c_api.h").read_bytes())
-    return _BUILD_DIR / f"memory_step-{h.hexdigest()[:16]}.so"
+    return _build_dir() / f"memory_step-{h.hexdigest()[:16]}.so"
+
+
+def _build_dir() -> Path:
+    return _BUILD_DIR if _BUILD_DIR is not None else _cache_dir()
 
 
 def _digest(path: Path) -> str:
@@ -105,29 +110,32 @@ def _build() -> Path:
         raise NoCompiler(f"C++ compiler {compiler!r} not found")
     flags = _compile_flags()
     out = _library_path(compiler, flags)
+    build_dir = out.parent
     stamp = out.with_suffix(".sha256")
     if out.exists() and stamp.exists() and stamp.read_text().strip() == _digest(out):
         return out
     try:
-        _BUILD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        build_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Build to temporary names and rename: concurrent processes (pytest-xdist) never see half a file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=_BUILD_DIR)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=build_dir)
         os.close(fd)
     except OSError as e:
-        raise RuntimeError(f"cannot write the kernel build directory {_BUILD_DIR}: {e}") from e
+        raise RuntimeError(f"cannot write the kernel build directory {build_dir}: {e}") from e
     cmd = [compiler, *flags, "-isystem", jax.ffi.include_dir(), str(_SRC), "-o", tmp]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise RuntimeError(f"{compiler} failed to build {_SRC.name}: {last}")
-        fd, tmp_stamp = tempfile.mkstemp(suffix=".sha256", dir=_BUILD_DIR)
+        fd, tmp_stamp = tempfile.mkstemp(suffix=".sha256", dir=build_dir)
         with os.fdopen(fd, "w") as f:
             f.write(_digest(Path(tmp)) + "\n")
         os.replace(tmp, out)
         os.replace(tmp_stamp, stamp)
-        for stale in [*_BUILD_DIR.glob("memory_step-*.so"), *_BUILD_DIR.glob("memory_step-*.sha256")]:
-            if stale.stem != out.stem:  # builds of older sources or flags
+        # builds of other sources, flags or JAX versions untouched for 30 days (the cache may be shared by
+        # several checkouts, virtual environments and CPU types: never remove one that may be in use)
+        for stale in [*build_dir.glob("memory_step-*.so"), *build_dir.glob("memory_step-*.sha256")]:
+            if stale.stem != out.stem and time.time() - stale.stat().st_mtime > 30 * 86400:
                 stale.unlink(missing_ok=True)
     finally:
         if os.path.exists(tmp):
