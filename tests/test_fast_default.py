@@ -129,9 +129,11 @@ def test_a_kernel_that_fails_to_build_is_one_warning_line_and_training_goes_on(t
     assert json.loads(res.stdout.strip().splitlines()[-1])["step"] == 2
 
 
-def test_the_copy_task_trains_in_its_default_size_buckets_unless_told():
+def test_a_task_default_bucket_count_reaches_train_py_clamped_to_its_sizes(monkeypatch):
+    from lab import config
     from lab.cli import config_from_args, train_parser
 
+    monkeypatch.setitem(config.TASK_DEFAULTS, "copy", {**config.TASK_DEFAULTS["copy"], "size_buckets": 4})
     cfg = lambda *a: config_from_args(train_parser().parse_args(["--task", "copy", *a]))  # noqa: E731
     assert cfg().size_buckets == 4 and cfg("--max-size", "3").size_buckets == 3
     assert cfg("--size-buckets", "1").size_buckets == 1 and cfg("--task", "argmax").size_buckets == 1
