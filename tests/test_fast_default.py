@@ -41,7 +41,6 @@ def test_a_fresh_process_gets_one_device_per_core_unless_the_user_chose():
 @pytest.mark.parametrize("argv, message", [
     (["--devices", "64"], "only"),  # more devices than cores
     (["--batch-size", "3", "--devices", "2"], "does not split over 2 devices"),
-    (["--fused-memory", "fast"], "invalid choice"),
 ])
 def test_device_and_kernel_flags_fail_in_one_line(argv, message, tmp_path):
     if "--devices" in argv and usable_cores() < 2 and "64" not in argv:

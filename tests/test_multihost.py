@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from lab import models
 from lab.trainer import load_run
@@ -59,6 +60,7 @@ def _metrics(workdir: Path) -> list[dict]:
     return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # ~40 s: python -m pytest -m slow tests/test_multihost.py (README, "Many devices")
 def test_two_processes_train_the_curve_of_one_with_two_devices(tmp_path):
     coordinator = f"127.0.0.1:{_free_port()}"
     multi = tmp_path / "multi"

@@ -133,6 +133,7 @@ def _cli(argv, capsys):
     (["--progressive-loss", "1.5"], "progressive_loss"),
     (["--batch-size", "12", "--microbatches", "5"], "microbatches"),
     (["--model", "mlp", "--progressive-loss", "0.5"], "progressive_loss"),
+    (["--fused-memory", "fast"], "invalid choice"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(argv, message, capsys, tmp_path):
     code, err = _cli(argv + ["--workdir", str(tmp_path / "w"), "--steps", "1"] if "--steps" not in argv else argv, capsys)
