@@ -40,7 +40,7 @@ from flax import nnx
 from lab import models
 from lab.config import TrainConfig, task_defaults
 from lab.models import ModelConfig
-from lab.trainer import bucket_weights, build_model, build_task, make_program
+from lab.trainer import batch_mesh, bucket_weights, build_model, build_task, make_program
 
 
 def device_name() -> str:
@@ -272,11 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if set(tasks) - set(REGISTRY) or set(ms) - set(models.MODELS):
         raise ValueError(f"--tasks from {sorted(REGISTRY)}, --models from {sorted(models.MODELS)}")
-    if a.devices:
-        bad = [b for b in sizes if b % a.devices]
-        if a.devices > len(jax.devices()) or bad:
-            raise ValueError(f"--devices {a.devices}: {len(jax.devices())} device(s) here, and every batch size must "
-                             f"split evenly over them (not {bad})")
+    for b in sizes:  # the trainer's own check of --devices against each batch (one-line ValueError)
+        batch_mesh(b, a.devices)
     ref_dir = Path(a.reference or REFERENCE_DIR) if a.reference != "none" else None
     if ref_dir is not None and not (ref_dir / "venv" / "bin" / "python").exists():
         if a.reference:
