@@ -45,14 +45,15 @@ bench-gpu: $(STAMP)
 	$(BIN)/python -m pip install -q "jax[cuda12]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
 	$(BIN)/python -m lab.bench --preset gpu
 
-# Every figure and table of the README (lab/reproduce.py): one seed per search experiment at half its
-# budget, copy 10 seeds, detection + calibration, compiled NTM figures, the CPU benchmark. ~40 min on
-# 2 CPU cores; finished runs in runs/figures-small are reused. Outputs: docs/figures, docs/results.
+# Every figure and table of the README (lab/reproduce.py): argmax-quick trained and compared (1 seed), the
+# detector on its models and the zoo, the compiled NTM's figures; one call from scratch is timed in
+# docs/results/timings.json ("one_call"). Runs in runs/figures-small (finished runs are reused).
 figures: $(STAMP)
 	$(BIN)/python -m lab.reproduce --preset small
 
-# The same at every preset's full budget and seeds (+ associative recall, the compiled NTM's exhaustive
-# sweep); runs in runs/, outputs in docs/full. Expected runtime: see README "Reproducing".
+# Every recipe over five seeds (train.py --recipe NAME --seeds 0 1 2 3 4), the other kept presets at their
+# whole budget with detection, copy 10 seeds, associative recall, the compiled NTM's sweep and the CPU
+# benchmark; runs in runs/, outputs in docs/full/. Runtime: docs/reproducing.md.
 figures-full: $(STAMP)
 	$(BIN)/python -m lab.reproduce --preset full
 

@@ -4,6 +4,7 @@ For each run directory: metrics at the training sizes and beyond (copy: lengths 
 to eval.json + eval.md, and figures learning_curve.png and example.png (inputs, targets, outputs
 and the NTM's read/write weightings over one example, as in Graves 2014 Fig. 6).
 With several runs and --out, also a combined table and figures there.
+A recipe's report (lab/recipes.py), rebuilt from its run directories:  python eval.py --recipe argmax-search
 
 Detection (lab/detect.py):  python eval.py detect RUN [RUN...]  writes RUN/detect/ (signatures,
 figure, the decision rule's verdict);  python eval.py detect --experiment NAME  adds the
@@ -24,6 +25,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", help="run directories written by train.py")
     p.add_argument("--experiment", default=None,
                    help="compare every run of a named preset (lab/experiments.py); report in <runs-root>/<experiment>/report")
+    p.add_argument("--recipe", default=None,
+                   help="rebuild a recipe's report (<runs-root>/<recipe>/report.md) from its run directories")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="with --recipe: these seeds (default: the recipe's)")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="problem sizes to evaluate (default: the task's training sizes and beyond)")
@@ -96,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {out / f'compiled_heads_n{n}.png'}", file=sys.stderr)
         if not args.runs and not args.experiment:
             return 0
+    if args.recipe:
+        from lab import experiments, recipes
+
+        if args.experiment or args.runs:
+            raise ValueError("--recipe reports on its own runs; give no --experiment or run directories with it")
+        recipe = experiments.get_recipe(args.recipe)
+        recipes.write_report(recipe, args.seeds if args.seeds is not None else list(recipe.seeds), args.runs_root)
+        return 0
     if args.experiment:
         from lab import compare, experiments
 

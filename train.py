@@ -1,6 +1,7 @@
 """Train a model on a task.  python train.py --task copy --model ntm --seed 0 --workdir runs/copy-s0
 
-Or every model of a named experiment:  python train.py --experiment argmax-extrapolation
+Or every model of a named preset:  python train.py --experiment argmax-quick [--set lr=1e-3]
+Or a recipe (chains of stages, several seeds, a report):  python train.py --recipe argmax-search --seeds 0 1
 Thin entry point: parse flags, build configs, call lab.trainer.train. `python train.py -h`
 lists every flag; each task's defaults are the paper's set-up.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.train_parser().parse_args(argv)
     cli.use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     trainer.maybe_initialize_distributed()
-    if args.experiment:
-        return run_experiment(args)
-    cfg = cli.config_from_args(args)
+    if args.recipe or args.experiment:
+        return run_preset(args)
+    if args.with_parents:
+        raise ValueError("--with-parents goes with --experiment NAME")
+    from lab import overrides
+
+    cfg = overrides.apply(cli.config_from_args(args), args.overrides)
     workdir = args.workdir or f"runs/{cfg.task}-{cfg.model}-s{cfg.seed}"
     summary = trainer.train(cfg, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                             wandb_project=args.wandb)
@@ -28,33 +32,48 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_experiment(args) -> int:
-    """Train every (model, seed) of a preset; finished runs are kept and skipped, interrupted ones resumed."""
-    from lab import experiments, trainer
-    from lab.checkpoint import Checkpointer
+def run_preset(args) -> int:
+    """--recipe: every stage of every chain for each seed, then the report. --experiment: every (model, seed) of
+    a preset (with --with-parents, each model's earlier stages first). Finished runs are kept, interrupted ones
+    resumed; a stage never starts from a parent run that did not finish."""
+    from lab import experiments, overrides, recipes
 
-    exp = experiments.get(args.experiment)
     if args.task_option:
-        raise ValueError("--task-option sets a single run's task; a preset fixes its own (lab/experiments.py)")
-    for name, cfg in exp.runs(args.models, args.seeds, args.runs_root):
-        if args.steps is not None:
-            cfg = dataclasses.replace(cfg, steps=args.steps, checkpoint_every=min(cfg.checkpoint_every, args.steps))
-        # how a preset runs (not what it computes) may be chosen here: devices, the NTM's fused kernel
-        cfg = dataclasses.replace(cfg, devices=args.devices)
-        if args.fused_memory is not None:
-            cfg = dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, fused_memory=args.fused_memory))
-        workdir = Path(args.runs_root) / exp.name / name
-        if not args.overwrite and (workdir / "checkpoints").is_dir():
-            ck = Checkpointer(workdir / "checkpoints")
-            done = (ck.latest_step() or 0) >= cfg.steps
-            ck.close()
-            if done:
-                print(f"{workdir}: finished already, kept", file=sys.stderr)
-                continue
-        print(f"== {exp.name}: {name} ({cfg.model}, {cfg.steps} steps x {cfg.batch_size})", file=sys.stderr)
-        summary = trainer.train(cfg, workdir, resume=not args.overwrite, overwrite=args.overwrite,
-                                progress=not args.no_progress, wandb_project=args.wandb)
-        print(json.dumps({"workdir": str(workdir), **summary}))
+        raise ValueError("--task-option sets a single run's task; with a preset use --set task_options.KEY=VALUE")
+    if args.recipe and args.experiment:
+        raise ValueError("give --recipe or --experiment, not both")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    control = recipes.Control(devices=args.devices, fused_memory=args.fused_memory, steps=args.steps,
+                              overrides=tuple(args.overrides), progress=not args.no_progress, wandb=args.wandb,
+                              parents_root=args.parents_root)
+    if args.recipe:
+        recipe = experiments.get_recipe(args.recipe)
+        if args.models:
+            raise ValueError("--models chooses a preset's models; a recipe trains all of its chains")
+        if args.parents_root:
+            raise ValueError("--parents-root goes with --experiment; a recipe trains its own parents")
+        if args.overrides:
+            raise ValueError("--set changes one preset; a recipe's stages are several (train a stage with "
+                             "--experiment NAME --with-parents --set ...)")
+        seeds = args.seeds if args.seeds is not None else list(recipe.seeds)
+        recipe.stages()  # every stage exists before anything trains
+        recipes.train_recipe(recipe, seeds, args.runs_root, control)
+        return 0
+    exp = overrides.apply(experiments.get(args.experiment), args.overrides)  # bad --set: nothing trained
+    exp.runs(args.models, args.seeds, args.runs_root)  # unknown models: an error before anything trains
+    labels = [s.label for s in exp.models if not args.models or s.label in args.models]
+    for label in labels:
+        for seed in (args.seeds if args.seeds is not None else exp.seeds):
+            stage = experiments.Stage(exp.name, label)
+            if args.with_parents and args.parents_root:
+                raise ValueError("--with-parents trains the parents under --runs-root; --parents-root reads them elsewhere: "
+                                 "give one of the two")
+            chain = experiments.lineage(stage) if args.with_parents else [stage]
+            for s in chain:
+                # the parents are trained as their presets say; --set changes only the preset named
+                ctl = control if s == stage else dataclasses.replace(control, overrides=())
+                recipes.train_stage(s, seed, args.runs_root, ctl, overwrite=args.overwrite and s == stage)
     return 0
 
 

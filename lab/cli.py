@@ -83,7 +83,20 @@ def train_parser() -> argparse.ArgumentParser:
     e.add_argument("--experiment", default=None, help="preset name; runs go to <runs-root>/<experiment>/<model>-s<seed>")
     e.add_argument("--models", nargs="+", default=None, help="only these models of the preset")
     e.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: the preset's)")
+    e.add_argument("--with-parents", action="store_true",
+                   help="with --experiment: first train every earlier stage its models start from")
     e.add_argument("--runs-root", default="runs")
+    e.add_argument("--parents-root", default=None, metavar="DIR",
+                   help="with --experiment: read the parent runs a stage starts from under DIR instead of --runs-root "
+                        "(a variation of one stage, e.g. --set lr=1e-3 --runs-root runs/try --parents-root runs)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="set any field of the preset (with --experiment/--recipe: lab/experiments.py Experiment, e.g. "
+                        "lr=1e-3, task_options.near_ties=0.5, ntm.memory_rows=64) or of the run (lab/config.py "
+                        "TrainConfig, e.g. model_config.controller_size=32); typed, repeatable")
+    r = p.add_argument_group("recipes (a named result: chains of stages over seeds, then a report)")
+    r.add_argument("--recipe", default=None,
+                   help="train every stage of this recipe for each seed (--seeds, default the recipe's), then write "
+                        "<runs-root>/<recipe>/report.md; see lab/experiments.py RECIPES")
     return p
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,12 @@ class TrainConfig:
     microbatches: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("lr", "clip_norm", "head_entropy", "progressive_loss", "target"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("batch_size", "steps", "steps_per_dispatch", "log_every", "eval_batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):

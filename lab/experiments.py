@@ -25,13 +25,27 @@ from tasks import Task, make_task
 
 
 @dataclasses.dataclass(frozen=True)
+class Stage:
+    """One model of one preset: a curriculum stage, and the parent a later stage starts from. Its run for a
+    seed is ``<runs root>/<experiment>/<model>-s<seed>``."""
+    experiment: str
+    model: str  # a ModelSpec label of that experiment
+
+    def run_dir(self, seed: int, runs_root: str | Path = "runs") -> Path:
+        return Path(runs_root) / self.experiment / f"{self.model}-s{seed}"
+
+    def __str__(self) -> str:
+        return f"{self.experiment}/{self.model}"
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     label: str
     model: str  # a name in lab.models.MODELS
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # ModelConfig fields
     match_ntm_params: float = 0.0  # MLP only: hidden width for this multiple of the NTM's parameters
-    # start from another preset's run (a curriculum stage): "<experiment>/<label>-s{seed}" under the runs root
-    init_from: str = ""
+    # start from another preset's run of the same seed (a curriculum stage); it must have finished
+    parent: Stage | None = None
     head_entropy: float = 0.0  # NTM only: TrainConfig.head_entropy (a penalty for diffuse heads)
     progressive_loss: float = 0.0  # NTM / LSTM: TrainConfig.progressive_loss (Bansal et al. 2022)
 
@@ -95,7 +109,7 @@ class Experiment:
                            min_size=self.train_sizes[0], max_size=self.train_sizes[1],
                            task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
                            checkpoint_every=max(self.log_every, self.steps // 4),
-                           init_from=str(Path(runs_root) / spec.init_from.format(seed=seed)) if spec.init_from else "",
+                           init_from=str(spec.parent.run_dir(seed, runs_root)) if spec.parent else "",
                            head_entropy=spec.head_entropy, progressive_loss=spec.progressive_loss)
 
     def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None,
@@ -119,37 +133,17 @@ BASELINES = (
 )
 SMALL_NTM = ModelConfig(memory_rows=32, memory_width=16, controller="lstm", controller_size=64)
 
-def _modsquare(hint: str, what: str) -> Experiment:
-    """The modsquare loop with one rung of the hint ladder; n of 4-8 bits with 10% of n held out
-    (evaluated on those), 9-10 bits beyond (every n)."""
-    return Experiment(
-        name=f"modsquare-{hint}", description=f"modsquare with hint={hint} ({what}); n of 4-8 bits, held-out n "
-                                              "inside, 9-10 bits beyond",
-        task="modsquare", task_options={"hint": hint, "bits": 10}, train_sizes=(4, 8), eval_sizes=(6, 8, 9, 10),
-        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
-        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
-    )
-
-
-def _modsquare_many(name: str, what: str, options: dict[str, Any] | None = None, steps: int = 36000,
-                    lr: float = 1e-2, init_from: str = "") -> Experiment:
-    """hint=value over n of 4-10 bits (about 900 training n, 10% held out), by default with 12x
-    modsquare-value's budget; held-out n at 6-10 bits, every n at 11-12 bits."""
-    return Experiment(
-        name=name, description=f"modsquare with hint=value, {what}: n of 4-10 bits (about 900 training n, 10% held "
-                               f"out), {steps:,} steps x 32, learning rate {lr:g} halved every 12,000 steps, 4 size "
-                               "buckets; held-out n at 6-10 bits, every n at 11-12 bits",
-        task="modsquare", task_options={"hint": "value", "bits": 12, **(options or {})},
-        train_sizes=(4, 10), eval_sizes=(6, 8, 10, 11, 12), ntm=SMALL_NTM,
-        models=tuple(ModelSpec(label, label, init_from=f"{init_from}/{label}-s{{seed}}" if init_from else "")
-                     for label in ("ntm", "lstm")),
-        steps=steps, batch_size=32, lr=lr, lr_half_life=12000, size_buckets=4, seeds=(0,),
-        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
-    )
-
-
 # evaluation: uniform lists; no trace_loss (metrics never include it, and it refuses step scales < 1)
 _ARGMAX_UNIFORM = {"min_spread": 1.0, "near_ties": 0.0, "trace_loss": 0.0}
+
+
+def _continues(experiment: str, ntm: str = "ntm", head_entropy: float = 0.0, progressive_loss: float = 0.0
+               ) -> tuple[ModelSpec, ModelSpec]:
+    """The NTM and the LSTM of a later stage, each starting from its own run of ``experiment`` (the NTM's
+    label there: ``ntm``)."""
+    return (ModelSpec("ntm", "ntm", parent=Stage(experiment, ntm), head_entropy=head_entropy,
+                      progressive_loss=progressive_loss),
+            ModelSpec("lstm", "lstm", parent=Stage(experiment, "lstm"), progressive_loss=progressive_loss))
 
 
 def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
@@ -166,27 +160,27 @@ def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ..
     )
 
 
-def _modsquare_trace(name: str, what: str, values: str = "random-wide", progressive_loss: float = 0.0,
-                     init_from: str = "", lr: float = 1e-2) -> Experiment:
-    """Keep-the-best on random values (``values``) with the loop's running k supervised at every step
-    (trace_loss 1), n of 4-8 bits; evaluated on the real values of held-out n at 4-8 bits and every n at 10-12.
-    ``init_from``: another such preset whose models this one continues (a second stage)."""
-    start = lambda label: f"{init_from}/{label}-s{{seed}}" if init_from else ""  # noqa: E731
+def _modsquare_trace(name: str, what: str, parent: str = "", lr: float = 1e-2) -> Experiment:
+    """Keep-the-best on random values uniform on [0, n) (the real task's value widths) with the loop's running k
+    supervised at every step (trace_loss 1), n of 4-8 bits; evaluated on the real values of held-out n at 4-8
+    bits and every n at 10-12. ``parent``: the preset whose models this one continues (a later stage)."""
+    models_ = _continues(parent, head_entropy=0.3) if parent else (
+        ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm"))
     return Experiment(
         name=name,
-        description=f"{what}; the loop's running k supervised at every step (trace_loss 1), n of 4-8 bits (up to 48 "
-                    "candidates), the NTM with a head-entropy penalty of 0.3; evaluated on the real values (i*i mod "
-                    "n, last step only) of held-out n at 4-8 bits and every n at 10 and 12 bits",
-        task="modsquare", task_options={"hint": "value", "bits": 12, "values": values, "trace_loss": 1.0},
-        train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm", head_entropy=0.3, progressive_loss=progressive_loss, init_from=start("ntm")),
-                ModelSpec("lstm", "lstm", progressive_loss=progressive_loss, init_from=start("lstm"))),
+        description=f"{what}; keep-the-best on random values uniform on [0, n) with the loop's running k supervised "
+                    "at every step (trace_loss 1), n of 4-8 bits (up to 48 candidates), the NTM with a head-entropy "
+                    "penalty of 0.3; evaluated on the real values (i*i mod n, last step only) of held-out n at 4-8 "
+                    "bits and every n at 10 and 12 bits",
+        task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random", "trace_loss": 1.0},
+        train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM, models=models_,
         steps=24000, batch_size=32, lr=lr, lr_half_life=8000, size_buckets=3, seeds=(0,),
         in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
         beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
     )
 
 
+# Presets that a result of the README or docs/ depends on; the findings of retired ones are in docs/.
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment(
         name="argmax-quick",
@@ -196,23 +190,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         steps=800, batch_size=32, lr=1e-2, seeds=(0,), scales=(0.5, 1.0, 2.0), log_every=50,
     ),
     Experiment(
-        name="argmax-extrapolation",
-        description="argmax over lists of 2-16, evaluated up to 64 with steps scaled",
-        task="argmax", task_options={"index_bits": 8}, train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64),
-        ntm=SMALL_NTM, models=BASELINES, steps=6000, batch_size=32, lr=1e-2,
-    ),
-    Experiment(
-        name="argmax-labels",
-        description="argmax over lists of 2-16 with random distinct labels (every answer bit seen in training), "
-                    "values on a 256-level grid, 0-4 extra steps; evaluated up to 64",
-        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4},
-        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=BASELINES, steps=6000,
-        batch_size=32, lr=1e-2,
-    ),
-    Experiment(
         name="argmax-long",
-        description="argmax-labels for the NTM (memory of 128 rows; ntm-r32: the usual 32) and the LSTM with 6x the "
-                    "budget, the learning rate halved every 12,000 steps and 3 size buckets",
+        description="stage 1 of argmax-search: argmax over lists of 2-16 with random distinct labels, values on a "
+                    "256-level grid, 0-4 extra steps, 36,000 steps x 32, the learning rate halved every 12,000 steps "
+                    "and 3 size buckets; the NTM with 128 memory rows, ntm-r32 with the usual 32 (the one later "
+                    "stages continue), and the LSTM",
         task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4},
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm", {"memory_rows": 128}), ModelSpec("ntm-r32", "ntm"), ModelSpec("lstm", "lstm")),
@@ -220,89 +202,45 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=3, seeds=(0,),
     ),
     _argmax_hard_stage(
-        "argmax-spread", "a second stage for argmax-long's ntm-r32 and lstm: 36,000 more steps on hard lists (each "
-        "list's values squeezed into the top w of the grid, w log-uniform on [1/16, 1]: the near and exact ties of "
-        "long lists, at lengths up to 16); evaluated on uniform lists",
-        (ModelSpec("ntm", "ntm", init_from="argmax-long/ntm-r32-s{seed}"),
-         ModelSpec("lstm", "lstm", init_from="argmax-long/lstm-s{seed}")), steps=36000, lr=3e-3),
+        "argmax-spread", "stage 2 of argmax-search: 36,000 more steps on hard lists (each list's values squeezed into "
+        "the top w of the grid, w log-uniform on [1/16, 1]: the near and exact ties of long lists, at lengths up to "
+        "16); evaluated on uniform lists", _continues("argmax-long", ntm="ntm-r32"), steps=36000, lr=3e-3),
     _argmax_hard_stage(
-        "argmax-sharp", "a third stage for argmax-spread's models: 72,000 more steps on the same hard lists at lr "
-        "1e-3 (halved every 12,000), the NTM with a head-entropy penalty of 0.3 (sharp heads: a purer register row); "
-        "evaluated on uniform lists",
-        (ModelSpec("ntm", "ntm", init_from="argmax-spread/ntm-s{seed}", head_entropy=0.3),
-         ModelSpec("lstm", "lstm", init_from="argmax-spread/lstm-s{seed}")), steps=72000, lr=1e-3),
+        "argmax-sharp", "stage 3 of argmax-search: 72,000 more steps on the same hard lists at lr 1e-3 (halved every "
+        "12,000), the NTM with a head-entropy penalty of 0.3 (sharp heads: a purer register row); evaluated on "
+        "uniform lists", _continues("argmax-spread", head_entropy=0.3), steps=72000, lr=1e-3),
     _argmax_hard_stage(
-        "argmax-trace", "a fourth stage for argmax-sharp's models: 36,000 more steps on the same hard lists at lr 1e-3 "
-        "(halved every 12,000) with the loop's running answer supervised at every step (trace_loss 1), the NTM "
-        "keeping its head-entropy penalty; evaluated on uniform lists, last step only",
-        (ModelSpec("ntm", "ntm", init_from="argmax-sharp/ntm-s{seed}", head_entropy=0.3),
-         ModelSpec("lstm", "lstm", init_from="argmax-sharp/lstm-s{seed}")), steps=36000, lr=1e-3,
-        options={"trace_loss": 1.0}),
+        "argmax-trace", "stage 4 of argmax-search: 36,000 more steps on the same hard lists at lr 1e-3 (halved every "
+        "12,000) with the loop's running answer supervised at every step (trace_loss 1), the NTM keeping its "
+        "head-entropy penalty; evaluated on uniform lists, last step only",
+        _continues("argmax-sharp", head_entropy=0.3), steps=36000, lr=1e-3, options={"trace_loss": 1.0}),
     _argmax_hard_stage(
-        "argmax-ties", "a fifth stage for argmax-trace's models: 18,000 more steps of 128 lists (2,304,000 examples) at "
-        "lr 3e-4 (halved every 12,000), half the lists with a tie or one-level gap planted at their top (near_ties "
-        "0.5: the comparisons long lists get wrong), step supervision and the NTM's head-entropy penalty kept; "
-        "evaluated on uniform lists, last step only",
-        (ModelSpec("ntm", "ntm", init_from="argmax-trace/ntm-s{seed}", head_entropy=0.3),
-         ModelSpec("lstm", "lstm", init_from="argmax-trace/lstm-s{seed}")), steps=18000, lr=3e-4,
+        "argmax-ties", "stage 5 of argmax-search: 18,000 more steps of 128 lists at lr 3e-4 (halved every 12,000), "
+        "half the lists with a tie or one-level gap planted at their top (near_ties 0.5: the comparisons long lists "
+        "get wrong), step supervision and the NTM's head-entropy penalty kept; evaluated on uniform lists, last step "
+        "only", _continues("argmax-trace", head_entropy=0.3), steps=18000, lr=3e-4,
         options={"trace_loss": 1.0, "near_ties": 0.5}, batch_size=128),
     _argmax_hard_stage(
-        "argmax-ties2", "a sixth stage for argmax-ties's models: 18,000 more steps of 128 lists at lr 3e-4 on wider "
-        "lists (min_spread 1/4) with more planted near ties (near_ties 0.75): more ties after a large jump, the ones "
+        "argmax-ties2", "stage 6 of argmax-search: 18,000 more steps of 128 lists at lr 3e-4 on wider lists "
+        "(min_spread 1/4) with more planted near ties (near_ties 0.75): more ties after a large jump, the ones "
         "argmax-ties still gets wrong; evaluated on uniform lists, last step only",
-        (ModelSpec("ntm", "ntm", init_from="argmax-ties/ntm-s{seed}", head_entropy=0.3),
-         ModelSpec("lstm", "lstm", init_from="argmax-ties/lstm-s{seed}")), steps=18000, lr=3e-4,
+        _continues("argmax-ties", head_entropy=0.3), steps=18000, lr=3e-4,
         options={"trace_loss": 1.0, "near_ties": 0.75, "min_spread": 0.25}, batch_size=128),
-    *[_modsquare(hint, what) for hint, what in (
-        ("value", "step i shows i and i*i mod n: only keep-the-best is left to learn"),
-        ("index", "step i shows i: evaluate candidates and keep the best"),
-        ("none", "only n: count, evaluate and keep the best"))],
-    _modsquare_many("modsquare-many", "more n than a small model can memorise"),
-    _modsquare_many("modsquare-hidden-n", "n itself hidden (only i and i*i mod n shown: nothing to look up, only "
-                    "keep-the-best to learn)", {"show_n": False}),
-    _modsquare_many("modsquare-random", "random values (candidate i's value uniform on [0, n) instead of i*i mod n: "
-                    "the same keep-the-best over sequences that cannot be memorised; stage 1 of modsquare-curriculum)",
-                    {"values": "random"}),
-    _modsquare_many("modsquare-curriculum", "starting from modsquare-random's models (stage 2: the real values)",
-                    steps=18000, lr=3e-3, init_from="modsquare-random"),
     Experiment(
-        name="modsquare-short-random",
-        description="keep-the-best on random values only (candidate i's value uniform on [0, n)), short loops (n of "
-                    "4-6 bits: at most 18 candidates), the NTM with a head-entropy penalty of 0.3; evaluated on the "
-                    "real modsquare values (i*i mod n) of held-out n at 4-6 bits and of every n at 8 and 10 bits",
-        task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random"},
-        train_sizes=(4, 6), eval_sizes=(4, 5, 6, 8, 10), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm", head_entropy=0.3), ModelSpec("lstm", "lstm")),
-        steps=12000, batch_size=32, lr=1e-2, lr_half_life=12000, size_buckets=2, seeds=(0,),
-        in_range_options={"split": "holdout", "values": "modsquare"},
-        beyond_options={"split": "all", "values": "modsquare"}, scales=(0.5, 1.0, 2.0),
+        name="modsquare-value",
+        description="modsquare with hint=value (step i shows i and i*i mod n: only keep-the-best is left to learn); "
+                    "n of 4-8 bits, held-out n inside, 9-10 bits beyond",
+        task="modsquare", task_options={"hint": "value", "bits": 10}, train_sizes=(4, 8), eval_sizes=(6, 8, 9, 10),
+        ntm=SMALL_NTM, models=BASELINES, steps=3000, batch_size=32, lr=3e-3,
+        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
     ),
-    _modsquare_trace(
-        "modsquare-trace", "keep-the-best on random values of every width (values uniform on [0, 2^e), e uniform on "
-        "2..12 per example, whatever n: every value bit at every loop length)"),
-    _modsquare_trace(
-        "modsquare-progressive", "modsquare-trace with the progressive loss of Bansal et al. 2022 (weight 0.5: a second "
-        "pass with each example's state detached before a random step)", progressive_loss=0.5),
-    _modsquare_trace(
-        "modsquare-runs", "modsquare-trace on random-wide values rearranged into ascending runs of random length "
-        "(values=random-runs: from random-like lists to one long climb, like i*i mod n's runs of improvements)",
-        values="random-runs"),
-    _modsquare_trace(
-        "modsquare-trace-n", "modsquare-trace on values uniform on [0, n) (values=random: the value widths of the real "
-        "task, whose values lie below n, so that the low bits of a value matter at every loop length)",
-        values="random"),
-    _modsquare_trace(
-        "modsquare-trace-mixed", "modsquare-trace on values=random-mixed (half the lists on [0, n), the real task's "
-        "widths, half random-wide: every width)", values="random-mixed"),
-    _modsquare_trace(
-        "modsquare-trace-n2", "a second stage for modsquare-trace-n's models: 24,000 more steps on the same values at "
-        "lr 3e-3", values="random", init_from="modsquare-trace-n", lr=3e-3),
-    _modsquare_trace(
-        "modsquare-trace-n3", "a third stage for modsquare-trace-n2's models: 24,000 more steps on the same values at "
-        "lr 1e-3", values="random", init_from="modsquare-trace-n2", lr=1e-3),
-    _modsquare_trace(
-        "modsquare-trace-n4", "a fourth stage for modsquare-trace-n3's models: 24,000 more steps on the same values at "
-        "lr 3e-4", values="random", init_from="modsquare-trace-n3", lr=3e-4),
+    _modsquare_trace("modsquare-trace-n", "stage 1 of modsquare-search"),
+    _modsquare_trace("modsquare-trace-n2", "stage 2 of modsquare-search: 24,000 more steps at lr 3e-3",
+                     parent="modsquare-trace-n", lr=3e-3),
+    _modsquare_trace("modsquare-trace-n3", "stage 3 of modsquare-search: 24,000 more steps at lr 1e-3",
+                     parent="modsquare-trace-n2", lr=1e-3),
+    _modsquare_trace("modsquare-trace-n4", "stage 4 of modsquare-search: 24,000 more steps at lr 3e-4",
+                     parent="modsquare-trace-n3", lr=3e-4),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",
@@ -316,3 +254,70 @@ def get(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose from {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[name]
+
+
+def spec(stage: Stage) -> ModelSpec:
+    """The ModelSpec a stage names."""
+    exp = get(stage.experiment)
+    for s in exp.models:
+        if s.label == stage.model:
+            return s
+    raise ValueError(f"experiment {exp.name} has no model {stage.model!r}; choose from {[s.label for s in exp.models]}")
+
+
+def lineage(stage: Stage) -> list[Stage]:
+    """Every stage ``stage`` chains back to, first stage first, ending with ``stage`` itself."""
+    chain = [stage]
+    while (parent := spec(chain[0]).parent) is not None:
+        if parent in chain:
+            raise ValueError(f"{stage}: its parents form a cycle through {parent}")
+        chain.insert(0, parent)
+    return chain
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A named result: chains of stages (each chain ends at one model of a preset and starts where its parents
+    do), trained for every seed by ``train.py --recipe NAME``, then reported on fresh evaluation batches whose
+    keys (``eval_keys``) no training run and no choice between runs ever used."""
+    name: str
+    description: str
+    final: tuple[Stage, ...]  # one per model; the first is the headline model
+    sizes: tuple[int, ...]  # problem sizes of the report (the final preset's evaluation tasks at each size)
+    headline_size: int
+    success_error: float  # a seed succeeds when its headline model's error at headline_size is at most this
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    eval_keys: tuple[int, ...] = (2, 3)  # lab.diagnose --seed 2 / --seed 3: never used to choose anything
+    eval_batch: int = 8192  # examples per key and size
+
+    def stages(self) -> list[Stage]:
+        """Every stage of every chain, parents first, each once (the headline model's chain first)."""
+        out: list[Stage] = []
+        for final in self.final:
+            out += [s for s in lineage(final) if s not in out]
+        return out
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe(
+        name="argmax-search",
+        description="argmax over lists of at most 16, six stages (argmax-long -> argmax-spread -> argmax-sharp -> "
+                    "argmax-trace -> argmax-ties -> argmax-ties2), the NTM and the LSTM; error (1 - exact match) on "
+                    "uniform lists of 64, 128 and 256 with steps = length + 1; a seed succeeds at >= 99% exact at 64",
+        final=(Stage("argmax-ties2", "ntm"), Stage("argmax-ties2", "lstm")), sizes=(16, 64, 128, 256),
+        headline_size=64, success_error=0.01),
+    Recipe(
+        name="modsquare-search",
+        description="the modsquare loop (hint=value) learnt on random values of the real widths with step "
+                    "supervision, four stages (modsquare-trace-n -> -n2 -> -n3 -> -n4), the NTM and the LSTM; error "
+                    "(exact match of k) on the real values of held-out n at 6 and 8 bits and of every n at 10 and 12 "
+                    "bits; a seed succeeds when its NTM finds k on every held-out 6-bit n",
+        final=(Stage("modsquare-trace-n4", "ntm"), Stage("modsquare-trace-n4", "lstm")), sizes=(6, 8, 10, 12),
+        headline_size=6, success_error=0.0, seeds=(0,)),
+]}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+    return RECIPES[name]

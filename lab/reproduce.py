@@ -3,39 +3,54 @@
 Each step calls the same commands a user would (train.py, eval.py, python -m compiler.*, lab.bench),
 then copies what the README shows into docs/: figures to ``<docs>/figures``, tables (JSON + Markdown)
 to ``<docs>/results``. Finished runs in the runs root are reused (delete it for a run from scratch);
-``timings.json`` records how long each step took on this machine.
+``timings.json`` records how long each step took on this machine and, for a whole call, ``one_call``.
 
 Presets:
-  small  one seed per experiment at half the preset's training budget, copy 10 seeds, the CPU
-         benchmark, the compiled NTM's figures; runs in runs/figures-small, outputs in docs/.
-         About 83 minutes on 2 CPU cores (its parts measured: docs/results/timings.json).
-  full   every seed and the preset's whole budget, plus associative recall and the compiled NTM's
-         exhaustive sweep; runs in runs/, outputs in docs/full/. Its expected runtime is stated in
-         the README (from the runs' own wall clocks).
+  small  what the README shows: argmax-quick (the NTM and a parameter-matched MLP, 1 seed) trained and
+         compared, the behavioural detector on its models and the ground-truth zoo, the compiled NTM's
+         figures; runs in runs/figures-small, outputs in docs/. The headline table's numbers come from the
+         recipes (``train.py --recipe``), not from this preset.
+  full   every recipe over five seeds (``train.py --recipe NAME --seeds 0 1 2 3 4``, reports copied to
+         docs/full/results), every other kept preset at its whole budget and seeds with detection, copy
+         10 seeds, associative recall, the compiled NTM's exhaustive sweep and the CPU benchmark; runs in
+         runs/, outputs in docs/full/.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import platform
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-SEARCH_EXPERIMENTS = ("argmax-extrapolation", "argmax-labels", "argmax-long", "argmax-spread", "argmax-sharp",
-                      "argmax-trace", "argmax-ties", "argmax-ties2",
-                      "modsquare-value", "modsquare-index", "modsquare-none", "modsquare-many",
-                      "modsquare-hidden-n", "modsquare-random", "modsquare-curriculum", "modsquare-short-random",
-                      "modsquare-trace", "polymax")
-DETECT_EXPERIMENTS = ("modsquare-value", "argmax-extrapolation", "argmax-long", "argmax-spread", "argmax-sharp",
-                      "polymax")
 PRESETS = {
-    "small": {"runs": "runs/figures-small", "docs": "docs", "seeds": ["0"], "budget": 0.5, "copy_seeds": 10,
-              "sweep": False, "assoc": False},
-    "full": {"runs": "runs", "docs": "docs/full", "seeds": None, "budget": 1.0, "copy_seeds": 10,
-             "sweep": True, "assoc": True},
+    "small": {"runs": "runs/figures-small", "docs": "docs", "experiments": ("argmax-quick",),
+              "detect": ("argmax-quick",), "recipes": (), "copy_seeds": 0, "sweep": False, "assoc": False,
+              "bench": False},
+    "full": {"runs": "runs", "docs": "docs/full", "experiments": ("argmax-quick", "modsquare-value", "polymax"),
+             "detect": ("argmax-quick", "modsquare-value", "polymax", "argmax-ties2"),
+             "recipes": ("argmax-search", "modsquare-search"), "copy_seeds": 10, "sweep": True, "assoc": True,
+             "bench": True},
 }
+HEADS = {"argmax-quick": "argmax-quick-ntm-heads.png"}  # an experiment's NTM-heads figure, where the README shows one
+
+
+def machine() -> str:
+    """The CPU model and core count, as the benchmark records them."""
+    from lab.cli import usable_cores
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {usable_cores()} cores"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--only", nargs="+", default=None,
-                    help="only these steps (copy, experiments, detect, compiled, bench, assoc), or single ones "
-                         "such as experiments:argmax-long or detect:polymax")
+                    help="only these steps (copy, experiments, recipes, detect, compiled, bench, assoc), or single "
+                         "ones such as experiments:argmax-quick or detect:argmax-quick")
     args = ap.parse_args(argv)
     from lab.cli import use_every_core
 
     use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     p = PRESETS[args.preset]
-    known = {"copy", "experiments", "detect", "compiled", "bench", "assoc", "detect:calibration",
-             *(f"experiments:{n}" for n in SEARCH_EXPERIMENTS), *(f"detect:{n}" for n in DETECT_EXPERIMENTS)}
+    known = {"copy", "experiments", "detect", "recipes", "compiled", "bench", "assoc",
+             *(f"experiments:{n}" for n in p["experiments"]), *(f"detect:{n}" for n in p["detect"]),
+             *(f"recipes:{n}" for n in p["recipes"])}
     if args.only and set(args.only) - known:
         ap.error(f"--only: unknown step(s) {sorted(set(args.only) - known)}; choose from {sorted(known)}")
     runs, docs = Path(p["runs"]), Path(p["docs"])
@@ -60,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     figs.mkdir(parents=True, exist_ok=True)
     results.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    t_call = time.time()
 
     import eval as eval_py
     import train as train_py
@@ -93,23 +110,23 @@ def main(argv: list[str] | None = None) -> int:
 
     def experiment(name: str) -> Callable[[], None]:
         def run() -> None:
-            from lab import experiments
-
-            exp = experiments.get(name)
-            flags = ["--experiment", name, "--runs-root", str(runs), "--no-progress",
-                     "--steps", str(int(exp.steps * p["budget"]))]
-            if p["seeds"]:
-                flags += ["--seeds", *p["seeds"]]
-            check(train_py.main(flags), f"training {name}")
+            check(train_py.main(["--experiment", name, "--runs-root", str(runs), "--no-progress"]),
+                  f"training {name}")
             check(eval_py.main(["--experiment", name, "--runs-root", str(runs)]), f"evaluating {name}")
             rep = runs / name / "report"
             shutil.copy(rep / "comparison.png", figs / f"{name}.png")
             shutil.copy(rep / "results.json", results / f"{name}.json")
             shutil.copy(rep / "results.md", results / f"{name}.md")
-            heads = {"argmax-extrapolation": "argmax-ntm-heads.png", "argmax-long": "argmax-long-ntm-heads.png",
-                     "argmax-spread": "argmax-spread-ntm-heads.png", "argmax-sharp": "argmax-sharp-ntm-heads.png"}
-            if name in heads and (rep / "ntm_heads.png").exists():
-                shutil.copy(rep / "ntm_heads.png", figs / heads[name])
+            if name in HEADS and (rep / "ntm_heads.png").exists():
+                shutil.copy(rep / "ntm_heads.png", figs / HEADS[name])
+        return run
+
+    def recipe(name: str) -> Callable[[], None]:
+        def run() -> None:
+            check(train_py.main(["--recipe", name, "--seeds", "0", "1", "2", "3", "4", "--runs-root", str(runs),
+                                 "--no-progress"]), f"recipe {name}")
+            for f in ("report.json", "report.md"):
+                shutil.copy(runs / name / f, results / f"recipe-{name}.{f.split('.')[1]}")
         return run
 
     def detect(name: str) -> Callable[[], None]:
@@ -120,13 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(out / "detect.json", results / f"detect-{name}.json")
             shutil.copy(out / "detect.md", results / f"detect-{name}.md")
         return run
-
-    def calibration() -> None:
-        from lab import detect as det
-
-        reports = [json.loads((results / f"detect-{n}.json").read_text()) for n in DETECT_EXPERIMENTS
-                   if (results / f"detect-{n}.json").exists()]
-        (results / "detect-calibration.md").write_text(det.calibration_markdown(reports))
 
     def compiled() -> None:
         from compiler import show, size, sweep
@@ -140,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     def bench() -> None:
         from lab import bench as b
 
-        b.main(["--batch-sizes", "1", "16", "64", "256", "1024", "--tasks", "copy", "argmax",
-                "--models", "ntm", "lstm", "mlp", "--out", str(results / "bench-cpu.json")])
+        b.main(["--out", str(results / "bench-cpu.json")])
 
     def assoc() -> None:
         wd = runs / "assoc-b32"
@@ -152,22 +161,34 @@ def main(argv: list[str] | None = None) -> int:
         check(eval_py.main([str(wd)]), "associative recall eval")
         shutil.copy(wd / "eval.json", results / "assoc-s0-eval.json")
 
-    step("copy", copy_seeds)
-    for name in SEARCH_EXPERIMENTS:
+    if p["copy_seeds"]:
+        step("copy", copy_seeds)
+    for name in p["experiments"]:
         step(f"experiments:{name}", experiment(name))
-    for name in DETECT_EXPERIMENTS:
+    for name in p["recipes"]:
+        step(f"recipes:{name}", recipe(name))
+    for name in p["detect"]:
         step(f"detect:{name}", detect(name))
-    step("detect:calibration", calibration)
     step("compiled", compiled)
-    step("bench", bench)
+    if p["bench"]:
+        step("bench", bench)
     if p["assoc"]:
         step("assoc", assoc)
-    old = json.loads((results / "timings.json").read_text()) if (results / "timings.json").exists() else {}
-    total = sum(timings.values())
-    # a partial call (--only) updates its steps' times but leaves the last whole call's total alone
-    record = {**old, **timings} if args.only else {**old, **timings, "total_s (this call)": round(total, 1)}
-    (results / "timings.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"reproduce ({args.preset}): {total:.0f} s; figures in {figs}, tables in {results}", file=sys.stderr)
+    path = results / "timings.json"
+    try:
+        old = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        old = {}
+    old = old if isinstance(old, dict) and isinstance(old.get("steps", {}), dict) else {}
+    # a partial call (--only) updates its steps' times and keeps the last whole call's record
+    record = {**old, "steps": {**old.get("steps", {}), **timings}} if args.only else {"steps": timings}
+    if not args.only:  # a whole call: its time from start to end, and where it ran
+        record["one_call"] = {"seconds": round(time.time() - t_call, 1), "date": time.strftime("%Y-%m-%d"),
+                              "command": "python -m lab.reproduce " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                              "machine": machine()}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"reproduce ({args.preset}): {time.time() - t_call:.0f} s; figures in {figs}, tables in {results}",
+          file=sys.stderr)
     return 0
 
 

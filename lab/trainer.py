@@ -382,7 +382,12 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
     if resume:
         if not cfg_path.exists():
             raise RunDirError(f"{workdir} has no config.json to resume from")
-        old = json.loads(cfg_path.read_text())
+        try:
+            old = json.loads(cfg_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{cfg_path} is not a valid config: {e}") from e
         new = json.loads(cfg.to_json())
         default = json.loads(TrainConfig().to_json())  # fields added since the old run was written
         if isinstance(old.get("model_config"), dict):  # the same for the model's fields
@@ -497,6 +502,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
         prepare_workdir(workdir, cfg, resume, overwrite)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(cfg.to_json())
+        (workdir / DONE).unlink(missing_ok=True)  # written again when this call finishes
 
     on_main_process(prepare, f"prepare {workdir}")  # multi-host: only process 0 writes the run's own files
     main = is_main_process()
@@ -515,8 +521,12 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     metrics_path = workdir / "metrics.jsonl"
     if main and not resume and metrics_path.exists():
         metrics_path.unlink()
+    wall_before = 0.0  # training seconds of the earlier calls this one resumes (wall_s counts them all)
     if main:
         _truncate_metrics(metrics_path, step)
+        if step and metrics_path.exists():
+            lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
+            wall_before = max((float(r.get("wall_s", 0.0)) for r in lines), default=0.0)
 
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
     bar = _Progress(cfg.steps, step, progress and main)
@@ -560,7 +570,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
                 "train/grad_norm": float(stats["grad_norm"][-1]),
                 "train/nonfinite_steps": nonfinite_total,
                 "examples_per_s": (ex - ex_last) / max(now - t_last, 1e-9),
-                "wall_s": now - t_start,
+                "wall_s": wall_before + now - t_start,
             }
             ev = fetch(prog.evaluate(params, eval_batch))
             record.update({f"eval/{k}": float(v) for k, v in ev.items()})
@@ -583,9 +593,30 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
         if loggers is not None:
             loggers.close()
         ckpt.close()
-    summary.update({"step": step, "examples_seen": step * cfg.batch_size, "wall_s": time.perf_counter() - t_start,
+    summary.update({"step": step, "examples_seen": step * cfg.batch_size,
+                    "wall_s": wall_before + time.perf_counter() - t_start,
                     **{k: v for k, v in record.items() if k.startswith("eval/")}})
+    if main:  # the run finished (steps done, or the target met): a later stage may start from it
+        (workdir / DONE).write_text(json.dumps({"stopped": summary["stopped"], "step": step, "steps": cfg.steps,
+                                                "wall_s": round(summary["wall_s"], 1)}) + "\n")
     return summary
+
+
+DONE = "done.json"  # in a run directory: written when its training call finishes, removed when another starts
+
+
+def finished(workdir: str | Path, steps: int | None = None) -> dict[str, Any] | None:
+    """The done record of a run that finished (``steps``: and reached at least that many steps, or its target),
+    else None: never started, interrupted, or still running."""
+    path = Path(workdir) / DONE
+    try:
+        done = json.loads(path.read_text())
+        step, stopped = int(done["step"]), str(done["stopped"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if steps is not None and step < steps and stopped != "target":
+        return None
+    return done
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -598,8 +629,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def params_from(workdir: str | Path, like: Any) -> Any:
-    """The newest parameters of the run in ``workdir``, checked against the shapes of ``like``."""
-    _, _, model, step = load_run(workdir)
+    """The newest parameters of the run in ``workdir``, checked against the shapes of ``like``; the run must
+    have finished (a later stage never starts from an interrupted one)."""
+    cfg, _, model, step = load_run(workdir)
+    if finished(workdir) is None:
+        raise RunDirError(f"--init-from {workdir}: that run did not finish (newest checkpoint: step {step} of "
+                          f"{cfg.steps}); finish it first (train.py --resume --workdir {workdir}, or the recipe)")
     params = models.split(model)[1]
     got = jax.tree.map(lambda x: tuple(x.shape), params)
     want = jax.tree.map(lambda x: tuple(x.shape), like)
@@ -648,5 +683,5 @@ def load_run(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig,
     return cfg, task, nnx.merge(graphdef, restored["params"]), step
 
 
-__all__ = ["train", "load_run", "params_from", "examples_before", "make_program", "build_task", "build_model", "TrainingError", "RunDirError",
+__all__ = ["train", "finished", "DONE", "load_run", "params_from", "examples_before", "make_program", "build_task", "build_model", "TrainingError", "RunDirError",
            "CheckpointError"]

@@ -128,7 +128,7 @@ def _cli(argv, capsys):
     (["--task", "argmax", "--task-option", "nope=1"], "has no option ['nope']"),
     (["--task", "argmax", "--task-option", "levels"], "expected KEY=VALUE"),
     (["--task", "argmax", "--task-option", "labels=shuffled"], "labels must be"),
-    (["--experiment", "argmax-quick", "--task-option", "levels=4"], "a preset fixes its own"),
+    (["--experiment", "argmax-quick", "--task-option", "levels=4"], "with a preset use --set"),
     (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
     (["--progressive-loss", "1.5"], "progressive_loss"),
     (["--batch-size", "12", "--microbatches", "5"], "microbatches"),

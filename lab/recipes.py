@@ -1,0 +1,201 @@
+"""Recipes: a named result trained for several seeds by one command, and its report.
+
+``python train.py --recipe NAME --seeds 0 1 2 3 4`` trains, for every seed, each stage of the recipe's chains
+(lab/experiments.py: ``Recipe``, ``Stage``) in order, parents first: a stage whose run finished is kept, an
+interrupted one is resumed, and a stage never starts from a parent that did not finish. Then it evaluates the
+last stage of every chain, per seed, on fresh batches (``Recipe.eval_keys``: keys that no training run and no
+choice between runs ever used) and writes ``<runs-root>/NAME/report.json`` and ``report.md``: the error per
+size and seed, the success rate over seeds (every seed counted, failures and missing runs included) and the
+wall time of every stage. ``python eval.py --recipe NAME`` rebuilds the report from the run directories.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab import experiments
+from lab.config import TrainConfig
+from lab.experiments import Recipe, Stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """How runs are trained, not what they compute: chosen on the command line for every stage."""
+    devices: int = 0
+    fused_memory: str | None = None
+    steps: int | None = None  # every stage's budget (a quick check of a recipe; the report says so)
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, applied to the preset before its configs are built
+    parents_root: str | None = None  # where a stage's parent runs are read from (None: the runs root itself)
+    progress: bool = True
+    wandb: str | None = None
+
+
+def stage_config(stage: Stage, seed: int, runs_root: str | Path, control: Control) -> TrainConfig:
+    from lab import overrides
+
+    exp = overrides.apply(experiments.get(stage.experiment), control.overrides)
+    cfg = exp.config(experiments.spec(stage), seed, str(control.parents_root or runs_root))
+    if control.steps is not None:
+        cfg = dataclasses.replace(cfg, steps=control.steps, checkpoint_every=min(cfg.checkpoint_every, control.steps))
+    cfg = dataclasses.replace(cfg, devices=control.devices)
+    if control.fused_memory is not None:
+        cfg = dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config,
+                                                                        fused_memory=control.fused_memory))
+    return cfg
+
+
+def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control, overwrite: bool = False
+                ) -> dict[str, Any] | None:
+    """Train one stage for one seed unless its run finished; resume it if it was interrupted. Refuses (a
+    ValueError naming the parent) when the stage's parent run did not finish. Returns the summary, or None
+    when the run was kept."""
+    from lab import trainer
+
+    cfg = stage_config(stage, seed, runs_root, control)
+    workdir = stage.run_dir(seed, runs_root)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"{workdir} is a file; a run directory is expected there")
+    if not overwrite and (workdir / "config.json").exists():  # a run of another configuration: a one-line error
+        trainer.prepare_workdir(workdir, cfg, resume=True, overwrite=False)
+    if not overwrite and trainer.finished(workdir, cfg.steps):
+        print(f"{workdir}: finished already, kept", file=sys.stderr)
+        return None
+    parent = experiments.spec(stage).parent
+    if parent is not None and not trainer.finished(parent.run_dir(seed, control.parents_root or runs_root)):
+        where = parent.run_dir(seed, control.parents_root or runs_root)
+        state = "did not finish" if (where / "config.json").exists() else "does not exist"
+        raise ValueError(f"{stage} (seed {seed}) starts from {parent}, whose run {where} {state}; train it first "
+                         f"(train.py --experiment {stage.experiment} --with-parents)")
+    print(f"== {stage} seed {seed} ({cfg.model}, {cfg.steps} steps x {cfg.batch_size})", file=sys.stderr, flush=True)
+    summary = trainer.train(cfg, workdir, resume=not overwrite, overwrite=overwrite, progress=control.progress,
+                            wandb_project=control.wandb)
+    print(json.dumps({"workdir": str(workdir), **summary}), flush=True)
+    return summary
+
+
+def train_recipe(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Control) -> dict[str, Any]:
+    """Every stage of the recipe for every seed (headline model's chain first, seed by seed), then the report."""
+    for final in recipe.final:
+        for seed in seeds:
+            for stage in experiments.lineage(final):
+                train_stage(stage, seed, runs_root, control)
+    return write_report(recipe, seeds, runs_root, control)
+
+
+def fresh_error(workdir: Path, stage: Stage, size: int, recipe: Recipe) -> dict[str, Any]:
+    """The run's error at one size on the recipe's fresh batches (cached in the run directory, keyed by the
+    checkpoint it evaluates)."""
+    import numpy as np
+
+    from lab import evaluation
+    from lab.trainer import load_run
+
+    cache_path = workdir / "fresh-eval.json"
+    cache = {}
+    if cache_path.exists():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except ValueError:
+            cache = {}
+    cfg, _, model, step = load_run(workdir)
+    key = f"size={size} keys={','.join(map(str, recipe.eval_keys))} batch={recipe.eval_batch} step={step}"
+    if key in cache:
+        return cache[key]
+    task = experiments.get(stage.experiment).eval_task(size)
+    if hasattr(task, "evaluation"):  # argmax: training-only options off (lab.diagnose's lists for the same keys)
+        task = task.evaluation()
+    ev = evaluation.Evaluator.of(model)
+    wrong, t0 = [], time.perf_counter()
+    for k in recipe.eval_keys:
+        batch = evaluation.fixed_batch(task, recipe.eval_batch, k)
+        logits, _ = ev.forward(batch)
+        wrong.append(np.asarray(task.metrics(logits, batch)["error"]) > 0)
+    w = np.concatenate(wrong)
+    out = {"error": float(w.mean()), "stderr": float(w.std() / math.sqrt(len(w))), "examples": int(len(w)),
+           "per_key": [float(x.mean()) for x in wrong], "checkpoint_step": step, "seconds": round(time.perf_counter() - t0, 1)}
+    cache[key] = out
+    cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+    return out
+
+
+def report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Control | None = None) -> dict[str, Any]:
+    """The recipe's report from its run directories: per model and seed, the error at every size on the fresh
+    batches (None where the chain's last run did not finish), per stage the wall time; the success rate over
+    every seed asked for."""
+    from lab import trainer
+
+    control = control or Control()
+    rep: dict[str, Any] = {"recipe": recipe.name, "description": recipe.description, "seeds": list(seeds),
+                           "sizes": list(recipe.sizes), "headline_size": recipe.headline_size,
+                           "success_error": recipe.success_error, "eval_keys": list(recipe.eval_keys),
+                           "eval_examples": recipe.eval_batch * len(recipe.eval_keys),
+                           "steps_override": control.steps, "overrides": list(control.overrides), "models": {}}
+    for final in recipe.final:
+        rows = []
+        for seed in seeds:
+            stages = []
+            for stage in experiments.lineage(final):
+                wd = stage.run_dir(seed, runs_root)
+                done = trainer.finished(wd)
+                stages.append({"stage": str(stage), "run": str(wd), "finished": done is not None,
+                               "wall_s": done["wall_s"] if done else None, "steps": done["step"] if done else None})
+            last = final.run_dir(seed, runs_root)
+            errors = None
+            if stages[-1]["finished"]:
+                errors = {str(n): fresh_error(last, final, n, recipe) for n in recipe.sizes}
+            rows.append({"seed": seed, "run": str(last), "errors": errors, "stages": stages,
+                         "train_wall_s": round(sum(s["wall_s"] or 0.0 for s in stages), 1)})
+        label = final.model
+        ok = [r for r in rows if r["errors"] and r["errors"][str(recipe.headline_size)]["error"] <= recipe.success_error]
+        rep["models"][label] = {"final": str(final), "seeds": rows, "successes": len(ok), "of": len(rows)}
+    return rep
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    sizes = rep["sizes"]
+    lines = [f"# Recipe {rep['recipe']}", "", rep["description"] + ".", "",
+             f"Error (1 - exact match) on {rep['eval_examples']:,} fresh examples per size (keys "
+             f"{', '.join(map(str, rep['eval_keys']))}: never used in training or to choose anything); a seed "
+             f"succeeds when its error at {rep['headline_size']} is at most {rep['success_error']:g}."]
+    if rep.get("steps_override"):
+        lines.append(f"Every stage trained for only {rep['steps_override']} steps (--steps): a check of the recipe, "
+                     "not its result.")
+    if rep.get("overrides"):
+        lines.append(f"Presets changed with --set {' '.join(rep['overrides'])}.")
+    for label, m in rep["models"].items():
+        lines += ["", f"## {label} ({m['final']}): {m['successes']} of {m['of']} seeds succeed", "",
+                  "| seed | " + " | ".join(str(n) for n in sizes) + " | training (all stages) |",
+                  "|---:|" + "---:|" * len(sizes) + "---:|"]
+        for r in m["seeds"]:
+            cells = [f"{r['errors'][str(n)]['error']:.4f}" if r["errors"] else "not trained" for n in sizes]
+            lines.append(f"| {r['seed']} | " + " | ".join(cells) + f" | {_duration(r['train_wall_s'])} |")
+        stages = [s["stage"] for s in m["seeds"][0]["stages"]] if m["seeds"] else []
+        lines += ["", "Wall time per stage (training only):", "",
+                  "| seed | " + " | ".join(stages) + " |", "|---:|" + "---:|" * len(stages)]
+        for r in m["seeds"]:
+            lines.append(f"| {r['seed']} | " + " | ".join(_duration(s["wall_s"]) if s["finished"] else "-"
+                                                           for s in r["stages"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min"
+
+
+def write_report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Control | None = None
+                 ) -> dict[str, Any]:
+    rep = report(recipe, seeds, runs_root, control)
+    out = Path(runs_root) / recipe.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    (out / "report.md").write_text(markdown(rep))
+    print(markdown(rep))
+    print(f"wrote {out / 'report.md'} and report.json", file=sys.stderr)
+    return rep

@@ -1,0 +1,162 @@
+"""Recipes (lab/recipes.py): one command trains every stage of a chain for several seeds and reports on fresh
+batches; a stage never starts from an unfinished parent; eval.py --recipe rebuilds the same report; presets
+take typed --set overrides; the reproduction driver runs end to end on a tiny preset."""
+import dataclasses
+import json
+
+import pytest
+
+import eval as eval_cli
+import train as train_cli
+from lab import diagnose, experiments, models, overrides, recipes, reproduce
+from lab.cli import run_cli
+from lab.config import TrainConfig
+from lab.experiments import ModelSpec, Recipe, Stage
+
+TINY_NTM = models.ModelConfig(memory_rows=8, memory_width=4, controller_size=8)
+ONE = dataclasses.replace(
+    experiments.get("argmax-quick"), name="tiny-1", train_sizes=(2, 4), eval_sizes=(4, 8), scales=(1.0,),
+    ntm=TINY_NTM, models=(ModelSpec("ntm", "ntm"), ModelSpec("lstm", "lstm")), steps=20, log_every=10,
+    task_options={"index_bits": 4, "labels": "random", "levels": 16})
+TWO = dataclasses.replace(ONE, name="tiny-2", lr=3e-3, task_options={**ONE.task_options, "min_spread": 0.5},
+                          models=(ModelSpec("ntm", "ntm", parent=Stage("tiny-1", "ntm")),
+                                  ModelSpec("lstm", "lstm", parent=Stage("tiny-1", "lstm"))))
+RECIPE = Recipe(name="tiny-recipe", description="two tiny argmax stages", final=(Stage("tiny-2", "ntm"), Stage("tiny-2", "lstm")),
+                sizes=(4, 8), headline_size=8, success_error=0.5, seeds=(0, 1), eval_batch=64)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(experiments.EXPERIMENTS, ONE.name, ONE)
+    monkeypatch.setitem(experiments.EXPERIMENTS, TWO.name, TWO)
+    monkeypatch.setitem(experiments.RECIPES, RECIPE.name, RECIPE)
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err.strip()
+
+
+def test_every_preset_parent_exists_and_recipes_chain():
+    for exp in experiments.EXPERIMENTS.values():
+        for spec in exp.models:
+            chain = experiments.lineage(Stage(exp.name, spec.label))
+            assert chain[-1] == Stage(exp.name, spec.label) and all(experiments.spec(s) for s in chain)
+    argmax = experiments.get_recipe("argmax-search")
+    assert [str(s) for s in experiments.lineage(argmax.final[0])] == [
+        "argmax-long/ntm-r32", "argmax-spread/ntm", "argmax-sharp/ntm", "argmax-trace/ntm", "argmax-ties/ntm",
+        "argmax-ties2/ntm"]
+    assert len(argmax.stages()) == 12 and len(set(argmax.stages())) == 12
+    # the chain's configs: the stage-1 NTM has 32 memory rows, every later stage starts from its parent's run
+    cfg = argmax.final[0]
+    c = experiments.get(cfg.experiment).config(experiments.spec(cfg), 3, "R")
+    assert c.init_from == "R/argmax-ties/ntm-s3" and c.seed == 3
+    assert experiments.get("argmax-long").config(experiments.spec(Stage("argmax-long", "ntm-r32")), 0).model_config.memory_rows == 32
+
+
+def test_recipe_trains_every_stage_reports_and_keeps_finished_runs(tiny, tmp_path, capsys):
+    root = str(tmp_path)
+    assert run_cli(train_cli.main, ["--recipe", RECIPE.name, "--runs-root", root, "--no-progress"]) == 0
+    rep = json.loads((tmp_path / RECIPE.name / "report.json").read_text())
+    assert set(rep["models"]) == {"ntm", "lstm"} and rep["eval_examples"] == 128
+    for label, m in rep["models"].items():
+        assert [r["seed"] for r in m["seeds"]] == [0, 1] and m["of"] == 2
+        for r in m["seeds"]:
+            assert set(r["errors"]) == {"4", "8"}
+            assert all(0 <= e["error"] <= 1 and e["examples"] == 128 for e in r["errors"].values())
+            assert [s["stage"] for s in r["stages"]] == [f"tiny-1/{label}", f"tiny-2/{label}"]
+            assert all(s["finished"] and s["wall_s"] > 0 and s["steps"] == 20 for s in r["stages"])
+        assert m["successes"] == sum(r["errors"]["8"]["error"] <= 0.5 for r in m["seeds"])
+    # stage 2 started from stage 1 of the same seed
+    assert TrainConfig.load(tmp_path / "tiny-2" / "ntm-s1" / "config.json").init_from == str(tmp_path / "tiny-1" / "ntm-s1")
+    md = (tmp_path / RECIPE.name / "report.md").read_text()
+    assert "| seed | 4 | 8 |" in md and "tiny-1/ntm" in md
+    # the report's error is lab.diagnose's on the same keys (the fresh lists of --seed 2 / --seed 3)
+    d = diagnose.diagnose(str(tmp_path / "tiny-2" / "ntm-s0"), size=8, batch_size=64, seed=2)
+    assert rep["models"]["ntm"]["seeds"][0]["errors"]["8"]["per_key"][0] == pytest.approx(d["error"])
+    # again: every run finished, nothing retrained; eval.py --recipe rebuilds the same report
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("tiny-*/*/metrics.jsonl")}
+    assert run_cli(train_cli.main, ["--recipe", RECIPE.name, "--runs-root", root, "--no-progress"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    (tmp_path / RECIPE.name / "report.json").unlink()
+    assert run_cli(eval_cli.main, ["--recipe", RECIPE.name, "--runs-root", root]) == 0
+    again = json.loads((tmp_path / RECIPE.name / "report.json").read_text())
+    assert again["models"]["ntm"]["seeds"][1]["errors"] == rep["models"]["ntm"]["seeds"][1]["errors"]
+
+
+def test_a_stage_refuses_an_unfinished_or_missing_parent(tiny, tmp_path, capsys):
+    root = str(tmp_path)
+    # no parent run at all: one line, nothing created for the stage
+    assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 2
+    err = _err(capsys)
+    assert "tiny-1/ntm" in err and "does not exist" in err and "\n" not in err
+    assert not (tmp_path / "tiny-2").exists()
+    # an interrupted parent (trained, but its training call never finished): refused, also through --init-from
+    assert run_cli(train_cli.main, ["--experiment", ONE.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 0
+    (tmp_path / "tiny-1" / "ntm-s0" / "done.json").unlink()
+    capsys.readouterr()
+    assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 2
+    err = _err(capsys)
+    assert "did not finish" in err and "\n" not in err and not (tmp_path / "tiny-2").exists()
+    single = ["--task", "argmax", "--task-option", "index_bits=4", "--task-option", "labels=random", "--task-option",
+              "levels=16", "--min-size", "2", "--max-size", "4", "--memory-rows", "8", "--memory-width", "4",
+              "--controller-size", "8", "--steps", "10", "--no-progress", "--log-every", "10"]
+    assert run_cli(train_cli.main, [*single, "--init-from", str(tmp_path / "tiny-1" / "ntm-s0"),
+                                    "--workdir", str(tmp_path / "single")]) == 2
+    assert "did not finish" in _err(capsys) and not (tmp_path / "single").exists()
+    # --with-parents finishes the parent (resumed: done again) and then trains the stage
+    assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--with-parents", "--runs-root", root,
+                                    "--no-progress"]) == 0
+    assert (tmp_path / "tiny-1" / "ntm-s0" / "done.json").exists() and (tmp_path / "tiny-2" / "ntm-s0" / "done.json").exists()
+
+
+def test_set_overrides_preset_fields_typed(tiny, tmp_path, capsys):
+    root = str(tmp_path)
+    assert run_cli(train_cli.main, ["--experiment", ONE.name, "--models", "ntm", "--runs-root", root, "--no-progress",
+                                    "--set", "lr=1e-3", "--set", "task_options.levels=8", "--set", "ntm.memory_rows=6",
+                                    "--set", "steps=10"]) == 0
+    capsys.readouterr()
+    cfg = TrainConfig.load(tmp_path / "tiny-1" / "ntm-s0" / "config.json")
+    assert (cfg.lr, cfg.task_options["levels"], cfg.model_config.memory_rows, cfg.steps) == (1e-3, 8, 6, 10)
+    # the same preset with other values would mix two configurations in one run directory: refused
+    assert run_cli(train_cli.main, ["--experiment", ONE.name, "--models", "ntm", "--runs-root", root, "--no-progress",
+                                    "--set", "lr=3e-3", "--set", "steps=10"]) == 2
+    assert "different configuration" in _err(capsys)
+    for bad in (["lr=abc"], ["nope=1"], ["lr"], ["name=x"], ["train_sizes=[2]"], ["ntm.memory_rows=1.5"],
+                ["lr=nan"], ["lr=-1"], ["steps=0"], ["task_options=3"]):
+        args = ["--experiment", ONE.name, "--runs-root", str(tmp_path / "bad"), "--no-progress"]
+        assert run_cli(train_cli.main, [*args, *sum((["--set", b] for b in bad), [])]) == 2, bad
+        err = _err(capsys)
+        assert err.startswith("error: ") and "\n" not in err, (bad, err)
+    assert not (tmp_path / "bad").exists()
+    # a single run's TrainConfig takes --set too
+    assert overrides.apply(TrainConfig(), ["model_config.controller_size=32", "min_size=3"]).model_config.controller_size == 32
+    with pytest.raises(ValueError, match="finite"):
+        TrainConfig(lr=float("inf"))
+
+
+def test_reproduce_driver_end_to_end_on_a_tiny_preset(tiny, tmp_path, monkeypatch):
+    det = dataclasses.replace(ONE, name="tiny-quick", models=(ModelSpec("ntm", "ntm"), ModelSpec("mlp", "mlp", match_ntm_params=1.0)),
+                              scales=(0.5, 1.0, 2.0))
+    monkeypatch.setitem(experiments.EXPERIMENTS, det.name, det)
+    monkeypatch.setitem(reproduce.PRESETS, "tiny", {
+        "runs": str(tmp_path / "runs"), "docs": str(tmp_path / "docs"), "experiments": (det.name,),
+        "detect": (det.name,), "recipes": (), "copy_seeds": 0, "sweep": False, "assoc": False, "bench": False})
+    monkeypatch.setitem(reproduce.HEADS, det.name, "tiny-heads.png")
+    assert reproduce.main(["--preset", "tiny"]) == 0
+    figs = tmp_path / "docs" / "figures"
+    for f in (f"{det.name}.png", "tiny-heads.png", f"detect-{det.name}.png", "compiled-heads.png"):
+        assert (figs / f).stat().st_size > 0, f
+    t = json.loads((tmp_path / "docs" / "results" / "timings.json").read_text())
+    assert t["one_call"]["seconds"] > 0 and "--preset tiny" in t["one_call"]["command"] and t["one_call"]["machine"]
+    assert set(t["steps"]) == {f"experiments:{det.name}", f"detect:{det.name}", "compiled"}
+
+
+def test_one_stage_varied_elsewhere_reads_its_parent_from_parents_root(tiny, tmp_path):
+    root = str(tmp_path)
+    assert run_cli(train_cli.main, ["--experiment", ONE.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 0
+    try_root = tmp_path / "try"
+    assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--set", "lr=1e-3", "--runs-root",
+                                    str(try_root), "--parents-root", root, "--no-progress"]) == 0
+    cfg = TrainConfig.load(try_root / "tiny-2" / "ntm-s0" / "config.json")
+    assert cfg.init_from == str(tmp_path / "tiny-1" / "ntm-s0") and cfg.lr == 1e-3
+    assert not (try_root / "tiny-1").exists()
