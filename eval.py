@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--batch-size must be >= 2, got {args.batch_size}")
     if args.sizes and min(args.sizes) < 1:
         raise ValueError(f"--sizes must be >= 1, got {args.sizes}")
+    if args.example_size is not None and args.example_size < 1:
+        raise ValueError(f"--example-size must be >= 1, got {args.example_size}")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; a directory is expected")
+    for run in args.runs:  # every run checked before any is evaluated (and its files rewritten)
+        if not (Path(run) / "config.json").is_file():
+            raise ValueError(f"{run} is not a run directory (no config.json)")
     from lab import evaluation
 
     if args.compiled:
@@ -106,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.experiment or args.runs:
             raise ValueError("--recipe reports on its own runs; give no --experiment or run directories with it")
         recipe = experiments.get_recipe(args.recipe)
-        recipes.write_report(recipe, args.seeds if args.seeds is not None else list(recipe.seeds), args.runs_root)
+        seeds = args.seeds if args.seeds is not None else list(recipe.seeds)
+        if not any((s.run_dir(seed, args.runs_root) / "config.json").is_file() for s in recipe.final for seed in seeds):
+            raise ValueError(f"no run of recipe {recipe.name} under {args.runs_root} for seeds {seeds}; train it with "
+                             f"train.py --recipe {recipe.name}")
+        recipes.write_report(recipe, seeds, args.runs_root)
         return 0
     if args.experiment:
         from lab import compare, experiments

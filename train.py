@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.train_parser().parse_args(argv)
     cli.use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     trainer.maybe_initialize_distributed()
+    for flag in ("experiment", "recipe", "runs_root"):
+        if getattr(args, flag) is not None and not getattr(args, flag).strip():
+            raise ValueError(f"--{flag.replace('_', '-')} is empty")
     if args.recipe or args.experiment:
         return run_preset(args)
     if args.with_parents:
@@ -25,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     from lab import overrides
 
     cfg = overrides.apply(cli.config_from_args(args), args.overrides)
+    if args.workdir is not None and not args.workdir.strip():
+        raise ValueError("--workdir is empty")
     workdir = args.workdir or f"runs/{cfg.task}-{cfg.model}-s{cfg.seed}"
+    if args.resume and not (Path(workdir) / "config.json").is_file():
+        raise ValueError(f"--resume: {workdir} holds no run to resume (no config.json)")
     summary = trainer.train(cfg, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                             wandb_project=args.wandb)
     print(json.dumps({"workdir": workdir, **summary}))
@@ -42,6 +50,8 @@ def run_preset(args) -> int:
         raise ValueError("--task-option sets a single run's task; with a preset use --set task_options.KEY=VALUE")
     if args.recipe and args.experiment:
         raise ValueError("give --recipe or --experiment, not both")
+    if Path(args.runs_root).exists() and not Path(args.runs_root).is_dir():
+        raise ValueError(f"--runs-root {args.runs_root} is a file; a directory is expected")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     control = recipes.Control(devices=args.devices, fused_memory=args.fused_memory, steps=args.steps,

@@ -161,12 +161,19 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     from lab.checkpoint import CheckpointError
     from lab.trainer import RunDirError, TrainingError
 
+    import logging
+
     # a warning on the command line is one line (e.g. the fused kernel failed to build: pure JAX instead)
     warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
+    logging.getLogger("absl").setLevel(logging.CRITICAL)  # Orbax's own log lines: its errors reach us as exceptions
     try:
         return main(argv)
-    except (ValueError, RunDirError, CheckpointError, TrainingError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, RunDirError, CheckpointError, TrainingError, OSError) as e:
+        # OSError: a path that is not what it should be (a file for a directory, a directory for a file, ...)
+        message = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in message:
+            message += f": {e.filename}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -65,6 +65,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.clip_norm <= 0:
             raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("batch_size", "steps", "steps_per_dispatch", "log_every", "eval_batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):

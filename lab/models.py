@@ -38,6 +38,17 @@ class ModelConfig:
     mlp_max_steps: int = 0  # MLP input/output length (padded); 0: the training task's max_steps()
     mlp_one_output: bool = False  # MLP emits one Y-vector, repeated at every step (tasks scored once)
 
+    def __post_init__(self) -> None:
+        for name in ("memory_rows", "memory_width", "controller_size", "num_read_heads", "num_write_heads",
+                     "hidden_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model option {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.mlp_layers, int) or self.mlp_layers < 0:
+            raise ValueError(f"model option mlp_layers must be an integer >= 0, got {self.mlp_layers!r}")
+        if not isinstance(self.shift_range, int) or self.shift_range < 0:
+            raise ValueError(f"model option shift_range must be an integer >= 0, got {self.shift_range!r}")
+
 
 class NTM(nnx.Module):
     """The project's NTM cell (ntm.NTMCell) unrolled over time, vmapped over the batch."""

@@ -17,6 +17,7 @@ def apply(obj: T, items: Sequence[str]) -> T:
     """``obj`` (a dataclass instance) with every KEY=VALUE of ``items`` applied, type-checked."""
     if not items:
         return obj
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -34,7 +35,7 @@ def apply(obj: T, items: Sequence[str]) -> T:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(obj), OmegaConf.from_dotlist(list(items)))
         out = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"--set {' '.join(items)}: {first}") from None
     if type(out) is not type(obj):  # pragma: no cover - OmegaConf returns the schema's own class

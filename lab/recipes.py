@@ -71,6 +71,7 @@ def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control
         state = "did not finish" if (where / "config.json").exists() else "does not exist"
         raise ValueError(f"{stage} (seed {seed}) starts from {parent}, whose run {where} {state}; train it first "
                          f"(train.py --experiment {stage.experiment} --with-parents)")
+    trainer.make_mesh(cfg)  # an impossible device count: an error before anything is printed or written
     print(f"== {stage} seed {seed} ({cfg.model}, {cfg.steps} steps x {cfg.batch_size})", file=sys.stderr, flush=True)
     summary = trainer.train(cfg, workdir, resume=not overwrite, overwrite=overwrite, progress=control.progress,
                             wandb_project=control.wandb)
@@ -196,6 +197,40 @@ def write_report(recipe: Recipe, seeds: list[int], runs_root: str | Path, contro
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
     (out / "report.md").write_text(markdown(rep))
+    figure(rep, recipe, out / "report.png")
     print(markdown(rep))
-    print(f"wrote {out / 'report.md'} and report.json", file=sys.stderr)
+    print(f"wrote {out / 'report.md'}, report.json and the figure {out / 'report.png'}", file=sys.stderr)
     return rep
+
+
+def figure(rep: dict[str, Any], recipe: Recipe, path: Path) -> None:
+    """Error against problem size, one colour per model: every seed a thin line, the mean over seeds a thick
+    one; the final stage's training sizes shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lo, hi = experiments.get(recipe.final[0].experiment).train_sizes
+    ax.axvspan(lo, hi, color="0.92", label=f"trained on sizes {lo}-{hi}")
+    sizes = rep["sizes"]
+    for i, (label, m) in enumerate(rep["models"].items()):
+        rows = [[r["errors"][str(n)]["error"] for n in sizes] for r in m["seeds"] if r["errors"]]
+        if not rows:
+            continue
+        for row in rows:
+            ax.plot(sizes, row, color=f"C{i}", alpha=0.35, lw=1)
+        ax.plot(sizes, np.mean(rows, 0), color=f"C{i}", lw=2.5, marker="o",
+                label=f"{label} ({m['successes']}/{m['of']} seeds succeed)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("problem size")
+    ax.set_ylabel("error (1 - exact match)")
+    ax.set_title(f"{rep['recipe']}: {rep['eval_examples']:,} fresh examples per size", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -39,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="eval/main")
     p.add_argument("--json", type=Path, default=None, help="also write the summary here")
     a = p.parse_args(argv)
+    for run in a.runs:
+        if not (run / "metrics.jsonl").is_file():
+            raise ValueError(f"{run} is not a run directory (no metrics.jsonl)")
+    if a.json is not None and not a.json.parent.is_dir():
+        raise ValueError(f"--json {a.json}: no directory {a.json.parent}")
     s = summarise_runs(a.runs, a.target, a.metric)
+    if not any(a.metric in r for run in a.runs for r in read_metrics(run)):
+        raise ValueError(f"--metric {a.metric!r}: no run logged it")
     print(f"| run | reached < {a.target} | examples | wall s | final | worst after | non-finite steps |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in s["runs"]:
@@ -53,4 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lab.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -44,10 +44,26 @@ class RunDirError(RuntimeError):
 
 
 def build_task(cfg: TrainConfig) -> Task:
-    task = make_task(cfg.task, **cfg.task_options)
-    if cfg.min_size is not None or cfg.max_size is not None:
-        task = task.with_sizes(cfg.min_size if cfg.min_size is not None else task.min_size,
-                               cfg.max_size if cfg.max_size is not None else task.max_size)
+    """The task a config names; a task option of the wrong type or out of range is a ValueError."""
+    import math
+
+    for key, value in cfg.task_options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"task option {key}={value}: must be a finite number")
+    try:
+        task = make_task(cfg.task, **cfg.task_options)
+        if cfg.min_size is not None or cfg.max_size is not None:
+            task = task.with_sizes(cfg.min_size if cfg.min_size is not None else task.min_size,
+                                   cfg.max_size if cfg.max_size is not None else task.max_size)
+        for f in dataclasses.fields(task):  # typed task options: an int field takes an int, a float a number
+            value, kind = getattr(task, f.name), str(f.type)
+            if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"option {f.name} must be an integer, got {value!r}")
+            if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise TypeError(f"option {f.name} must be a number, got {value!r}")
+        task.max_steps()  # options whose types only fail once used (e.g. a string where a number belongs)
+    except (TypeError, ArithmeticError) as e:
+        raise ValueError(f"task {cfg.task} with options {cfg.task_options}: {e}") from None
     return task
 
 
@@ -386,7 +402,8 @@ def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
             old = json.loads(cfg_path.read_text())
             if not isinstance(old, dict):
                 raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
+            TrainConfig.from_dict(old)  # every field known and of its type
+        except (OSError, ValueError, TypeError, AttributeError) as e:
             raise RunDirError(f"{cfg_path} is not a valid config: {e}") from e
         new = json.loads(cfg.to_json())
         default = json.loads(TrainConfig().to_json())  # fields added since the old run was written
@@ -498,11 +515,14 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
                 raise
             init_error = e  # fatal only if the checkpoint of this run cannot be restored either
 
+    # on resume the run's config.json is rewritten only once its checkpoint has been restored
+    defer_config = resume and (workdir / "config.json").is_file()
+
     def prepare() -> None:
         prepare_workdir(workdir, cfg, resume, overwrite)
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(cfg.to_json())
-        (workdir / DONE).unlink(missing_ok=True)  # written again when this call finishes
+        if not defer_config:
+            (workdir / "config.json").write_text(cfg.to_json())
 
     on_main_process(prepare, f"prepare {workdir}")  # multi-host: only process 0 writes the run's own files
     main = is_main_process()
@@ -516,9 +536,15 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
     if resume and ckpt.latest_step() is not None:
         step, restored = ckpt.restore({"params": params, "opt_state": opt_state})
         params, opt_state = prog.replicate((restored["params"], restored["opt_state"]))
+    elif resume and any(p.name.isdigit() for p in ckpt.directory.iterdir()):
+        raise RunDirError(f"{ckpt.directory} holds checkpoints that cannot be read; nothing was changed "
+                          "(move the run aside with --overwrite to start anew)")
     elif init_error is not None:
         raise init_error
     metrics_path = workdir / "metrics.jsonl"
+    if main and defer_config:
+        _truncate_metrics(metrics_path, step, check_only=True)  # a damaged log: an error before anything changes
+        (workdir / "config.json").write_text(cfg.to_json())
     if main and not resume and metrics_path.exists():
         metrics_path.unlink()
     wall_before = 0.0  # training seconds of the earlier calls this one resumes (wall_s counts them all)
@@ -527,7 +553,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
         if step and metrics_path.exists():
             lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
             wall_before = max((float(r.get("wall_s", 0.0)) for r in lines), default=0.0)
-
+        (workdir / DONE).unlink(missing_ok=True)  # written again when this call finishes
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
     bar = _Progress(cfg.steps, step, progress and main)
     loggers = _Loggers(workdir, cfg, wandb_project) if main else None
@@ -619,12 +645,18 @@ def finished(workdir: str | Path, steps: int | None = None) -> dict[str, Any] | 
     return done
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint we restart from."""
+def _truncate_metrics(path: Path, step: int, check_only: bool = False) -> None:
+    """On resume, drop log lines written after the checkpoint we restart from (``check_only``: only check that
+    the log can be read)."""
     if not path.exists():
         return
     lines = [l for l in path.read_text().splitlines() if l.strip()]
-    keep = [l for l in lines if json.loads(l)["step"] <= step]
+    try:
+        keep = [l for l in lines if json.loads(l)["step"] <= step]
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunDirError(f"{path} is damaged ({' '.join(str(e).split())}); nothing was changed") from None
+    if check_only:
+        return
     path.write_text("".join(l + "\n" for l in keep))
 
 
@@ -669,9 +701,11 @@ def load_run(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig,
         raise RunDirError(f"{workdir} is not a run directory (no config.json)")
     try:
         cfg = TrainConfig.load(cfg_path)
-    except (ValueError, TypeError, KeyError) as e:
-        raise RunDirError(f"{cfg_path} is not a valid config: {e}") from e
-    task = build_task(cfg)
+        task = build_task(cfg)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise RunDirError(f"{cfg_path} is not a valid config: {' '.join(str(e).split())}") from None
+    if not (workdir / "checkpoints").is_dir():
+        raise RunDirError(f"{workdir} has no checkpoints (a run that never saved one)")
     model = build_model(cfg, task)
     graphdef, params = models.split(model)
     opt_state = make_optimizer(cfg).init(params)

@@ -139,16 +139,19 @@ def test_reproduce_driver_end_to_end_on_a_tiny_preset(tiny, tmp_path, monkeypatc
                               scales=(0.5, 1.0, 2.0))
     monkeypatch.setitem(experiments.EXPERIMENTS, det.name, det)
     monkeypatch.setitem(reproduce.PRESETS, "tiny", {
-        "runs": str(tmp_path / "runs"), "docs": str(tmp_path / "docs"), "experiments": (det.name,),
-        "detect": (det.name,), "recipes": (), "copy_seeds": 0, "sweep": False, "assoc": False, "bench": False})
+        "runs": str(tmp_path / "runs"), "docs": str(tmp_path / "docs"), "recipes": (RECIPE.name,),
+        "recipe_seeds": ["0"], "experiments": (det.name,), "detect": (det.name,), "copy_seeds": 0, "sweep": False,
+        "assoc": False, "bench": False})
     monkeypatch.setitem(reproduce.HEADS, det.name, "tiny-heads.png")
     assert reproduce.main(["--preset", "tiny"]) == 0
     figs = tmp_path / "docs" / "figures"
-    for f in (f"{det.name}.png", "tiny-heads.png", f"detect-{det.name}.png", "compiled-heads.png"):
+    for f in (f"{det.name}.png", "tiny-heads.png", f"detect-{det.name}.png", "compiled-heads.png", f"{RECIPE.name}.png"):
         assert (figs / f).stat().st_size > 0, f
     t = json.loads((tmp_path / "docs" / "results" / "timings.json").read_text())
     assert t["one_call"]["seconds"] > 0 and "--preset tiny" in t["one_call"]["command"] and t["one_call"]["machine"]
-    assert set(t["steps"]) == {f"experiments:{det.name}", f"detect:{det.name}", "compiled"}
+    assert set(t["steps"]) == {f"recipes:{RECIPE.name}", f"experiments:{det.name}", f"detect:{det.name}", "compiled"}
+    rep = json.loads((tmp_path / "docs" / "results" / f"recipe-{RECIPE.name}.json").read_text())
+    assert rep["seeds"] == [0] and set(rep["models"]) == {"ntm", "lstm"}
 
 
 def test_one_stage_varied_elsewhere_reads_its_parent_from_parents_root(tiny, tmp_path):

@@ -398,8 +398,8 @@ def test_init_from_a_missing_or_mismatched_run_exits_2_and_creates_nothing(tiny_
         assert code == 2 and message in err and "Traceback" not in err
         assert not work.exists()
     code, err = _cli(["--workdir", str(tmp_path / "w"), "--steps", "1", "--resume", "--init-from", str(tmp_path / "x")],
-                     capsys)  # --resume with nothing to resume from: the same
-    assert code == 2 and "not a run directory" in err and not (tmp_path / "w").exists()
+                     capsys)  # --resume with nothing to resume: the same
+    assert code == 2 and "no run to resume" in err and not (tmp_path / "w").exists()
 
 
 def test_head_entropy_is_the_mean_entropy_over_active_steps():
