@@ -7,7 +7,6 @@ lists every flag; each task's defaults are the paper's set-up.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ def run_preset(args) -> int:
     """--recipe: every stage of every chain for each seed, then the report. --experiment: every (model, seed) of
     a preset (with --with-parents, each model's earlier stages first). Finished runs are kept, interrupted ones
     resumed; a stage never starts from a parent run that did not finish."""
-    from lab import experiments, overrides, recipes
+    from lab import experiments, recipes
 
     if args.task_option:
         raise ValueError("--task-option sets a single run's task; with a preset use --set task_options.KEY=VALUE")
@@ -70,20 +69,11 @@ def run_preset(args) -> int:
         recipe.stages()  # every stage exists before anything trains
         recipes.train_recipe(recipe, seeds, args.runs_root, control)
         return 0
-    exp = overrides.apply(experiments.get(args.experiment), args.overrides)  # bad --set: nothing trained
-    exp.runs(args.models, args.seeds, args.runs_root)  # unknown models: an error before anything trains
-    labels = [s.label for s in exp.models if not args.models or s.label in args.models]
-    for label in labels:
-        for seed in (args.seeds if args.seeds is not None else exp.seeds):
-            stage = experiments.Stage(exp.name, label)
-            if args.with_parents and args.parents_root:
-                raise ValueError("--with-parents trains the parents under --runs-root; --parents-root reads them elsewhere: "
-                                 "give one of the two")
-            chain = experiments.lineage(stage) if args.with_parents else [stage]
-            for s in chain:
-                # the parents are trained as their presets say; --set changes only the preset named
-                ctl = control if s == stage else dataclasses.replace(control, overrides=())
-                recipes.train_stage(s, seed, args.runs_root, ctl, overwrite=args.overwrite and s == stage)
+    if args.with_parents and args.parents_root:
+        raise ValueError("--with-parents trains the parents under --runs-root; --parents-root reads them elsewhere: "
+                         "give one of the two")
+    recipes.train_experiment(args.experiment, args.models, args.seeds, args.runs_root, control,
+                             with_parents=args.with_parents, overwrite=args.overwrite)
     return 0
 
 

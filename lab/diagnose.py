@@ -87,9 +87,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
         raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
     task = task.evaluation().with_sizes(size, size)
     ev = evaluation.Evaluator.of(model)
-    batch = evaluation.fixed_batch(task, batch_size, seed)
-    logits, aux = ev.forward(batch)
-    wrong = np.asarray(task.metrics(logits, batch)["error"]) > 0
+    batch, logits, aux, wrong = evaluation.wrong_on(ev, task, batch_size, seed)
     pred = np.asarray(bits_to_int(last_step(logits, batch.mask) > 0))
     values, labels = np.asarray(batch.aux[:, 0]), np.asarray(batch.aux[:, 1]).astype(np.int64)
     levels = task.levels or 256  # continuous values: bins of 1/256

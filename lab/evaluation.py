@@ -64,6 +64,14 @@ def fixed_batch(task: Task, batch_size: int, seed: int = EVAL_SEED) -> Batch:
     return jax.jit(task.sample, static_argnums=1)(jax.random.key(seed), batch_size)
 
 
+def wrong_on(ev: "Evaluator", task: Task, batch_size: int, seed: int) -> tuple[Batch, Any, Any, np.ndarray]:
+    """The fixed batch of ``seed``, the model's logits and aux on it, and which examples it gets wrong
+    ([B] bool: the task's error metric > 0)."""
+    batch = fixed_batch(task, batch_size, seed)
+    logits, aux = ev.forward(batch)
+    return batch, logits, aux, np.asarray(task.metrics(logits, batch)["error"]) > 0
+
+
 def summarise(per_example: dict[str, np.ndarray]) -> dict[str, float]:
     """Means over the batch, plus the standard error of each mean."""
     out: dict[str, float] = {}

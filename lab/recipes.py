@@ -79,6 +79,24 @@ def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control
     return summary
 
 
+def train_experiment(name: str, models: list[str] | None, seeds: list[int] | None, runs_root: str | Path,
+                     control: Control, with_parents: bool = False, overwrite: bool = False) -> None:
+    """Every (model, seed) of one preset (``models``/``seeds``: a subset), each with its earlier stages first when
+    ``with_parents``; those are trained as their presets say (``control.overrides`` change only this preset)."""
+    from lab import overrides
+
+    exp = overrides.apply(experiments.get(name), control.overrides)  # bad --set: nothing trained
+    exp.runs(models, seeds, str(runs_root))  # unknown models: an error before anything trains
+    for spec in exp.models:
+        if models and spec.label not in models:
+            continue
+        for seed in seeds if seeds is not None else exp.seeds:
+            stage = Stage(exp.name, spec.label)
+            for s in experiments.lineage(stage) if with_parents else [stage]:
+                ctl = control if s == stage else dataclasses.replace(control, overrides=())
+                train_stage(s, seed, runs_root, ctl, overwrite=overwrite and s == stage)
+
+
 def train_recipe(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Control) -> dict[str, Any]:
     """Every stage of the recipe for every seed (headline model's chain first, seed by seed), then the report."""
     for final in recipe.final:
@@ -112,10 +130,8 @@ def fresh_error(workdir: Path, stage: Stage, size: int, recipe: Recipe) -> dict[
         task = task.evaluation()
     ev = evaluation.Evaluator.of(model)
     wrong, t0 = [], time.perf_counter()
-    for k in recipe.eval_keys:
-        batch = evaluation.fixed_batch(task, recipe.eval_batch, k)
-        logits, _ = ev.forward(batch)
-        wrong.append(np.asarray(task.metrics(logits, batch)["error"]) > 0)
+    for k in recipe.eval_keys:  # lab.diagnose --seed k scores the same lists the same way
+        wrong.append(evaluation.wrong_on(ev, task, recipe.eval_batch, k)[3])
     w = np.concatenate(wrong)
     out = {"error": float(w.mean()), "stderr": float(w.std() / math.sqrt(len(w))), "examples": int(len(w)),
            "per_key": [float(x.mean()) for x in wrong], "checkpoint_step": step, "seconds": round(time.perf_counter() - t0, 1)}

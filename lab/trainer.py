@@ -45,22 +45,11 @@ class RunDirError(RuntimeError):
 
 def build_task(cfg: TrainConfig) -> Task:
     """The task a config names; a task option of the wrong type or out of range is a ValueError."""
-    import math
-
-    for key, value in cfg.task_options.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"task option {key}={value}: must be a finite number")
+    task = make_task(cfg.task, **cfg.task_options)  # unknown and wrongly typed options: ValueError
     try:
-        task = make_task(cfg.task, **cfg.task_options)
         if cfg.min_size is not None or cfg.max_size is not None:
             task = task.with_sizes(cfg.min_size if cfg.min_size is not None else task.min_size,
                                    cfg.max_size if cfg.max_size is not None else task.max_size)
-        for f in dataclasses.fields(task):  # typed task options: an int field takes an int, a float a number
-            value, kind = getattr(task, f.name), str(f.type)
-            if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-                raise TypeError(f"option {f.name} must be an integer, got {value!r}")
-            if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-                raise TypeError(f"option {f.name} must be a number, got {value!r}")
         task.max_steps()  # options whose types only fail once used (e.g. a string where a number belongs)
     except (TypeError, ArithmeticError) as e:
         raise ValueError(f"task {cfg.task} with options {cfg.task_options}: {e}") from None
@@ -549,10 +538,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
         metrics_path.unlink()
     wall_before = 0.0  # training seconds of the earlier calls this one resumes (wall_s counts them all)
     if main:
-        _truncate_metrics(metrics_path, step)
-        if step and metrics_path.exists():
-            lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
-            wall_before = max((float(r.get("wall_s", 0.0)) for r in lines), default=0.0)
+        wall_before = _truncate_metrics(metrics_path, step)
         (workdir / DONE).unlink(missing_ok=True)  # written again when this call finishes
     eval_batch = jax.jit(task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
     bar = _Progress(cfg.steps, step, progress and main)
@@ -645,19 +631,20 @@ def finished(workdir: str | Path, steps: int | None = None) -> dict[str, Any] | 
     return done
 
 
-def _truncate_metrics(path: Path, step: int, check_only: bool = False) -> None:
+def _truncate_metrics(path: Path, step: int, check_only: bool = False) -> float:
     """On resume, drop log lines written after the checkpoint we restart from (``check_only``: only check that
-    the log can be read)."""
+    the log can be read). Returns the training seconds the kept lines record (0 for a fresh run)."""
     if not path.exists():
-        return
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
+        return 0.0
     try:
-        keep = [l for l in lines if json.loads(l)["step"] <= step]
+        records = [(l, json.loads(l)) for l in path.read_text().splitlines() if l.strip()]
+        keep = [(l, r) for l, r in records if r["step"] <= step]
+        wall = max((float(r.get("wall_s", 0.0)) for _, r in keep), default=0.0)
     except (ValueError, TypeError, KeyError) as e:
         raise RunDirError(f"{path} is damaged ({' '.join(str(e).split())}); nothing was changed") from None
-    if check_only:
-        return
-    path.write_text("".join(l + "\n" for l in keep))
+    if not check_only:
+        path.write_text("".join(l + "\n" for l, _ in keep))
+    return wall
 
 
 def params_from(workdir: str | Path, like: Any) -> Any:

@@ -29,6 +29,15 @@ def make_task(name: str, **kwargs) -> Task:
     if unknown:
         raise ValueError(f"task {name!r} has no option {unknown}; its options: "
                          f"{sorted(f.name for f in dataclasses.fields(cls))}")
+    for f in dataclasses.fields(cls):  # a typed option: an int field takes an int, a float field a number
+        if f.name not in kwargs:
+            continue
+        value, kind = kwargs[f.name], str(f.type)
+        if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"task {name!r}: option {f.name} must be an integer, got {value!r}")
+        if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value != value
+                                or value in (float("inf"), float("-inf"))):
+            raise ValueError(f"task {name!r}: option {f.name} must be a finite number, got {value!r}")
     return cls(**kwargs)
 
 
