@@ -49,7 +49,7 @@ def detect_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", help="run directories of a search task (modsquare, argmax, polymax)")
     p.add_argument("--experiment", default=None, help="every run of this preset plus the zoo")
     p.add_argument("--runs-root", default="runs")
-    p.add_argument("--examples", type=int, default=1024, help="examples in the main evaluation batch")
+    p.add_argument("--examples", type=int, default=1024, help="examples in the main evaluation batch (each point of the step and size sweeps: min(256, this))")
     p.add_argument("--out", default=None, help="output directory for --experiment (default <runs-root>/NAME/detect)")
     return p
 

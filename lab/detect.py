@@ -34,6 +34,7 @@ Signatures (``signatures``), each from a fixed evaluation batch:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -329,7 +330,9 @@ def per_example(solve: Solver, task: Task, batch: Batch) -> dict[str, np.ndarray
     return m
 
 
+@functools.lru_cache(maxsize=32)
 def _batch(task: Task, size: int, seed: int) -> Batch:
+    """The fixed batch every solver of a report is measured on (drawn once: the zoo and the trained models share it)."""
     return evaluation.fixed_batch(task, size, seed)
 
 
@@ -428,7 +431,7 @@ class Plan:
 
     exp: Experiment
     examples: int = 1024  # main batch (training sizes): distributions, quartiles, agreement
-    sweep_examples: int = 256  # per point of the step and size sweeps
+    sweep_examples: int = 256  # per point of the step and size sweeps (the CLI: at most the main batch)
     scales: tuple[float, ...] | None = None  # default: the experiment's, plus 0.5 and 1
 
     def main_task(self) -> Task:
@@ -674,7 +677,7 @@ def detect_runs(runs: list[str], examples: int = 1024) -> list[Result]:
     for run in runs:
         cfg, _, model, step = load_run(run)
         exp = experiment_for_run(run, cfg)
-        res = measure(Path(run).name, "trained", model_solver(model), Plan(exp, examples=examples))
+        res = measure(Path(run).name, "trained", model_solver(model), Plan(exp, examples=examples, sweep_examples=min(256, examples)))
         res.rec["verdict_bootstrap"] = bootstrap_verdict(res.rec, res.m)
         write(Path(run) / "detect", [res], exp, f"{Path(run).name} ({cfg.model}, step {step})")
         results.append(res)
@@ -690,7 +693,7 @@ def detect_experiment(exp: Experiment, root: str = "runs", examples: int = 1024,
     from lab.trainer import load_run
 
     runs = find_runs(exp, Path(root))
-    plan = Plan(exp, examples=examples)
+    plan = Plan(exp, examples=examples, sweep_examples=min(256, examples))
     mlp = load_run(runs["mlp"][0])[2] if "mlp" in runs else None
     results = []
     for z in zoo(exp, mlp):

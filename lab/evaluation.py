@@ -6,6 +6,7 @@ batches come from fixed keys, so two evaluations of the same checkpoint agree ex
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -61,7 +62,14 @@ class Evaluator:
 
 
 def fixed_batch(task: Task, batch_size: int, seed: int = EVAL_SEED) -> Batch:
-    return jax.jit(task.sample, static_argnums=1)(jax.random.key(seed), batch_size)
+    return _sampler(task)(jax.random.key(seed), batch_size)
+
+
+@functools.lru_cache(maxsize=128)
+def _sampler(task: Task) -> Callable[..., Batch]:
+    """One jitted sampler per task (tasks are frozen dataclasses, equal when their options are): a new
+    ``jax.jit`` wrapper per call would compile the sampler again for every batch."""
+    return jax.jit(task.sample, static_argnums=1)
 
 
 def wrong_on(ev: "Evaluator", task: Task, batch_size: int, seed: int) -> tuple[Batch, Any, Any, np.ndarray]:

@@ -147,7 +147,8 @@ def _continues(experiment: str, ntm: str = "ntm", head_entropy: float = 0.0, pro
 
 
 def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
-                       options: dict[str, Any] | None = None, batch_size: int = 32) -> Experiment:
+                       options: dict[str, Any] | None = None, batch_size: int = 32, lr_half_life: int = 12000
+                       ) -> Experiment:
     """A later stage of argmax-long's models on hard lists (min_spread 1/16 unless ``options`` say otherwise),
     evaluated on uniform lists."""
     return Experiment(
@@ -156,7 +157,7 @@ def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ..
                                      "min_spread": 1 / 16, **(options or {})},
         in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
-        steps=steps, batch_size=batch_size, lr=lr, lr_half_life=12000, size_buckets=3, seeds=(0,),
+        steps=steps, batch_size=batch_size, lr=lr, lr_half_life=lr_half_life, size_buckets=3, seeds=(0,),
     )
 
 
@@ -241,6 +242,25 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         _continues("argmax-ties", head_entropy=0.3), steps=18000, lr=3e-4,
         options={"trace_loss": 1.0, "near_ties": 0.75, "min_spread": 0.25}, batch_size=128),
     Experiment(
+        name="argmax-direct",
+        description="stage 1 of argmax-direct: argmax over lists of 2-16 (random distinct labels, values on a "
+                    "256-level grid, 0-4 extra steps) with the loop's running answer supervised at every step "
+                    "(trace_loss 1) from the first step, 24,000 steps x 32 at lr 1e-2 halved every 8,000, 3 size "
+                    "buckets; evaluated on uniform lists, last step only",
+        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
+                                     "trace_loss": 1.0},
+        in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
+        models=(ModelSpec("ntm", "ntm"), ModelSpec("lstm", "lstm")),
+        steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
+    ),
+    _argmax_hard_stage(
+        "argmax-direct-hard", "stage 2 of argmax-direct: 72,000 more steps at lr 1e-3 (halved every 24,000) on hard "
+        "lists (min_spread 1/16) with half of them given a planted tie or one-level gap at the top (near_ties 0.5), "
+        "step supervision kept and the NTM's head-entropy penalty 0.3 added; evaluated on uniform lists, last step "
+        "only", _continues("argmax-direct", head_entropy=0.3), steps=72000, lr=1e-3,
+        options={"trace_loss": 1.0, "near_ties": 0.5}, lr_half_life=24000),
+    Experiment(
         name="modsquare-value",
         description="modsquare with hint=value (step i shows i and i*i mod n: only keep-the-best is left to learn); "
                     "n of 4-8 bits, held-out n inside, 9-10 bits beyond",
@@ -303,6 +323,21 @@ class Recipe:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     eval_keys: tuple[int, ...] = (2, 3)  # lab.diagnose --seed 2 / --seed 3: never used to choose anything
     eval_batch: int = 8192  # examples per key and size
+    # population-style selection at the first stage of every chain: this many runs per seed (training seeds
+    # seed, seed + 1000, seed + 2000, ...), the one with the lowest error on a validation batch of the stage's
+    # largest training size given select_scale x its steps (key select_key, select_batch examples; no longer
+    # problem is ever seen: a loop that holds its answer for 4x the steps, where a walking head or a leaky
+    # register does not) kept and continued; 1: no selection. Every candidate's training time counts.
+    candidates: int = 1
+    select_key: int = 1
+    select_batch: int = 4096
+    select_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError(f"recipe {self.name}: candidates must be >= 1, got {self.candidates}")
+        if self.select_key in self.eval_keys:
+            raise ValueError(f"recipe {self.name}: the validation key {self.select_key} is an evaluation key")
 
     def stages(self) -> list[Stage]:
         """Every stage of every chain, parents first, each once (the headline model's chain first)."""
@@ -328,6 +363,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                     "uniform lists of 64, 128 and 256 with steps = length + 1; a seed succeeds at >= 99% exact at 64",
         final=(Stage("argmax-ties2", "ntm"), Stage("argmax-ties2", "lstm")), sizes=(16, 64, 128, 256),
         headline_size=64, success_error=0.01),
+    Recipe(
+        name="argmax-direct",
+        description="argmax over lists of at most 16, two stages with every training signal early (argmax-direct: "
+                    "uniform lists with the running answer supervised, the best of 3 runs per seed kept by its error "
+                    "on lists of 16 given 4x the steps; argmax-direct-hard: hard lists, planted near ties, sharp "
+                    "heads), the NTM and the LSTM; error (1 - exact match) on uniform lists of 64, 128 and 256 with "
+                    "steps = length + 1; a seed succeeds at >= 99% exact at 64",
+        final=(Stage("argmax-direct-hard", "ntm"), Stage("argmax-direct-hard", "lstm")), sizes=(16, 64, 128, 256),
+        headline_size=64, success_error=0.01, candidates=3, select_scale=4.0),
     Recipe(
         name="modsquare-search",
         description="the modsquare loop (hint=value) learnt on random values of the real widths with step "

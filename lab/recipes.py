@@ -49,15 +49,24 @@ def stage_config(stage: Stage, seed: int, runs_root: str | Path, control: Contro
     return cfg
 
 
-def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control, overwrite: bool = False
-                ) -> dict[str, Any] | None:
+def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control, overwrite: bool = False,
+                train_seed: int | None = None, workdir: Path | None = None) -> dict[str, Any] | None:
     """Train one stage for one seed unless its run finished; resume it if it was interrupted. Refuses (a
     ValueError naming the parent) when the stage's parent run did not finish. Returns the summary, or None
-    when the run was kept."""
+    when the run was kept. ``train_seed``/``workdir``: a selection candidate's training seed and run directory
+    (default: ``seed`` and the stage's run directory)."""
     from lab import trainer
 
     cfg = stage_config(stage, seed, runs_root, control)
-    workdir = stage.run_dir(seed, runs_root)
+    if train_seed is not None:
+        cfg = dataclasses.replace(cfg, seed=train_seed)
+    workdir = workdir or stage.run_dir(seed, runs_root)
+    if (workdir / SELECTION).exists():  # the run a recipe's selection chose: kept as it is
+        if overwrite or not trainer.finished(workdir):
+            raise ValueError(f"{workdir} holds the run a selection chose ({SELECTION}); move it aside to train "
+                             "this stage again")
+        print(f"{workdir}: chosen by selection, kept", file=sys.stderr)
+        return None
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"{workdir} is a file; a run directory is expected there")
     if not overwrite and (workdir / "config.json").exists():  # a run of another configuration: a one-line error
@@ -98,17 +107,84 @@ def train_experiment(name: str, models: list[str] | None, seeds: list[int] | Non
 
 
 def train_recipe(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Control) -> dict[str, Any]:
-    """Every stage of the recipe for every seed (headline model's chain first, seed by seed), then the report."""
+    """Every stage of the recipe for every seed (headline model's chain first, seed by seed), then the report.
+    With ``recipe.candidates`` > 1 the first stage of every chain is a selection (``select_first_stage``)."""
     for final in recipe.final:
         for seed in seeds:
-            for stage in experiments.lineage(final):
-                train_stage(stage, seed, runs_root, control)
+            chain = experiments.lineage(final)
+            for i, stage in enumerate(chain):
+                if i == 0 and recipe.candidates > 1:
+                    select_first_stage(recipe, stage, seed, runs_root, control)
+                else:
+                    train_stage(stage, seed, runs_root, control)
     return write_report(recipe, seeds, runs_root, control)
+
+
+SELECTION = "selection.json"  # in a run directory that a selection filled: the candidates and the choice
+CANDIDATE_SEED_STRIDE = 1000  # candidate c of seed s trains with seed s + c * 1000 (candidate 0: seed s itself)
+
+
+def candidate_dir(stage: Stage, seed: int, c: int, runs_root: str | Path) -> Path:
+    return Path(runs_root) / stage.experiment / f"{stage.model}-s{seed}-c{c}"
+
+
+def select_first_stage(recipe: Recipe, stage: Stage, seed: int, runs_root: str | Path, control: Control
+                       ) -> dict[str, Any]:
+    """Population-style selection: ``recipe.candidates`` runs of a chain's first stage (training seeds
+    ``seed + c * 1000``, each in ``<model>-s<seed>-c<c>``, kept and resumed like any stage), each scored on the
+    validation batch (``recipe.select_key``: never an evaluation key) at the stage's largest training size; the
+    best is copied to the stage's own run directory, which later stages continue, with ``selection.json``
+    (every candidate's validation error and training time, and the choice)."""
+    import shutil
+
+    from lab import trainer
+
+    exp = experiments.get(stage.experiment)
+    if experiments.spec(stage).parent is not None:
+        raise ValueError(f"recipe {recipe.name}: selection is for a chain's first stage; {stage} has a parent")
+    canonical = stage.run_dir(seed, runs_root)
+    record_path = canonical / SELECTION
+    if record_path.exists() and trainer.finished(canonical):
+        print(f"{canonical}: chosen by selection already, kept", file=sys.stderr)
+        return json.loads(record_path.read_text())
+    if canonical.exists() and (not canonical.is_dir() or any(canonical.iterdir())):
+        raise ValueError(f"{canonical} exists and no selection chose it; move it aside to let recipe "
+                         f"{recipe.name} select among {recipe.candidates} runs of {stage}")
+    size = exp.train_sizes[1]
+    cands = []
+    for c in range(recipe.candidates):
+        wd = candidate_dir(stage, seed, c, runs_root)
+        train_stage(stage, seed, runs_root, control, train_seed=seed + c * CANDIDATE_SEED_STRIDE, workdir=wd)
+        val = error_on(wd, stage, size, (recipe.select_key,), recipe.select_batch, recipe.select_scale)
+        done = trainer.finished(wd) or {}
+        cands.append({"candidate": c, "train_seed": seed + c * CANDIDATE_SEED_STRIDE, "run": str(wd),
+                      "validation_error": val["error"], "wall_s": done.get("wall_s")})
+    best = min(cands, key=lambda r: (r["validation_error"], r["candidate"]))
+    record = {"stage": str(stage), "seed": seed, "size": size, "scale": recipe.select_scale, "select_key": recipe.select_key,
+              "select_batch": recipe.select_batch, "candidates": cands, "chosen": best["candidate"],
+              "wall_s": round(sum(r["wall_s"] or 0.0 for r in cands), 1)}
+    tmp = canonical.with_name(canonical.name + ".selecting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(best["run"], tmp, ignore=shutil.ignore_patterns("fresh-eval.json", "validation.json"))
+    (tmp / SELECTION).write_text(json.dumps(record, indent=1) + "\n")
+    if canonical.exists():  # an empty directory (checked above)
+        canonical.rmdir()
+    tmp.rename(canonical)
+    print(f"{stage} seed {seed}: candidate {best['candidate']} of {recipe.candidates} chosen (validation error "
+          + ", ".join(f"{r['validation_error']:.4f}" for r in cands) + f" at size {size})", file=sys.stderr)
+    return record
 
 
 def fresh_error(workdir: Path, stage: Stage, size: int, recipe: Recipe) -> dict[str, Any]:
     """The run's error at one size on the recipe's fresh batches (cached in the run directory, keyed by the
     checkpoint it evaluates)."""
+    return error_on(workdir, stage, size, recipe.eval_keys, recipe.eval_batch)
+
+
+def error_on(workdir: Path, stage: Stage, size: int, keys: tuple[int, ...], batch: int, scale: float = 1.0
+             ) -> dict[str, Any]:
+    """The run's error at one size (``scale`` x its steps) on the batches of ``keys`` (``batch`` examples each) of
+    the stage's evaluation task, cached in the run directory (``fresh-eval.json``), keyed by the checkpoint."""
     import numpy as np
 
     from lab import evaluation
@@ -122,16 +198,16 @@ def fresh_error(workdir: Path, stage: Stage, size: int, recipe: Recipe) -> dict[
         except ValueError:
             cache = {}
     cfg, _, model, step = load_run(workdir)
-    key = f"size={size} keys={','.join(map(str, recipe.eval_keys))} batch={recipe.eval_batch} step={step}"
+    key = f"size={size} keys={','.join(map(str, keys))} batch={batch} step={step}" + (f" scale={scale:g}" if scale != 1 else "")
     if key in cache:
         return cache[key]
-    task = experiments.get(stage.experiment).eval_task(size)
+    task = experiments.get(stage.experiment).eval_task(size, scale)
     if hasattr(task, "evaluation"):  # argmax: training-only options off (lab.diagnose's lists for the same keys)
         task = task.evaluation()
     ev = evaluation.Evaluator.of(model)
     wrong, t0 = [], time.perf_counter()
-    for k in recipe.eval_keys:  # lab.diagnose --seed k scores the same lists the same way
-        wrong.append(evaluation.wrong_on(ev, task, recipe.eval_batch, k)[3])
+    for k in keys:  # lab.diagnose --seed k scores the same lists the same way
+        wrong.append(evaluation.wrong_on(ev, task, batch, k)[3])
     w = np.concatenate(wrong)
     out = {"error": float(w.mean()), "stderr": float(w.std() / math.sqrt(len(w))), "examples": int(len(w)),
            "per_key": [float(x.mean()) for x in wrong], "checkpoint_step": step, "seconds": round(time.perf_counter() - t0, 1)}
@@ -159,8 +235,12 @@ def report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Con
             for stage in experiments.lineage(final):
                 wd = stage.run_dir(seed, runs_root)
                 done = trainer.finished(wd)
-                stages.append({"stage": str(stage), "run": str(wd), "finished": done is not None,
-                               "wall_s": done["wall_s"] if done else None, "steps": done["step"] if done else None})
+                row = {"stage": str(stage), "run": str(wd), "finished": done is not None,
+                       "wall_s": done["wall_s"] if done else None, "steps": done["step"] if done else None}
+                if done and (wd / SELECTION).exists():  # every candidate's training counts
+                    row["selection"] = json.loads((wd / SELECTION).read_text())
+                    row["wall_s"] = row["selection"]["wall_s"]
+                stages.append(row)
             last = final.run_dir(seed, runs_root)
             errors = None
             if stages[-1]["finished"]:
@@ -197,6 +277,18 @@ def markdown(rep: dict[str, Any]) -> str:
         for r in m["seeds"]:
             lines.append(f"| {r['seed']} | " + " | ".join(_duration(s["wall_s"]) if s["finished"] else "-"
                                                            for s in r["stages"]) + " |")
+        picks = [(r["seed"], s["selection"]) for r in m["seeds"] for s in r["stages"] if s.get("selection")]
+        if picks:
+            sel = picks[0][1]
+            lines += ["", f"First stage: {len(sel['candidates'])} runs per seed (training seeds seed + 1000 c), the "
+                      f"one with the lowest error on {sel['select_batch']:,} validation examples of size {sel['size']} with "
+                      f"{sel.get('scale', 1):g}x the steps "
+                      f"(key {sel['select_key']}) continued; its time above counts every run.", "",
+                      "| seed | " + " | ".join(f"candidate {c['candidate']}" for c in sel["candidates"]) + " | chosen |",
+                      "|---:|" + "---:|" * (len(sel["candidates"]) + 1)]
+            for seed, sel in picks:
+                lines.append(f"| {seed} | " + " | ".join(f"{c['validation_error']:.4f}" for c in sel["candidates"])
+                             + f" | {sel['chosen']} |")
     return "\n".join(lines) + "\n"
 
 

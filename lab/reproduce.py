@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def detect(name: str) -> Callable[[], None]:
         def run() -> None:
-            check(eval_py.main(["detect", "--experiment", name, "--runs-root", str(runs)]), f"detect {name}")
+            examples = ["--examples", str(p["detect_examples"])] if p.get("detect_examples") else []
+            check(eval_py.main(["detect", "--experiment", name, "--runs-root", str(runs), *examples]), f"detect {name}")
             out = runs / name / "detect"
             shutil.copy(out / "detect.png", figs / f"detect-{name}.png")
             shutil.copy(out / "detect.json", results / f"detect-{name}.json")

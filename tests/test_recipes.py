@@ -8,10 +8,11 @@ import pytest
 
 import eval as eval_cli
 import train as train_cli
-from lab import diagnose, experiments, models, overrides, recipes, reproduce
+from lab import diagnose, evaluation, experiments, models, overrides, recipes, reproduce
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.experiments import ModelSpec, Recipe, Stage
+from lab.trainer import load_run
 
 TINY_NTM = models.ModelConfig(memory_rows=8, memory_width=4, controller_size=8)
 ONE = dataclasses.replace(
@@ -83,6 +84,51 @@ def test_recipe_trains_every_stage_reports_and_keeps_finished_runs(tiny, tmp_pat
     assert again["models"]["ntm"]["seeds"][1]["errors"] == rep["models"]["ntm"]["seeds"][1]["errors"]
 
 
+def test_selection_trains_candidates_keeps_the_best_on_validation_and_counts_their_time(tiny, tmp_path, capsys):
+    sel = dataclasses.replace(RECIPE, name="tiny-select", final=(Stage("tiny-2", "ntm"),), seeds=(0,), candidates=2,
+                              select_scale=2.0)
+    experiments.RECIPES[sel.name] = sel
+    try:
+        root = str(tmp_path)
+        assert run_cli(train_cli.main, ["--recipe", sel.name, "--runs-root", root, "--no-progress"]) == 0
+        chosen = tmp_path / "tiny-1" / "ntm-s0"
+        record = json.loads((chosen / recipes.SELECTION).read_text())
+        cands = record["candidates"]
+        assert [c["train_seed"] for c in cands] == [0, 1000] and record["size"] == 4 and record["select_key"] == 1
+        # each candidate's validation error is its error on the key-1 batch of size 4 with 2x the steps; the
+        # lowest is chosen
+        task = ONE.eval_task(4, 2.0).evaluation()
+        for c in cands:
+            wrong = evaluation.wrong_on(evaluation.Evaluator.of(load_run(c["run"])[2]), task, sel.select_batch, 1)[3]
+            assert c["validation_error"] == pytest.approx(wrong.mean())
+        best = min(cands, key=lambda c: (c["validation_error"], c["candidate"]))
+        assert record["chosen"] == best["candidate"]
+        assert TrainConfig.load(chosen / "config.json").seed == best["train_seed"]
+        assert TrainConfig.load(tmp_path / "tiny-2" / "ntm-s0" / "config.json").init_from == str(chosen)
+        # the report counts every candidate's training time in the first stage's and names the choice
+        rep = json.loads((tmp_path / sel.name / "report.json").read_text())
+        first = rep["models"]["ntm"]["seeds"][0]["stages"][0]
+        assert first["wall_s"] == pytest.approx(sum(c["wall_s"] for c in cands)) and first["selection"]["chosen"] == best["candidate"]
+        assert "candidate 1" in (tmp_path / sel.name / "report.md").read_text()
+        # again: nothing retrained, the choice kept
+        mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("tiny-*/*/metrics.jsonl")}
+        assert run_cli(train_cli.main, ["--recipe", sel.name, "--runs-root", root, "--no-progress"]) == 0
+        assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+        # a run in the chosen place that no selection chose is never replaced: one line, nothing changed
+        other = tmp_path / "other"
+        (other / "tiny-1" / "ntm-s0").mkdir(parents=True)
+        (other / "tiny-1" / "ntm-s0" / "note.txt").write_text("mine")
+        capsys.readouterr()
+        assert run_cli(train_cli.main, ["--recipe", sel.name, "--runs-root", str(other), "--no-progress"]) == 2
+        err = _err(capsys)
+        assert "no selection chose it" in err and "\n" not in err
+        assert (other / "tiny-1" / "ntm-s0" / "note.txt").read_text() == "mine"
+    finally:
+        del experiments.RECIPES[sel.name]
+    with pytest.raises(ValueError, match="evaluation key"):
+        dataclasses.replace(RECIPE, select_key=2)
+
+
 def test_a_stage_refuses_an_unfinished_or_missing_parent(tiny, tmp_path, capsys):
     root = str(tmp_path)
     # no parent run at all: one line, nothing created for the stage
@@ -141,7 +187,7 @@ def test_reproduce_driver_end_to_end_on_a_tiny_preset(tiny, tmp_path, monkeypatc
     monkeypatch.setitem(reproduce.PRESETS, "tiny", {
         "runs": str(tmp_path / "runs"), "docs": str(tmp_path / "docs"), "recipes": (RECIPE.name,),
         "recipe_seeds": ["0"], "experiments": (det.name,), "detect": (det.name,), "copy_seeds": 0, "sweep": False,
-        "assoc": False, "bench": False})
+        "assoc": False, "bench": False, "detect_examples": 64})
     monkeypatch.setitem(reproduce.HEADS, det.name, "tiny-heads.png")
     assert reproduce.main(["--preset", "tiny"]) == 0
     figs = tmp_path / "docs" / "figures"
