@@ -445,11 +445,15 @@ class _Progress:
 
 
 class _Loggers:
-    """Where each logged record goes besides metrics.jsonl: TensorBoard event files (always, in
-    <workdir>/tb) and, when a project is named, Weights & Biases (imported only then)."""
+    """Where each logged record goes besides metrics.jsonl (the record every tool reads): TensorBoard event
+    files in <workdir>/tb when tensorboardX is installed (``pip install -e .[tensorboard]``) and, when a
+    project is named, Weights & Biases (imported only then)."""
 
     def __init__(self, workdir: Path, cfg: TrainConfig, wandb_project: str | None):
-        from lab.tensorboard import SummaryWriter
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            SummaryWriter = None
 
         self.wandb = None
         if wandb_project:
@@ -459,16 +463,20 @@ class _Loggers:
                 raise ValueError("--wandb needs the wandb package: pip install wandb") from e
             self.wandb = wandb.init(project=wandb_project, config=dataclasses.asdict(cfg), dir=str(workdir),
                                     name=workdir.name, resume="allow")
-        self.tb = SummaryWriter(workdir / "tb")
+        self.tb = SummaryWriter(str(workdir / "tb"), flush_secs=30) if SummaryWriter is not None else None
 
     def log(self, record: dict[str, Any]) -> None:
         values = {k: v for k, v in record.items() if k != "step"}
-        self.tb.scalars(record["step"], values)
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, float(v), record["step"])
         if self.wandb is not None:
             self.wandb.log(values, step=record["step"])
 
     def close(self) -> None:
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
 
