@@ -431,8 +431,13 @@ class Plan:
 
     exp: Experiment
     examples: int = 1024  # main batch (training sizes): distributions, quartiles, agreement
-    sweep_examples: int = 256  # per point of the step and size sweeps (the CLI: at most the main batch)
+    sweep_examples: int = 256  # per point of the step and size sweeps
     scales: tuple[float, ...] | None = None  # default: the experiment's, plus 0.5 and 1
+
+    @classmethod
+    def of(cls, exp: Experiment, examples: int) -> "Plan":
+        """The command line's plan: ``examples`` in the main batch, at most as many per sweep point."""
+        return cls(exp, examples=examples, sweep_examples=min(cls.sweep_examples, examples))
 
     def main_task(self) -> Task:
         return self.exp.eval_task(self.exp.train_sizes[0]).with_sizes(*self.exp.train_sizes)
@@ -677,7 +682,7 @@ def detect_runs(runs: list[str], examples: int = 1024) -> list[Result]:
     for run in runs:
         cfg, _, model, step = load_run(run)
         exp = experiment_for_run(run, cfg)
-        res = measure(Path(run).name, "trained", model_solver(model), Plan(exp, examples=examples, sweep_examples=min(256, examples)))
+        res = measure(Path(run).name, "trained", model_solver(model), Plan.of(exp, examples))
         res.rec["verdict_bootstrap"] = bootstrap_verdict(res.rec, res.m)
         write(Path(run) / "detect", [res], exp, f"{Path(run).name} ({cfg.model}, step {step})")
         results.append(res)
@@ -693,7 +698,7 @@ def detect_experiment(exp: Experiment, root: str = "runs", examples: int = 1024,
     from lab.trainer import load_run
 
     runs = find_runs(exp, Path(root))
-    plan = Plan(exp, examples=examples, sweep_examples=min(256, examples))
+    plan = Plan.of(exp, examples)
     mlp = load_run(runs["mlp"][0])[2] if "mlp" in runs else None
     results = []
     for z in zoo(exp, mlp):

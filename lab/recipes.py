@@ -153,11 +153,11 @@ def select_first_stage(recipe: Recipe, stage: Stage, seed: int, runs_root: str |
     size = exp.train_sizes[1]
     cands = []
     for c in range(recipe.candidates):
-        wd = candidate_dir(stage, seed, c, runs_root)
-        train_stage(stage, seed, runs_root, control, train_seed=seed + c * CANDIDATE_SEED_STRIDE, workdir=wd)
+        wd, train_seed = candidate_dir(stage, seed, c, runs_root), seed + c * CANDIDATE_SEED_STRIDE
+        train_stage(stage, seed, runs_root, control, train_seed=train_seed, workdir=wd)
         val = error_on(wd, stage, size, (recipe.select_key,), recipe.select_batch, recipe.select_scale)
         done = trainer.finished(wd) or {}
-        cands.append({"candidate": c, "train_seed": seed + c * CANDIDATE_SEED_STRIDE, "run": str(wd),
+        cands.append({"candidate": c, "train_seed": train_seed, "run": str(wd),
                       "validation_error": val["error"], "wall_s": done.get("wall_s")})
     best = min(cands, key=lambda r: (r["validation_error"], r["candidate"]))
     record = {"stage": str(stage), "seed": seed, "size": size, "scale": recipe.select_scale, "select_key": recipe.select_key,
@@ -165,7 +165,7 @@ def select_first_stage(recipe: Recipe, stage: Stage, seed: int, runs_root: str |
               "wall_s": round(sum(r["wall_s"] or 0.0 for r in cands), 1)}
     tmp = canonical.with_name(canonical.name + ".selecting")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(best["run"], tmp, ignore=shutil.ignore_patterns("fresh-eval.json", "validation.json"))
+    shutil.copytree(best["run"], tmp, ignore=shutil.ignore_patterns("fresh-eval.json"))
     (tmp / SELECTION).write_text(json.dumps(record, indent=1) + "\n")
     if canonical.exists():  # an empty directory (checked above)
         canonical.rmdir()
@@ -282,7 +282,7 @@ def markdown(rep: dict[str, Any]) -> str:
             sel = picks[0][1]
             lines += ["", f"First stage: {len(sel['candidates'])} runs per seed (training seeds seed + 1000 c), the "
                       f"one with the lowest error on {sel['select_batch']:,} validation examples of size {sel['size']} with "
-                      f"{sel.get('scale', 1):g}x the steps "
+                      f"{sel['scale']:g}x the steps "
                       f"(key {sel['select_key']}) continued; its time above counts every run.", "",
                       "| seed | " + " | ".join(f"candidate {c['candidate']}" for c in sel["candidates"]) + " | chosen |",
                       "|---:|" + "---:|" * (len(sel["candidates"]) + 1)]
