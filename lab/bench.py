@@ -141,22 +141,23 @@ def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeat
     mem_bytes, fused = 0, False
     for b, w in enumerate(weights):
         t0 = time.perf_counter()
-        compiled = prog.train_chunk.lower(params, opt_state, bad, jnp.int32(0), dispatch, b).compile()
+        compiled = prog.train_chunk.lower(params, opt_state, bad, jnp.int32(0), prog.data_key, dispatch, b).compile()
         compile_s += time.perf_counter() - t0
         mem = compiled.memory_analysis()
         mem_bytes = max(mem_bytes, int(mem.argument_size_in_bytes + mem.output_size_in_bytes
                                        + mem.temp_size_in_bytes - mem.alias_size_in_bytes))
         fused = fused or (model == "ntm" and "ntm_memory_step_fwd" in compiled.as_text())
-        params, opt_state, bad, stats = compiled(params, opt_state, bad, jnp.int32(0))
+        params, opt_state, bad, stats = compiled(params, opt_state, bad, jnp.int32(0), prog.data_key)
         jax.block_until_ready(stats)
         times = []
         for r in range(repeats):
             t0 = time.perf_counter()
-            params, opt_state, bad, stats = compiled(params, opt_state, bad, jnp.int32((r + 1) * dispatch))
+            params, opt_state, bad, stats = compiled(params, opt_state, bad, jnp.int32((r + 1) * dispatch), prog.data_key)
             jax.block_until_ready(stats)
             times.append((time.perf_counter() - t0) / dispatch)
         ms += w * 1000 * min(times)
-        jaxpr = jax.make_jaxpr(pure_prog.train_chunk, static_argnums=(4, 5))(params, opt_state, bad, jnp.int32(0), 1, b)
+        jaxpr = jax.make_jaxpr(pure_prog.train_chunk, static_argnums=(5, 6))(params, opt_state, bad, jnp.int32(0),
+                                                                         pure_prog.data_key, 1, b)
         bm, bo = count_flops(jaxpr)
         mm, other = mm + w * bm, other + w * bo
     n_params = models.count_params(nnx.merge(graphdef, params))

@@ -96,7 +96,7 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
     t = exp.eval_task(exp.train_sizes[0]).with_sizes(*exp.train_sizes)
     batch = evaluation.fixed_batch(t, 4 * batch_size, seed=evaluation.EVAL_SEED + 1)
     logits, aux = ev.forward(batch)
-    per = {k: np.asarray(v) for k, v in t.metrics(logits, batch).items()}
+    per = {k: np.asarray(v) for k, v in evaluation.task_metrics(t)(logits, batch).items()}
     diff = np.asarray(batch.difficulty)
     rec["by_difficulty"] = {k: quantile_bins(diff, per[k]) for k in (main, "loss") if k in per}
     if "read_weights" in aux:

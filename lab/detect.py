@@ -324,7 +324,7 @@ def _has_split(exp: Experiment) -> bool:
 
 def per_example(solve: Solver, task: Task, batch: Batch) -> dict[str, np.ndarray]:
     logits = solve(task, batch)
-    m = {k: np.asarray(v, np.float64) for k, v in task.metrics(logits, batch).items()}
+    m = {k: np.asarray(v, np.float64) for k, v in evaluation.task_metrics(task)(logits, batch).items()}
     m["answer"] = decode(task, batch, logits)
     m["difficulty"] = np.asarray(batch.difficulty, np.float64)
     return m
@@ -515,7 +515,7 @@ class _ErrorOnly:
         self.solve = solve
 
     def metrics(self, task: Task, batch: Batch) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in task.metrics(self.solve(task, batch), batch).items()}
+        return {k: np.asarray(v) for k, v in evaluation.task_metrics(task)(self.solve(task, batch), batch).items()}
 
 
 # ---- the decision rule ----

@@ -150,7 +150,7 @@ def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size
                                     max_size=b)
             batch = evaluation.fixed_batch(t, batch_size, seed)
             logits, _ = ev.forward(batch)
-            row[str(b)] = float(np.asarray(t.metrics(logits, batch)["error"]).mean())
+            row[str(b)] = float(np.asarray(evaluation.task_metrics(t)(logits, batch)["error"]).mean())
         out["error"][f"{values} ({'held-out n' if split == 'holdout' else 'any n'})"] = row
     return out
 

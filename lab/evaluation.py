@@ -58,7 +58,7 @@ class Evaluator:
 
     def metrics(self, task: Task, batch: Batch) -> dict[str, np.ndarray]:
         logits, _ = self.forward(batch)
-        return {k: np.asarray(v) for k, v in task.metrics(logits, batch).items()}
+        return {k: np.asarray(v) for k, v in task_metrics(task)(logits, batch).items()}
 
 
 def fixed_batch(task: Task, batch_size: int, seed: int = EVAL_SEED) -> Batch:
@@ -72,12 +72,19 @@ def _sampler(task: Task) -> Callable[..., Batch]:
     return jax.jit(task.sample, static_argnums=1)
 
 
+@functools.lru_cache(maxsize=128)
+def task_metrics(task: Task) -> Callable[..., dict[str, jax.Array]]:
+    """The task's per-example metrics, jitted once per task: run eagerly they dispatch (and compile) every
+    small operation on its own, once per new shape."""
+    return jax.jit(task.metrics)
+
+
 def wrong_on(ev: "Evaluator", task: Task, batch_size: int, seed: int) -> tuple[Batch, Any, Any, np.ndarray]:
     """The fixed batch of ``seed``, the model's logits and aux on it, and which examples it gets wrong
     ([B] bool: the task's error metric > 0)."""
     batch = fixed_batch(task, batch_size, seed)
     logits, aux = ev.forward(batch)
-    return batch, logits, aux, np.asarray(task.metrics(logits, batch)["error"]) > 0
+    return batch, logits, aux, np.asarray(task_metrics(task)(logits, batch)["error"]) > 0
 
 
 def summarise(per_example: dict[str, np.ndarray]) -> dict[str, float]:

@@ -60,12 +60,12 @@ def profile(task: str, model: str, batch_size: int, dispatch: int = 10, repeats:
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
     carry = prog.initial_carry(params)
-    *carry, stats = prog.train_chunk(*carry, jnp.int32(0), dispatch)  # compile
+    *carry, stats = prog.train_chunk(*carry, jnp.int32(0), prog.data_key, dispatch)  # compile
     jax.block_until_ready(stats)
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d)
         for r in range(repeats):
-            *carry, stats = prog.train_chunk(*carry, jnp.int32((r + 1) * dispatch), dispatch)
+            *carry, stats = prog.train_chunk(*carry, jnp.int32((r + 1) * dispatch), prog.data_key, dispatch)
             jax.block_until_ready(stats)
         jax.profiler.stop_trace()
         times = op_times(Path(d))

@@ -278,6 +278,7 @@ class Program:
     train_chunk: Callable[..., Any]
     evaluate: Callable[..., Any]
     mesh: Mesh
+    data_key: jax.Array  # the run's batch stream (train_chunk's fifth argument)
     buckets: list[Task] = dataclasses.field(default_factory=list)  # size buckets (train_chunk's last argument)
     microbatches: int = 1  # micro-batches per optimizer step (TrainConfig.microbatches, resolved)
 
@@ -336,11 +337,11 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         return loss
 
     buckets = size_buckets(task, cfg.size_buckets)
-    progressive_key = jax.random.fold_in(data_key, 0x70726F67)  # its own stream, apart from the batches'
 
-    def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array, bucket: int = 0):
+    def one_step(carry: tuple[Any, Any, jax.Array], step: jax.Array, data_key: jax.Array, bucket: int = 0):
         params, opt_state, bad_run = carry
         batch = buckets[bucket].sample(jax.random.fold_in(data_key, step), cfg.batch_size)
+        progressive_key = jax.random.fold_in(data_key, 0x70726F67)  # its own stream, apart from the batches'
         key = jax.random.fold_in(progressive_key, step)
         if cfg.microbatches == 1:
             loss, grads = jax.value_and_grad(loss_fn)(params, shard_batch(batch, mesh), key)
@@ -361,11 +362,14 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         stats = {"loss": loss, "grad_norm": optax.global_norm(grads), "nonfinite": (~finite).astype(jnp.int32)}
         return (keep(new_params, params), keep(new_opt, opt_state), bad_run), stats
 
-    @functools.partial(jax.jit, static_argnums=(4, 5), donate_argnums=(0, 1))
-    def train_chunk(params, opt_state, bad_run, start, num, bucket=0):
+    # The data key is an argument, not a constant folded into the program: runs that differ only in their seed
+    # (a recipe's seeds, a selection's candidates) compile the same program, which a persistent compilation
+    # cache then serves.
+    @functools.partial(jax.jit, static_argnums=(5, 6), donate_argnums=(0, 1))
+    def train_chunk(params, opt_state, bad_run, start, data_key, num, bucket=0):
         """``num`` optimizer steps from step ``start`` on size bucket ``bucket`` (static: one
-        compilation per (num, bucket); see ``bucket_schedule``)."""
-        step_fn = functools.partial(one_step, bucket=bucket)
+        compilation per (num, bucket); see ``bucket_schedule``), batches drawn from ``data_key``."""
+        step_fn = functools.partial(one_step, data_key=data_key, bucket=bucket)
         carry, stats = jax.lax.scan(step_fn, (params, opt_state, bad_run), start + jnp.arange(num))
         return (*carry, stats)
 
@@ -376,7 +380,7 @@ def make_program(cfg: TrainConfig, task: Task, graphdef: Any, data_key: jax.Arra
         logits, _ = eval_forward(params, batch.inputs, batch.steps)
         return metrics(logits, batch)
 
-    return Program(task, graphdef, tx, train_chunk, evaluate, mesh, buckets, cfg.microbatches)
+    return Program(task, graphdef, tx, train_chunk, evaluate, mesh, data_key, buckets, cfg.microbatches)
 
 
 def prepare_workdir(workdir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -572,7 +576,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = False, overwr
             # a previous (shorter) run stopped
             num = min(cfg.steps_per_dispatch - step % cfg.steps_per_dispatch, cfg.steps - step)
             bucket = bucket_schedule(cfg, prog.buckets, step)
-            params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), num, bucket)
+            params, opt_state, bad_run, stats = prog.train_chunk(params, opt_state, bad_run, jnp.int32(step), prog.data_key,
+                                                                 num, bucket)
             step += num
             if step % cfg.log_every and step < cfg.steps:
                 if step % cfg.checkpoint_every == 0:

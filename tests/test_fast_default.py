@@ -73,7 +73,7 @@ def test_auto_microbatches_train_the_same_step_as_the_whole_batch():
         prog = make_program(dataclasses.replace(cfg, microbatches=mb), task, graphdef, jax.random.key(3))
         assert prog.microbatches == (8 if mb == 0 else 1)
         p, o, bad = prog.initial_carry(jax.tree.map(jnp.copy, params))  # train_chunk donates its carry
-        p, *_ = prog.train_chunk(p, o, bad, jnp.int32(0), 1)
+        p, *_ = prog.train_chunk(p, o, bad, jnp.int32(0), prog.data_key, 1)
         out.append(p)
     for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)

@@ -62,7 +62,7 @@ def test_second_dispatch_does_not_recompile():
     prog = make_program(TINY, task, graphdef, jax.random.key(0))
     params, opt, bad = prog.initial_carry(params)
     for start in (0, 10, 20):
-        params, opt, bad, _ = prog.train_chunk(params, opt, bad, jnp.int32(start), 10)
+        params, opt, bad, _ = prog.train_chunk(params, opt, bad, jnp.int32(start), prog.data_key, 10)
     assert prog.train_chunk._cache_size() == 1
 
 
@@ -473,7 +473,7 @@ def test_progressive_loss_keeps_the_loss_value_and_changes_the_gradient():
     for a in (0.0, 0.5):
         prog = make_program(dataclasses.replace(cfg, progressive_loss=a), task, graphdef, jax.random.key(3))
         carry = prog.initial_carry(jax.tree.map(jnp.copy, params))
-        *_, stats = prog.train_chunk(*carry, jnp.int32(0), 1)
+        *_, stats = prog.train_chunk(*carry, jnp.int32(0), prog.data_key, 1)
         out[a] = stats
     assert float(out[0.5]["loss"][0]) == pytest.approx(float(out[0.0]["loss"][0]), rel=1e-5)
     assert abs(float(out[0.5]["grad_norm"][0]) - float(out[0.0]["grad_norm"][0])) > 1e-6
@@ -490,7 +490,7 @@ def test_microbatches_give_the_same_step_as_the_whole_batch():
     out = {}
     for k in (1, 4):
         prog = make_program(dataclasses.replace(cfg, microbatches=k), task, graphdef, jax.random.key(3))
-        p, o, bad, stats = prog.train_chunk(*prog.initial_carry(jax.tree.map(jnp.copy, params)), jnp.int32(0), 2)
+        p, o, bad, stats = prog.train_chunk(*prog.initial_carry(jax.tree.map(jnp.copy, params)), jnp.int32(0), prog.data_key, 2)
         out[k] = (p, stats)
     np.testing.assert_allclose(np.asarray(out[4][1]["loss"]), np.asarray(out[1][1]["loss"]), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(out[4][1]["grad_norm"]), np.asarray(out[1][1]["grad_norm"]), rtol=1e-4)
