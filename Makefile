@@ -31,7 +31,7 @@ copy-seeds: $(STAMP)
 	$(BIN)/python -m lab.summary runs/copy10/s* --target 0.1 --json runs/copy10/summary.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 # Training throughput of what train.py runs by default (NTM, LSTM, MLP on copy and argmax, batch 1-1024),
 # against the machine's measured matmul peak, with the PyTorch reference NTM beside it when it is set up

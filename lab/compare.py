@@ -15,6 +15,7 @@ import numpy as np
 
 from lab import evaluation, figures, models
 from lab.experiments import Experiment
+from tasks import SearchTask
 from lab.trainer import RunDirError, examples_before, load_run
 
 QUANTILES = 4  # difficulty bins for easy vs hard
@@ -103,7 +104,7 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
         steps = np.asarray(batch.steps)
         rec["loopiness"] = {k: loopiness(np.asarray(aux[k]), steps) for k in ("read_weights", "write_weights")}
         try:  # tasks with a running best (argmax, modsquare with hint=value) say where it improves
-            improved, shown = (np.asarray(x) for x in t.improvements(batch)) if hasattr(t, "improvements") else (None, None)
+            improved, shown = (np.asarray(x) for x in t.improvements(batch)) if isinstance(t, SearchTask) else (None, None)
         except ValueError:  # the task does not show the values (e.g. modsquare with another hint)
             improved = None
         if improved is not None:

@@ -39,138 +39,30 @@ import math
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lab import evaluation
 from lab.experiments import Experiment
-from tasks import Batch, Task
-from tasks.base import bits_to_int, int_to_bits
+from tasks import Batch, Candidates, SearchTask, Task
 
 Solver = Callable[[Task, Batch], jax.Array]  # -> logits [T, B, Y]
 
 K_GRID = tuple(sorted({int(round(2 ** (e / 2))) for e in range(0, 21)}))  # 1 .. 1024, ~sqrt(2) apart
-BIG_LOGIT = 20.0
 DETECT_SEED = evaluation.EVAL_SEED + 7
 MIN_ERRORS = 50  # positive regrets needed before the shape of their distribution is judged
 ROUND_DECIMALS = 4  # regrets are compared after rounding (modsquare's distinct regrets differ by >= 1/n > 1e-4)
 
 
-# ---- candidates: what a searcher chooses among, per example ----
+# ---- the zoo: solvers whose mechanism is known, answering through the task's own output format ----
+# (what a task searches over, and how answers become logits, is the task's: tasks.base.SearchTask)
 
 
-@dataclasses.dataclass
-class Candidates:
-    """Per example b and candidate m: the answer code (modsquare i, argmax label, polymax x), its value as
-    the example's steps show it (higher is better; -inf = not a candidate or not shown), and its regret
-    under the full instance (the task's regret of answering it)."""
-
-    answer: np.ndarray  # [B, M]
-    value: np.ndarray  # [B, M] float64, -inf where not shown
-    regret: np.ndarray  # [B, M] float64, nan where not a candidate
-    reference: np.ndarray  # [B] the reference answer (the task's target)
-
-
-def candidates(task: Task, batch: Batch) -> Candidates:
-    return {"modsquare": _modsquare_candidates, "argmax": _argmax_candidates,
-            "polymax": _polymax_candidates}[task.name](task, batch)
-
-
-def _modsquare_candidates(task: Any, batch: Batch) -> Candidates:
-    n = _modsquare_n(task, batch)  # [B]
-    steps = np.asarray(batch.steps)
-    from tasks.modsquare import loop_bound
-
-    bound = np.array([loop_bound(int(x)) for x in n])
-    M = int(bound.max())
-    i = np.arange(1, M + 1)[None, :]  # [1, M]
-    valid = i <= bound[:, None]
-    value_all = (i * i) % n[:, None]
-    # what the steps show: candidates i <= steps with a hint (as `sample` builds the inputs), else the
-    # iterations a loop of steps - step_offset rounds can run
-    shown = valid & (i <= steps[:, None] - (task.step_offset if task.hint == "none" else 0))
-    best = np.where(valid, value_all, -1).max(1)
-    # candidate 0 (k = 0, value 0) is the loop's start: always available
-    answer = np.concatenate([np.zeros((len(n), 1), np.int64), np.broadcast_to(i, valid.shape)], 1)
-    value = np.concatenate([np.zeros((len(n), 1)), np.where(shown, value_all, -np.inf)], 1)
-    regret = np.concatenate([best[:, None] / n[:, None], np.where(valid, (best[:, None] - value_all) / n[:, None], np.nan)], 1)
-    ref = _bits_np((np.asarray(batch.targets) * np.asarray(batch.mask)[..., None]).sum(0))  # k, as the task computed it
-    return Candidates(answer, value, regret, ref)
-
-
-def _argmax_candidates(task: Any, batch: Batch) -> Candidates:
-    aux = np.asarray(batch.aux, np.float64)
-    values, labels = aux[:, 0], aux[:, 1].astype(np.int64)  # [B, L]
-    in_list = values >= 0
-    steps = np.asarray(batch.steps)
-    L = values.shape[1]
-    shown = in_list & (np.arange(L)[None, :] < steps[:, None])
-    best = np.where(in_list, values, -np.inf).max(1)
-    ref = labels[np.arange(len(best)), np.argmax(np.where(in_list, values, -np.inf), 1)]
-    return Candidates(labels, np.where(shown, values, -np.inf), np.where(in_list, best[:, None] - values, np.nan), ref)
-
-
-POLY_GRID = 257
-
-
-def _polymax_candidates(task: Any, batch: Batch) -> Candidates:
-    from tasks.polymax import cheb_eval
-
-    c = np.asarray(batch.aux, np.float64)  # [B, D+1]
-    x = np.broadcast_to(np.linspace(0, 1, POLY_GRID)[None], (c.shape[0], POLY_GRID))
-    p_full = np.asarray(cheb_eval(jnp.asarray(c, jnp.float32), jnp.asarray(x, jnp.float32))[0], np.float64)
-    p_shown = np.asarray(cheb_eval(jnp.asarray(_shown_coefficients(task, batch), jnp.float32),
-                                   jnp.asarray(x, jnp.float32))[0], np.float64)
-    targets = np.asarray(batch.targets)[..., 0]
-    mask = np.asarray(batch.mask)
-    x_star = (targets * mask).sum(0)
-    p_star = np.asarray(cheb_eval(jnp.asarray(c, jnp.float32), jnp.asarray(x_star[:, None], jnp.float32))[0])[:, 0]
-    regret = np.maximum(np.maximum(p_star, p_full.max(1))[:, None] - p_full, 0.0)
-    return Candidates(x, p_shown, regret, x_star)
-
-
-def _shown_coefficients(task: Any, batch: Batch) -> np.ndarray:
-    """The polynomial as the example's steps show it: coefficients on steps t < steps, zero after."""
-    c = np.asarray(batch.aux, np.float64)
-    steps = np.asarray(batch.steps)
-    return np.where(np.arange(c.shape[1])[None, :] < steps[:, None], c, 0.0)
-
-
-def _modsquare_n(task: Any, batch: Batch) -> np.ndarray:
-    """[B] n of the batch (its ``aux``: the inputs may hide it)."""
-    from tasks.modsquare import batch_n
-
-    return np.asarray(batch_n(batch)).astype(np.int64)
-
-
-def _bits_np(bits: np.ndarray) -> np.ndarray:
-    return (np.round(bits).astype(np.int64) << np.arange(bits.shape[-1])).sum(-1)
-
-
-# ---- answers -> logits (so that zoo members are scored by the task's own metrics) ----
-
-
-def encode(task: Task, batch: Batch, answers: np.ndarray) -> jax.Array:
-    """[B] answers -> logits [T, B, Y] that the task decodes back into exactly those answers."""
-    T, B, Y = batch.targets.shape
-    if task.name == "polymax":
-        x = np.clip(np.asarray(answers, np.float64), 1e-12, 1 - 1e-12)  # sigmoid(logit) is x in float32
-        row = np.log(x / (1 - x))[:, None]  # [B, 1]
-    else:
-        row = (2 * np.asarray(int_to_bits(jnp.asarray(answers, jnp.int32), Y)) - 1) * BIG_LOGIT  # [B, Y]
-    return jnp.broadcast_to(jnp.asarray(row, jnp.float32)[None], (T, B, Y))
-
-
-def decode(task: Task, batch: Batch, logits: jax.Array) -> np.ndarray:
-    """The answer a solver gave: [B] ints (bit tasks) or x in [0, 1] (polymax)."""
-    mask = np.asarray(batch.mask)
-    last = (np.asarray(logits) * mask[..., None]).sum(0)  # [B, Y]
-    if task.name == "polymax":
-        return 1 / (1 + np.exp(-last[:, 0]))
-    return np.asarray(bits_to_int(jnp.asarray(last > 0)))
-
-
-# ---- the zoo ----
+def search_task(task: Task) -> SearchTask:
+    """The task, checked to be a search task (one that says what its candidates are)."""
+    if not isinstance(task, SearchTask):
+        raise ValueError(f"detect: {task.name} is not a search task (tasks.base.SearchTask: candidates, a loop, "
+                         "a heuristic); detection needs one (argmax, modsquare, polymax)")
+    return task
 
 
 @dataclasses.dataclass
@@ -185,26 +77,15 @@ class Member:
         return self.mechanism == "search"
 
 
-def _first_best(value: np.ndarray) -> np.ndarray:
-    """Index of the first maximum per row (value [B, M], -inf rows give index 0)."""
-    return np.argmax(value, axis=1)
-
-
-def loop_solver(task: Task, batch: Batch) -> jax.Array:
+def loop_solver(task: SearchTask, batch: Batch) -> jax.Array:
     """The search: the best candidate the example's steps show (polymax: the exact maximiser of the
     polynomial as shown), ties to the earliest, as the loop's strict '>'."""
-    if task.name == "polymax":
-        from tasks.polymax import maximise
-
-        x, _, _ = maximise(jnp.asarray(_shown_coefficients(task, batch), jnp.float32))
-        return encode(task, batch, np.asarray(x))
-    c = candidates(task, batch)
-    return encode(task, batch, np.take_along_axis(c.answer, _first_best(c.value)[:, None], 1)[:, 0])
+    return task.encode_answers(batch, task.loop_answers(batch))
 
 
 def best_of_k_solver(k: int, seed: int = 0) -> Solver:
-    def solve(task: Task, batch: Batch) -> jax.Array:
-        c = candidates(task, batch)
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
         rng = np.random.default_rng(seed)
         shown = np.isfinite(c.value)
         counts = shown.sum(1)
@@ -214,74 +95,39 @@ def best_of_k_solver(k: int, seed: int = 0) -> Solver:
         picks = np.take_along_axis(order, ranks, 1)  # [B, K] candidate indices
         vals = np.take_along_axis(c.value, picks, 1)
         best = np.take_along_axis(picks, np.argmax(vals, 1)[:, None], 1)[:, 0]
-        return encode(task, batch, np.take_along_axis(c.answer, best[:, None], 1)[:, 0])
+        return task.encode_answers(batch, np.take_along_axis(c.answer, best[:, None], 1)[:, 0])
 
     return solve
 
 
-def heuristic_solver(task: Task, batch: Batch) -> jax.Array:
-    """A closed form that does not search: modsquare the largest i with i*i < n (capped at the loop
-    bound); argmax the first shown value >= 1 - 1/L (else the last shown); polymax the best of 5 points."""
-    if task.name == "modsquare":
-        from tasks.modsquare import loop_bound
-
-        n = _modsquare_n(task, batch)
-        ans = np.array([min(math.isqrt(int(x) - 1), loop_bound(int(x))) for x in n])
-        return encode(task, batch, ans)
-    if task.name == "argmax":
-        c = candidates(task, batch)
-        shown = np.isfinite(c.value)
-        L = shown.sum(1)
-        above = shown & (c.value >= (1 - 1 / np.maximum(L, 1))[:, None])
-        last = np.maximum(L - 1, 0)
-        idx = np.where(above.any(1), np.argmax(above, 1), last)
-        return encode(task, batch, np.take_along_axis(c.answer, idx[:, None], 1)[:, 0])
-    if task.name == "polymax":
-        from tasks.polymax import cheb_eval
-
-        pts = np.linspace(0, 1, 5)
-        c = _shown_coefficients(task, batch)
-        p = np.asarray(cheb_eval(jnp.asarray(c, jnp.float32), jnp.broadcast_to(jnp.asarray(pts, jnp.float32), (len(c), 5)))[0])
-        return encode(task, batch, pts[np.argmax(p, 1)])
-    raise ValueError(f"no heuristic for task {task.name}")
+def heuristic_solver(task: SearchTask, batch: Batch) -> jax.Array:
+    """The task's closed form that does not search (SearchTask.heuristic_answers)."""
+    return task.encode_answers(batch, task.heuristic_answers(batch))
 
 
-def lookup_solver(train_task: Any) -> Solver:
-    """Modsquare memoriser: every n of the training split and its answer; any other n gets the answer of
-    the nearest stored n."""
-    from tasks.modsquare import held_out, solve as solve_n
-
-    lo, hi = 2 ** (train_task.min_size - 1), 2**train_task.max_size
-    ns = np.arange(max(lo, 2), hi)
-    keep = ~np.asarray(held_out(ns, train_task.holdout_fraction, train_task.holdout_seed), bool)
-    table_n = ns[keep]
-    table_k = np.array([solve_n(int(x)) for x in table_n])
-
-    def solve(task: Task, batch: Batch) -> jax.Array:
-        n = _modsquare_n(task, batch)
-        j = np.clip(np.searchsorted(table_n, n), 1, len(table_n) - 1)
-        nearest = np.where(np.abs(table_n[j - 1] - n) <= np.abs(table_n[j] - n), j - 1, j)
-        return encode(task, batch, table_k[nearest])
-
-    return solve
+def lookup_solver(lookup: Callable[[Batch], np.ndarray]) -> Solver:
+    """A memoriser: the task's table of its training instances (SearchTask.memoriser)."""
+    return lambda task, batch: task.encode_answers(batch, lookup(batch))
 
 
-def compiled_solver() -> Solver:
-    """The compiled modsquare NTM (compiler/): n on every step, steps - 1 NTM steps (the task gives
-    loop_bound(n) + 2 at 1x; the compiled loop needs loop_bound(n) + 1), answer rounded. The compiled
-    program does not know the loop bound (the step count is its bound), so with more steps than 1x it
-    goes on comparing candidates past floor(n^0.7): its "overthinking" is real, unlike the `loop`'s."""
+def compiled_solver(program: str) -> Solver:
+    """A compiled NTM of compiler/ (``program``: its name in compiler/programs.py; today modsquare's loop):
+    n on every step, steps - 1 NTM steps (the task gives loop_bound(n) + 2 at 1x; the compiled loop needs
+    loop_bound(n) + 1), answer rounded. The compiled program does not know the loop bound (the step count is
+    its bound), so with more steps than 1x it goes on comparing candidates past floor(n^0.7): its
+    "overthinking" is real, unlike the `loop`'s."""
+    from compiler import programs
     from compiler.compile import compile_program
-    from compiler.programs import MODSQUARE
     from compiler.run import decode as decode_real, run_constant_input
+    from tasks.modsquare import batch_n
 
-    compiled = compile_program(MODSQUARE)
+    compiled = compile_program(getattr(programs, program))
 
-    def solve(task: Task, batch: Batch) -> jax.Array:
-        n = _modsquare_n(task, batch)
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        n = np.asarray(batch_n(batch)).astype(np.int64)
         steps = np.maximum(np.asarray(batch.steps) - 1, 1)
         y = run_constant_input(compiled, n[:, None].astype(np.float32), steps)
-        return encode(task, batch, np.clip(decode_real(y), 0, 2**task.output_size - 1))
+        return task.encode_answers(batch, np.clip(decode_real(y), 0, 2**task.output_size - 1))
 
     return solve
 
@@ -295,14 +141,16 @@ def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2,
         held_out_ks: tuple[int, ...] = (4, 16)) -> list[Member]:
     """The ground-truth members for an experiment's task. ``held_out_ks``: best-of-K members added after
     RULE's thresholds were fixed on the others (K = 2, 8, 32), a check that the rule is not fitted to them."""
+    train = _split_task(exp, "train", *exp.train_sizes)
     members = [Member("loop", "search", loop_solver)]
-    if exp.task == "modsquare":
-        members.append(Member("compiled NTM", "search", compiled_solver()))
+    if train.compiled_program:
+        members.append(Member("compiled NTM", "search", compiled_solver(train.compiled_program)))
     members += [Member(f"best-of-{k}", "partial search", best_of_k_solver(k)) for k in ks]
     members += [Member(f"best-of-{k} (held out)", "partial search", best_of_k_solver(k, seed=1), held_out=True)
                 for k in held_out_ks]
-    if exp.task == "modsquare":
-        members.append(Member("lookup", "memoriser", lookup_solver(_split_task(exp, "train", *exp.train_sizes))))
+    lookup = train.memoriser()
+    if lookup is not None:
+        members.append(Member("lookup", "memoriser", lookup_solver(lookup)))
     members.append(Member("heuristic", "heuristic", heuristic_solver))
     if mlp_model is not None:
         members.append(Member("trained MLP", "feedforward", model_solver(mlp_model)))
@@ -312,20 +160,26 @@ def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2,
 # ---- signatures ----
 
 
-def _split_task(exp: Experiment, split: str, lo: int, hi: int) -> Task:
+def _split_task(exp: Experiment, split: str, lo: int, hi: int) -> SearchTask:
+    """The experiment's task on one split of its instances (tasks with a held-out split), sizes lo..hi."""
     from tasks import make_task
 
-    return make_task(exp.task, **{**exp.task_options, "split": split}).with_sizes(lo, hi)
+    task = search_task(make_task(exp.task, **exp.task_options))
+    if task.has_split:
+        task = dataclasses.replace(task, split=split)
+    return task.with_sizes(lo, hi)
 
 
 def _has_split(exp: Experiment) -> bool:
-    return exp.task == "modsquare"
+    from tasks import make_task
+
+    return search_task(make_task(exp.task, **exp.task_options)).has_split
 
 
 def per_example(solve: Solver, task: Task, batch: Batch) -> dict[str, np.ndarray]:
     logits = solve(task, batch)
     m = {k: np.asarray(v, np.float64) for k, v in evaluation.task_metrics(task)(logits, batch).items()}
-    m["answer"] = decode(task, batch, logits)
+    m["answer"] = search_task(task).decode_answers(batch, logits)
     m["difficulty"] = np.asarray(batch.difficulty, np.float64)
     return m
 
@@ -449,7 +303,7 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
     task = plan.main_task()
     batch = _batch(task, plan.examples, DETECT_SEED)
     m = per_example(solve, task, batch)
-    cand = candidates(task, batch)
+    cand = search_task(task).candidates(batch)
     med = np.median(m["difficulty"])
     rec: dict[str, Any] = {"error": float(m["error"].mean()), "regret": float(m["regret"].mean())}
 
@@ -645,7 +499,7 @@ class Result:
 def measure(name: str, mechanism: str, solve: Solver, plan: Plan) -> Result:
     rec, m = signatures(solve, plan)
     task = plan.main_task()
-    cand = candidates(task, _batch(task, plan.examples, DETECT_SEED))
+    cand = search_task(task).candidates(_batch(task, plan.examples, DETECT_SEED))
     return Result(name, mechanism, rec, m, cand.regret)
 
 
@@ -658,15 +512,15 @@ def experiment_for_run(run: Any, cfg: Any) -> Experiment:
     parent = Path(run).resolve().parent.name
     if parent in experiments.EXPERIMENTS and experiments.EXPERIMENTS[parent].task == cfg.task:
         return experiments.EXPERIMENTS[parent]
-    if cfg.task not in ("modsquare", "argmax", "polymax"):
-        raise ValueError(f"detect: {run} is a {cfg.task} run; detection needs a search task (modsquare, argmax, polymax)")
+    from tasks import make_task
+
+    try:
+        task = search_task(make_task(cfg.task, **cfg.task_options))
+    except ValueError as e:
+        raise ValueError(f"{run}: {e}") from None
     lo, hi = cfg.min_size, cfg.max_size
-    sizes = [hi, 2 * hi, 4 * hi]
-    split = {}
-    if cfg.task == "modsquare":
-        bits = cfg.task_options.get("bits", 12)
-        sizes = sorted({min(s, bits) for s in (hi, hi + 1, hi + 2)})
-        split = {"in_range_options": {"split": "holdout"}, "beyond_options": {"split": "all"}}
+    sizes = task.extrapolation_sizes(hi)
+    split = {"in_range_options": {"split": "holdout"}, "beyond_options": {"split": "all"}} if task.has_split else {}
     return Experiment(name=Path(run).name, description=f"{cfg.task} run {run}", task=cfg.task,
                       task_options=dict(cfg.task_options), train_sizes=(lo, hi), eval_sizes=tuple(sizes),
                       ntm=cfg.model_config, models=(), steps=cfg.steps, **split)

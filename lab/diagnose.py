@@ -39,7 +39,9 @@ from lab import evaluation
 from lab.cli import use_every_core
 from lab.compare import write_on_improvement
 from lab.trainer import load_run
+from tasks.argmax import Argmax
 from tasks.base import bits_to_int, last_step
+from tasks.modsquare import ModSquare
 
 MARGIN_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # margins in grid levels, inclusive
 JUMP_BINS = (("first", -1, -1), ("<=8", 0, 8), ("9-32", 9, 32), (">=33", 33, 1 << 30))  # grid levels, inclusive
@@ -83,7 +85,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
     """``seed``: the key of the fixed batch (another seed: a validation batch apart from the reported one);
     ``run``: ``load_run(workdir)``'s result when the caller already has it."""
     cfg, task, model, step = run or load_run(workdir)
-    if cfg.task != "argmax":
+    if not isinstance(task, Argmax):
         raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
     task = task.evaluation().with_sizes(size, size)
     ev = evaluation.Evaluator.of(model)
@@ -137,9 +139,9 @@ def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size
                      seed: int = evaluation.EVAL_SEED, run: tuple | None = None) -> dict[str, Any]:
     """A modsquare run's error (exact match of k, last step) by bit length of n and kind of values."""
     cfg, task, model, step = run or load_run(workdir)
-    if cfg.task != "modsquare" or task.hint != "value":
+    if not isinstance(task, ModSquare) or task.hint != "value":
         raise ValueError(f"lab.diagnose's value kinds need a modsquare run with hint=value; {workdir} is "
-                         f"{cfg.task}" + (f" with hint={task.hint}" if cfg.task == "modsquare" else ""))
+                         f"{cfg.task}" + (f" with hint={task.hint}" if isinstance(task, ModSquare) else ""))
     ev = evaluation.Evaluator.of(model)
     out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "examples": batch_size, "seed": seed,
                            "error": {}}
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     run = load_run(a.workdir)
-    if run[0].task == "modsquare":
+    if isinstance(run[1], ModSquare):  # the report of each task's loop: modsquare's value kinds, argmax's ties
         out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size, a.seed, run)
     else:
         out = diagnose(a.workdir, a.size, a.batch_size, a.seed, run)

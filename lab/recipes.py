@@ -201,9 +201,8 @@ def error_on(workdir: Path, stage: Stage, size: int, keys: tuple[int, ...], batc
     key = f"size={size} keys={','.join(map(str, keys))} batch={batch} step={step}" + (f" scale={scale:g}" if scale != 1 else "")
     if key in cache:
         return cache[key]
-    task = experiments.get(stage.experiment).eval_task(size, scale)
-    if hasattr(task, "evaluation"):  # argmax: training-only options off (lab.diagnose's lists for the same keys)
-        task = task.evaluation()
+    # the task's own distribution, training-only options off (lab.diagnose's lists for the same keys)
+    task = experiments.get(stage.experiment).eval_task(size, scale).evaluation()
     ev = evaluation.Evaluator.of(model)
     wrong, t0 = [], time.perf_counter()
     for k in keys:  # lab.diagnose --seed k scores the same lists the same way

@@ -93,8 +93,7 @@ def bucket_schedule(cfg: TrainConfig, buckets: list[Task], step: int) -> int:
 
 def bucket_weights(buckets: list[Task]) -> np.ndarray:
     """How often ``bucket_schedule`` draws each bucket: its share of the (sampled) sizes."""
-    widths = np.array([len(b.valid_sizes()) if hasattr(b, "valid_sizes") else b.max_size - b.min_size + 1
-                       for b in buckets], np.float64)
+    widths = np.array([len(b.valid_sizes()) for b in buckets], np.float64)
     return widths / widths.sum()
 
 

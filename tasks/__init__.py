@@ -3,7 +3,7 @@ import dataclasses
 
 from tasks.argmax import Argmax
 from tasks.associative_recall import AssociativeRecall
-from tasks.base import Batch, Task
+from tasks.base import Batch, Candidates, SearchTask, Task
 from tasks.copy import Copy
 from tasks.modsquare import ModSquare
 from tasks.polymax import PolyMax
@@ -41,5 +41,5 @@ def make_task(name: str, **kwargs) -> Task:
     return cls(**kwargs)
 
 
-__all__ = ["Batch", "Task", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",
+__all__ = ["Batch", "Task", "SearchTask", "Candidates", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",
            "Argmax", "ModSquare", "PolyMax"]

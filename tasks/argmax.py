@@ -77,9 +77,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
-                        check_trace_loss, int_to_bits, last_step, running_answer_loss, running_best_improves,
-                        sample_sizes, scaled_steps, steps_table, time_index)
+from tasks.base import (Batch, Candidates, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
+                        check_trace_loss, decode_bit_answers, encode_bit_answers, int_to_bits, last_step,
+                        running_answer_loss, running_best_improves, sample_sizes, scaled_steps, steps_table,
+                        time_index)
 
 Array = jax.Array
 
@@ -97,6 +98,8 @@ def argmax_reference(values: np.ndarray) -> int:
 class Argmax:
     name: ClassVar[str] = "argmax"
     main_metric: ClassVar[str] = "error"
+    has_split: ClassVar[bool] = False
+    compiled_program: ClassVar[str | None] = None
     min_size: int = 2
     max_size: int = 16
     index_bits: int = 8
@@ -240,6 +243,47 @@ class Argmax:
         every earlier one (strictly, as the loop's ">"; the first value counts): where the loop's k changes."""
         shown = batch.inputs[..., 1] > 0.5
         return running_best_improves(batch.inputs[..., 0], shown, -jnp.inf), shown
+
+    def valid_sizes(self) -> tuple[int, ...]:
+        return tuple(range(self.min_size, self.max_size + 1))
+
+    # ---- the search-task protocol (tasks.base.SearchTask): candidates are the list's labels ----
+
+    def candidates(self, batch: Batch) -> Candidates:
+        """Each list's labels, their values where the example's steps show them, and their regret."""
+        aux = np.asarray(batch.aux, np.float64)
+        values, labels = aux[:, 0], aux[:, 1].astype(np.int64)  # [B, L]
+        in_list = values >= 0
+        steps = np.asarray(batch.steps)
+        shown = in_list & (np.arange(values.shape[1])[None, :] < steps[:, None])
+        best = np.where(in_list, values, -np.inf).max(1)
+        ref = labels[np.arange(len(best)), np.argmax(np.where(in_list, values, -np.inf), 1)]
+        return Candidates(labels, np.where(shown, values, -np.inf), np.where(in_list, best[:, None] - values, np.nan),
+                          ref)
+
+    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
+        return encode_bit_answers(batch, answers)
+
+    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray:
+        return decode_bit_answers(batch, logits)
+
+    def loop_answers(self, batch: Batch) -> np.ndarray:
+        return self.candidates(batch).first_best()
+
+    def heuristic_answers(self, batch: Batch) -> np.ndarray:
+        """The first shown value >= 1 - 1/L (else the last shown): a threshold, not a comparison."""
+        c = self.candidates(batch)
+        shown = np.isfinite(c.value)
+        L = shown.sum(1)
+        above = shown & (c.value >= (1 - 1 / np.maximum(L, 1))[:, None])
+        idx = np.where(above.any(1), np.argmax(above, 1), np.maximum(L - 1, 0))
+        return np.take_along_axis(c.answer, idx[:, None], 1)[:, 0]
+
+    def memoriser(self) -> None:
+        return None  # real-valued lists: no table of instances
+
+    def extrapolation_sizes(self, hi: int) -> tuple[int, ...]:
+        return (hi, 2 * hi, 4 * hi)
 
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, Y] and score mask [T].

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,65 @@ class Task(Protocol):
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]: ...
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]: ...
     def with_sizes(self, min_size: int, max_size: int) -> "Task": ...
+    def valid_sizes(self) -> tuple[int, ...]: ...  # the sizes in range that have instances
+    def evaluation(self) -> "Task": ...  # the distribution every report scores (training-only options off)
+
+
+@dataclasses.dataclass
+class Candidates:
+    """What a searcher chooses among, per example b and candidate m: the answer code (modsquare's i,
+    argmax's label, polymax's x), its value as the example's steps show it (higher is better; -inf: not a
+    candidate or not shown), its regret under the whole instance (the task's regret of answering it; nan:
+    not a candidate), and the reference answer (the task's target)."""
+
+    answer: np.ndarray  # [B, M]
+    value: np.ndarray  # [B, M] float64
+    regret: np.ndarray  # [B, M] float64
+    reference: np.ndarray  # [B]
+
+    def first_best(self) -> np.ndarray:
+        """[B] the answer of the first best shown candidate (ties to the earliest, as the loop's strict '>')."""
+        return np.take_along_axis(self.answer, np.argmax(self.value, axis=1)[:, None], 1)[:, 0]
+
+
+@runtime_checkable
+class SearchTask(Task, Protocol):
+    """A task whose answer is the best of candidates that a loop can visit: what detection (lab/detect.py),
+    diagnosis and comparison ask of it, so that they never ask for a task's name. Answers are [B] arrays in
+    the task's own code (an int for bit outputs, x in [0, 1] for polymax); logits are [T, B, Y]."""
+
+    has_split: ClassVar[bool]  # instances split into training and held-out ones (``split`` option)
+    compiled_program: ClassVar[str | None]  # the compiler/programs.py program that does this loop, if any
+
+    def candidates(self, batch: Batch) -> Candidates: ...
+    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array: ...  # logits decoding to them
+    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray: ...
+    def loop_answers(self, batch: Batch) -> np.ndarray: ...  # the search over the candidates shown
+    def heuristic_answers(self, batch: Batch) -> np.ndarray: ...  # a closed form that does not search
+    def memoriser(self) -> Callable[[Batch], np.ndarray] | None: ...  # a lookup of this task's instances
+    def improvements(self, batch: Batch) -> tuple[Array, Array]: ...  # (improved, shown) [T, B]: the loop's k changes
+    def extrapolation_sizes(self, hi: int) -> tuple[int, ...]: ...  # sizes to test a model trained up to hi
+
+
+BIG_LOGIT = 20.0  # the logit magnitude an encoded answer bit gets (sigmoid(20) = 1 - 2e-9)
+
+
+def encode_bit_answers(batch: Batch, answers: np.ndarray) -> Array:
+    """[B] integer answers -> logits [T, B, Y] whose bits (logit > 0) at every step are those answers."""
+    T, B, Y = batch.targets.shape
+    row = (2 * np.asarray(int_to_bits(jnp.asarray(answers, jnp.int32), Y)) - 1) * BIG_LOGIT  # [B, Y]
+    return jnp.broadcast_to(jnp.asarray(row, jnp.float32)[None], (T, B, Y))
+
+
+def decode_bit_answers(batch: Batch, logits: Array) -> np.ndarray:
+    """The integer answer of bit logits [T, B, Y] at each example's scored step -> [B]."""
+    last = (np.asarray(logits) * np.asarray(batch.mask)[..., None]).sum(0)  # [B, Y]
+    return np.asarray(bits_to_int(jnp.asarray(last > 0)))
+
+
+def bits_np(bits: np.ndarray) -> np.ndarray:
+    """[..., width] 0/1 (least significant first) -> [...] int64, on the host."""
+    return (np.round(bits).astype(np.int64) << np.arange(bits.shape[-1])).sum(-1)
 
 
 def check_range(name: str, lo: int, hi: int, minimum: int = 1) -> None:
@@ -100,6 +159,12 @@ class BitTask:
 
     def with_sizes(self, min_size: int, max_size: int) -> Any:
         return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def valid_sizes(self) -> tuple[int, ...]:
+        return tuple(range(self.min_size, self.max_size + 1))
+
+    def evaluation(self) -> Any:
+        return self
 
 
 # ---- helpers for the search tasks: per-example step schedules, binary codes, last-step answers ----

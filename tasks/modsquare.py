@@ -75,15 +75,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+import math
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import (Batch, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
-                        check_trace_loss, int_to_bits, last_step, running_answer_loss, running_best_improves,
-                        scaled_steps, steps_table, time_index)
+from tasks.base import (Batch, Candidates, bits_np, bits_to_int, bitwise_loss, bitwise_metrics, check_range,
+                        check_schedule, check_trace_loss, decode_bit_answers, encode_bit_answers, int_to_bits,
+                        last_step, running_answer_loss, running_best_improves, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -213,6 +214,8 @@ def batch_n(batch: Batch) -> Array:
 class ModSquare:
     name: ClassVar[str] = "modsquare"
     main_metric: ClassVar[str] = "error"
+    has_split: ClassVar[bool] = True
+    compiled_program: ClassVar[str | None] = "MODSQUARE"
     hints: ClassVar[tuple[str, ...]] = ("value", "index", "none")
     splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
     value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide", "random-runs", "random-mixed")
@@ -288,6 +291,66 @@ class ModSquare:
 
     def with_sizes(self, min_size: int, max_size: int) -> "ModSquare":
         return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def evaluation(self) -> "ModSquare":
+        """This task without the running-k loss (a training signal; the instances are unchanged)."""
+        return dataclasses.replace(self, trace_loss=0.0)
+
+    # ---- the search-task protocol (tasks.base.SearchTask): candidates are k = 0, 1, ..., floor(n^0.7) ----
+
+    def candidates(self, batch: Batch) -> Candidates:
+        """Candidate 0 (k = 0, value 0: the loop's start, always available) and i = 1..floor(n^0.7): value
+        i*i mod n where the example's steps show it, regret (best - value) / n."""
+        n = np.asarray(batch_n(batch)).astype(np.int64)  # [B]
+        steps = np.asarray(batch.steps)
+        bound = np.array([loop_bound(int(x)) for x in n])
+        i = np.arange(1, int(bound.max()) + 1)[None, :]  # [1, M]
+        valid = i <= bound[:, None]
+        value_all = (i * i) % n[:, None]
+        # what the steps show: candidates i <= steps with a hint (as `sample` builds the inputs), else the
+        # iterations a loop of steps - step_offset rounds can run
+        shown = valid & (i <= steps[:, None] - (self.step_offset if self.hint == "none" else 0))
+        best = np.where(valid, value_all, -1).max(1)
+        answer = np.concatenate([np.zeros((len(n), 1), np.int64), np.broadcast_to(i, valid.shape)], 1)
+        value = np.concatenate([np.zeros((len(n), 1)), np.where(shown, value_all, -np.inf)], 1)
+        regret = np.concatenate([best[:, None] / n[:, None],
+                                 np.where(valid, (best[:, None] - value_all) / n[:, None], np.nan)], 1)
+        ref = bits_np((np.asarray(batch.targets) * np.asarray(batch.mask)[..., None]).sum(0))  # k, as sampled
+        return Candidates(answer, value, regret, ref)
+
+    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
+        return encode_bit_answers(batch, answers)
+
+    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray:
+        return decode_bit_answers(batch, logits)
+
+    def loop_answers(self, batch: Batch) -> np.ndarray:
+        return self.candidates(batch).first_best()
+
+    def heuristic_answers(self, batch: Batch) -> np.ndarray:
+        """The largest i with i*i < n (capped at the loop bound): often a large i*i mod n, found without a loop."""
+        n = np.asarray(batch_n(batch)).astype(np.int64)
+        return np.array([min(math.isqrt(int(x) - 1), loop_bound(int(x))) for x in n])
+
+    def memoriser(self) -> Callable[[Batch], np.ndarray]:
+        """A table of every instance of this task (its split and size range) and its answer; any other n gets
+        the answer of the nearest stored n."""
+        ns = np.arange(max(2 ** (self.min_size - 1), 2), 2**self.max_size)
+        if self.split != "all":
+            out = np.asarray(held_out(ns, self.holdout_fraction, self.holdout_seed), bool)
+            ns = ns[out] if self.split == "holdout" else ns[~out]
+        table_k = np.array([solve(int(x)) for x in ns])
+
+        def lookup(batch: Batch) -> np.ndarray:
+            n = np.asarray(batch_n(batch)).astype(np.int64)
+            j = np.clip(np.searchsorted(ns, n), 1, len(ns) - 1)
+            return table_k[np.where(np.abs(ns[j - 1] - n) <= np.abs(ns[j] - n), j - 1, j)]
+
+        return lookup
+
+    def extrapolation_sizes(self, hi: int) -> tuple[int, ...]:
+        """Up to two more bits of n, as far as the input width (``bits``) allows."""
+        return tuple(sorted({min(s, self.bits) for s in (hi, hi + 1, hi + 2)}))
 
     def _sample_n(self, key: Array, batch_size: int) -> tuple[Array, Array]:
         """[B] int32 n and its bit length, exactly uniform over allowed n of a uniform valid bit length."""

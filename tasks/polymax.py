@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 
-from tasks.base import (Batch, check_range, check_schedule, int_to_bits, last_step, sample_sizes,
+from tasks.base import (Batch, Candidates, check_range, check_schedule, int_to_bits, last_step, sample_sizes,
                         scaled_steps, steps_table, time_index)
 
 Array = jax.Array
@@ -186,6 +186,9 @@ def maximise(c: Array) -> tuple[Array, Array, Array]:
 class PolyMax:
     name: ClassVar[str] = "polymax"
     main_metric: ClassVar[str] = "regret"
+    has_split: ClassVar[bool] = False
+    compiled_program: ClassVar[str | None] = None
+    candidate_grid: ClassVar[int] = 257  # candidates: x on a uniform grid of [0, 1]
     objectives: ClassVar[tuple[str, ...]] = ("gap", "supervised")
     min_size: int = 2
     max_size: int = 6
@@ -217,6 +220,64 @@ class PolyMax:
 
     def with_sizes(self, min_size: int, max_size: int) -> "PolyMax":
         return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def valid_sizes(self) -> tuple[int, ...]:
+        return tuple(range(self.min_size, self.max_size + 1))
+
+    def evaluation(self) -> "PolyMax":
+        return self
+
+    # ---- the search-task protocol (tasks.base.SearchTask): candidates are x on a grid of [0, 1] ----
+
+    @staticmethod
+    def shown_coefficients(batch: Batch) -> np.ndarray:
+        """[B, D+1] the polynomial as the example's steps show it: coefficients on steps t < steps, zero after."""
+        c = np.asarray(batch.aux, np.float64)
+        return np.where(np.arange(c.shape[1])[None, :] < np.asarray(batch.steps)[:, None], c, 0.0)
+
+    def candidates(self, batch: Batch) -> Candidates:
+        """x on the grid, P(x) as shown (the value), max P - P(x) under the whole polynomial (the regret)."""
+        c = np.asarray(batch.aux, np.float64)  # [B, D+1]
+        x = np.broadcast_to(np.linspace(0, 1, self.candidate_grid)[None], (c.shape[0], self.candidate_grid))
+        p_full = np.asarray(cheb_eval(jnp.asarray(c, jnp.float32), jnp.asarray(x, jnp.float32))[0], np.float64)
+        p_shown = np.asarray(cheb_eval(jnp.asarray(self.shown_coefficients(batch), jnp.float32),
+                                       jnp.asarray(x, jnp.float32))[0], np.float64)
+        x_star = (np.asarray(batch.targets)[..., 0] * np.asarray(batch.mask)).sum(0)
+        p_star = np.asarray(cheb_eval(jnp.asarray(c, jnp.float32), jnp.asarray(x_star[:, None], jnp.float32))[0])[:, 0]
+        regret = np.maximum(np.maximum(p_star, p_full.max(1))[:, None] - p_full, 0.0)
+        return Candidates(x, p_shown, regret, x_star)
+
+    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
+        """[B] x in [0, 1] -> logits [T, B, 1] whose sigmoid is x (in float32)."""
+        T, B, Y = batch.targets.shape
+        x = np.clip(np.asarray(answers, np.float64), 1e-12, 1 - 1e-12)
+        row = np.log(x / (1 - x))[:, None]  # [B, 1]
+        return jnp.broadcast_to(jnp.asarray(row, jnp.float32)[None], (T, B, Y))
+
+    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray:
+        last = (np.asarray(logits) * np.asarray(batch.mask)[..., None]).sum(0)  # [B, 1]
+        return 1 / (1 + np.exp(-last[:, 0]))
+
+    def loop_answers(self, batch: Batch) -> np.ndarray:
+        """The exact maximiser of the polynomial as shown (the search over x, done by bisection on P')."""
+        return np.asarray(maximise(jnp.asarray(self.shown_coefficients(batch), jnp.float32))[0])
+
+    def heuristic_answers(self, batch: Batch) -> np.ndarray:
+        """The best of x in {0, 1/4, 1/2, 3/4, 1}: five fixed probes, no search."""
+        pts = np.linspace(0, 1, 5)
+        c = self.shown_coefficients(batch)
+        p = np.asarray(cheb_eval(jnp.asarray(c, jnp.float32),
+                                 jnp.broadcast_to(jnp.asarray(pts, jnp.float32), (len(c), 5)))[0])
+        return pts[np.argmax(p, 1)]
+
+    def memoriser(self) -> None:
+        return None  # real-valued coefficients: no table of instances
+
+    def extrapolation_sizes(self, hi: int) -> tuple[int, ...]:
+        return (hi, 2 * hi, 4 * hi)
+
+    def improvements(self, batch: Batch) -> tuple[Array, Array]:
+        raise ValueError("polymax: the inputs show coefficients, not candidates; there is no running best")
 
     def sample(self, key: Array, batch_size: int) -> Batch:
         k_deg, k_c = jax.random.split(key)

@@ -13,6 +13,7 @@ import train as train_cli
 from lab import detect, evaluation, experiments, models
 from lab.cli import run_cli
 from tasks import make_task
+from tasks.base import bits_np
 from tasks.modsquare import held_out, loop_bound, solve
 
 TASKS = {
@@ -31,12 +32,12 @@ def _batch(task, n=128, seed=3):
 def test_reference_answers_encode_to_zero_error_and_the_loop_finds_them(name):
     task = TASKS[name]
     b = _batch(task)
-    c = detect.candidates(task, b)
-    m = task.metrics(detect.encode(task, b, c.reference), b)
+    c = task.candidates(b)
+    m = task.metrics(task.encode_answers(b, c.reference), b)
     assert float(np.max(m["regret"])) < 1e-4
     if name != "polymax":
         assert float(np.max(m["error"])) == 0
-        assert np.array_equal(detect.decode(task, b, detect.encode(task, b, c.reference)), c.reference)
+        assert np.array_equal(task.decode_answers(b, task.encode_answers(b, c.reference)), c.reference)
     loop = detect.per_example(detect.loop_solver, task, b)
     assert loop["error"].max() == 0
     # candidate regrets: >= 0, and 0 exactly at the reference answer
@@ -51,7 +52,7 @@ def test_argmax_regret_metric_matches_numpy():
     b = _batch(task, 64)
     rng = np.random.default_rng(0)
     guess = rng.integers(0, 2**task.index_bits, 64)
-    m = task.metrics(detect.encode(task, b, guess), b)
+    m = task.metrics(task.encode_answers(b, guess), b)
     values, labels = np.asarray(b.aux[:, 0]), np.asarray(b.aux[:, 1]).astype(int)
     for i in range(64):
         inside = values[i] >= 0
@@ -85,11 +86,11 @@ def test_fit_min_of_k_recovers_k_of_simulated_draws(k):
 def test_modsquare_shown_candidates_are_the_hinted_ones(scale):
     task = dataclasses.replace(TASKS["modsquare"], step_scale=scale)
     b = _batch(task, 64)
-    c = detect.candidates(task, b)
+    c = task.candidates(b)
     x = np.asarray(b.inputs)
     C = task.candidate_bits
     for j in range(64):
-        hinted = detect._bits_np(x[:, j, task.bits : task.bits + C])  # [T] candidate i shown on each step
+        hinted = bits_np(x[:, j, task.bits : task.bits + C])  # [T] candidate i shown on each step
         assert set(c.answer[j][np.isfinite(c.value[j])]) == {0, *hinted[hinted > 0].tolist()}
 
 
@@ -133,7 +134,7 @@ def test_easy_hard_gap_and_interval():
 def test_best_of_k_answers_are_the_best_of_k_shown_candidates():
     task = TASKS["argmax"]
     b = _batch(task, 256)
-    c = detect.candidates(task, b)
+    c = task.candidates(b)
     one = detect.per_example(detect.best_of_k_solver(1), task, b)
     many = detect.per_example(detect.best_of_k_solver(4096), task, b)
     assert many["error"].max() == 0  # 4096 draws cover every list of <= 12 with overwhelming probability
@@ -146,18 +147,18 @@ def test_best_of_k_answers_are_the_best_of_k_shown_candidates():
 def test_modsquare_zoo_mechanisms():
     task = TASKS["modsquare"]
     b = _batch(task, 96)
-    n = detect._bits_np(np.asarray(b.inputs)[0, :, : task.bits])
+    n = bits_np(np.asarray(b.inputs)[0, :, : task.bits])
     heur = detect.per_example(detect.heuristic_solver, task, b)
     assert all(a == min(math.isqrt(int(x) - 1), loop_bound(int(x))) for a, x in zip(heur["answer"], n))
-    comp = detect.per_example(detect.compiled_solver(), task, b)
+    comp = detect.per_example(detect.compiled_solver(task.compiled_program), task, b)
     assert np.array_equal(comp["answer"], [solve(int(x)) for x in n])
     # the lookup table knows every training-split n, and only answers others by the nearest stored n
-    lookup = detect.lookup_solver(task)
+    lookup = detect.lookup_solver(dataclasses.replace(task, split="train").memoriser())
     train_b = _batch(dataclasses.replace(task, split="train"), 96)
     assert detect.per_example(lookup, task, train_b)["error"].max() == 0
     ho = dataclasses.replace(task, split="holdout")
     ho_b = _batch(ho, 96)
-    ho_n = detect._bits_np(np.asarray(ho_b.inputs)[0, :, : task.bits])
+    ho_n = bits_np(np.asarray(ho_b.inputs)[0, :, : task.bits])
     assert held_out(ho_n, task.holdout_fraction, task.holdout_seed).all()
     assert detect.per_example(lookup, ho, ho_b)["error"].mean() > 0.1  # nearby n often share the answer
 

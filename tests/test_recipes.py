@@ -26,11 +26,37 @@ RECIPE = Recipe(name="tiny-recipe", description="two tiny argmax stages", final=
                 sizes=(4, 8), headline_size=8, success_error=0.5, seeds=(0, 1), eval_batch=64)
 
 
+# The tests of this module share one trained tiny recipe (``trained``), so they run on one xdist worker.
+pytestmark = pytest.mark.xdist_group("tiny-recipe")
+
+
+def _register(mp: pytest.MonkeyPatch) -> None:
+    mp.setitem(experiments.EXPERIMENTS, ONE.name, ONE)
+    mp.setitem(experiments.EXPERIMENTS, TWO.name, TWO)
+    mp.setitem(experiments.RECIPES, RECIPE.name, RECIPE)
+
+
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setitem(experiments.EXPERIMENTS, ONE.name, ONE)
-    monkeypatch.setitem(experiments.EXPERIMENTS, TWO.name, TWO)
-    monkeypatch.setitem(experiments.RECIPES, RECIPE.name, RECIPE)
+    _register(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny recipe trained once (every stage, both models, seeds 0 and 1), and the report of that first
+    call. Run directories record their parents' paths, so tests use this root in place and change nothing in
+    its runs (a test may add runs or rewrite a report)."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        _register(mp)
+        assert run_cli(train_cli.main, ["--recipe", RECIPE.name, "--runs-root", str(root), "--no-progress"]) == 0
+    return root, json.loads((root / RECIPE.name / "report.json").read_text())
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
 
 
 def _err(capsys) -> str:
@@ -54,10 +80,9 @@ def test_every_preset_parent_exists_and_recipes_chain():
     assert experiments.get("argmax-long").config(experiments.spec(Stage("argmax-long", "ntm-r32")), 0).model_config.memory_rows == 32
 
 
-def test_recipe_trains_every_stage_reports_and_keeps_finished_runs(tiny, tmp_path, capsys):
+def test_recipe_trains_every_stage_reports_and_keeps_finished_runs(tiny, trained, tmp_path, capsys):
+    tmp_path, rep = trained
     root = str(tmp_path)
-    assert run_cli(train_cli.main, ["--recipe", RECIPE.name, "--runs-root", root, "--no-progress"]) == 0
-    rep = json.loads((tmp_path / RECIPE.name / "report.json").read_text())
     assert set(rep["models"]) == {"ntm", "lstm"} and rep["eval_examples"] == 128
     for label, m in rep["models"].items():
         assert [r["seed"] for r in m["seeds"]] == [0, 1] and m["of"] == 2
@@ -129,7 +154,7 @@ def test_selection_trains_candidates_keeps_the_best_on_validation_and_counts_the
         dataclasses.replace(RECIPE, select_key=2)
 
 
-def test_a_stage_refuses_an_unfinished_or_missing_parent(tiny, tmp_path, capsys):
+def test_a_stage_refuses_an_unfinished_or_missing_parent(tiny, trained, tmp_path, capsys):
     root = str(tmp_path)
     # no parent run at all: one line, nothing created for the stage
     assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 2
@@ -137,7 +162,7 @@ def test_a_stage_refuses_an_unfinished_or_missing_parent(tiny, tmp_path, capsys)
     assert "tiny-1/ntm" in err and "does not exist" in err and "\n" not in err
     assert not (tmp_path / "tiny-2").exists()
     # an interrupted parent (trained, but its training call never finished): refused, also through --init-from
-    assert run_cli(train_cli.main, ["--experiment", ONE.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 0
+    _copy_run(trained[0] / "tiny-1" / "ntm-s0", tmp_path / "tiny-1" / "ntm-s0")  # a stage 1: no parent path
     (tmp_path / "tiny-1" / "ntm-s0" / "done.json").unlink()
     capsys.readouterr()
     assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 2
@@ -180,12 +205,12 @@ def test_set_overrides_preset_fields_typed(tiny, tmp_path, capsys):
         TrainConfig(lr=float("inf"))
 
 
-def test_reproduce_driver_end_to_end_on_a_tiny_preset(tiny, tmp_path, monkeypatch):
+def test_reproduce_driver_end_to_end_on_a_tiny_preset(tiny, trained, tmp_path, monkeypatch):
     det = dataclasses.replace(ONE, name="tiny-quick", models=(ModelSpec("ntm", "ntm"), ModelSpec("mlp", "mlp", match_ntm_params=1.0)),
                               scales=(0.5, 1.0, 2.0))
     monkeypatch.setitem(experiments.EXPERIMENTS, det.name, det)
     monkeypatch.setitem(reproduce.PRESETS, "tiny", {
-        "runs": str(tmp_path / "runs"), "docs": str(tmp_path / "docs"), "recipes": (RECIPE.name,),
+        "runs": str(trained[0]), "docs": str(tmp_path / "docs"), "recipes": (RECIPE.name,),
         "recipe_seeds": ["0"], "experiments": (det.name,), "detect": (det.name,), "copy_seeds": 0, "sweep": False,
         "assoc": False, "bench": False, "detect_examples": 64})
     monkeypatch.setitem(reproduce.HEADS, det.name, "tiny-heads.png")
@@ -200,12 +225,11 @@ def test_reproduce_driver_end_to_end_on_a_tiny_preset(tiny, tmp_path, monkeypatc
     assert rep["seeds"] == [0] and set(rep["models"]) == {"ntm", "lstm"}
 
 
-def test_one_stage_varied_elsewhere_reads_its_parent_from_parents_root(tiny, tmp_path):
-    root = str(tmp_path)
-    assert run_cli(train_cli.main, ["--experiment", ONE.name, "--models", "ntm", "--runs-root", root, "--no-progress"]) == 0
+def test_one_stage_varied_elsewhere_reads_its_parent_from_parents_root(tiny, trained, tmp_path):
+    root = str(trained[0])
     try_root = tmp_path / "try"
     assert run_cli(train_cli.main, ["--experiment", TWO.name, "--models", "ntm", "--set", "lr=1e-3", "--runs-root",
                                     str(try_root), "--parents-root", root, "--no-progress"]) == 0
     cfg = TrainConfig.load(try_root / "tiny-2" / "ntm-s0" / "config.json")
-    assert cfg.init_from == str(tmp_path / "tiny-1" / "ntm-s0") and cfg.lr == 1e-3
+    assert cfg.init_from == str(trained[0] / "tiny-1" / "ntm-s0") and cfg.lr == 1e-3
     assert not (try_root / "tiny-1").exists()
