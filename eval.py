@@ -6,7 +6,7 @@ and the NTM's read/write weightings over one example, as in Graves 2014 Fig. 6).
 With several runs and --out, also a combined table and figures there.
 A recipe's report (lab/recipes.py), rebuilt from its run directories:  python eval.py --recipe argmax-search
 
-Detection (lab/detect.py):  python eval.py detect RUN [RUN...]  writes RUN/detect/ (signatures,
+Detection (lab/detect/):  python eval.py detect RUN [RUN...]  writes RUN/detect/ (signatures,
 figure, the decision rule's verdict);  python eval.py detect --experiment NAME  adds the
 ground-truth zoo and the calibration table, in <runs-root>/NAME/detect/.
 """
@@ -70,7 +70,7 @@ def detect(argv: list[str]) -> int:
         print((out / "detect.md").read_text())
         print(f"wrote {out}", file=sys.stderr)
     for res in det.detect_runs(args.runs, args.examples):
-        print(f"{res.name}: {det.decide(res.rec)} (bootstrap {det._f_dict(res.rec['verdict_bootstrap'])})")
+        print(f"{res.name}: {det.decide(res.rec)} (bootstrap {det.format_shares(res.rec['verdict_bootstrap'])})")
     return 0
 
 

@@ -28,7 +28,6 @@ the training-only options off: ``Argmax.evaluation()``), prints and returns:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from typing import Any

@@ -3,7 +3,6 @@ they stayed there.  python -m lab.summary runs/copy10/s* --target 0.1
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys

@@ -70,7 +70,7 @@ class Candidates:
 
 @runtime_checkable
 class SearchTask(Task, Protocol):
-    """A task whose answer is the best of candidates that a loop can visit: what detection (lab/detect.py),
+    """A task whose answer is the best of candidates that a loop can visit: what detection (lab/detect/),
     diagnosis and comparison ask of it, so that they never ask for a task's name. Answers are [B] arrays in
     the task's own code (an int for bit outputs, x in [0, 1] for polymax); logits are [T, B, Y]."""
 

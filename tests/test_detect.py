@@ -1,4 +1,4 @@
-"""Detection (lab/detect.py): the zoo answers by its stated mechanism through the tasks' own metrics,
+"""Detection (lab/detect/): the zoo answers by its stated mechanism through the tasks' own metrics,
 the distribution fits recover known parameters, the decision rule labels the zoo, and
 ``eval.py detect`` runs end to end on a tiny experiment."""
 import dataclasses

@@ -1,0 +1,240 @@
+"""Reports: one row per solver, markdown tables, the calibration table over experiments, the figure, and the two
+drivers of ``eval.py detect`` (runs on their own; an experiment's zoo and trained runs together)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from lab.detect.rule import RULE, bootstrap_verdict, correct, decide
+from lab.detect.signatures import DETECT_SEED, Plan, _batch, signatures
+from lab.detect.stats import ROUND_DECIMALS, min_of_k_cdf
+from lab.detect.zoo import Solver, model_solver, search_task, zoo
+from lab.experiments import Experiment
+
+
+# ---- report ----
+
+
+def row(name: str, mechanism: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """The calibration-table row of one model: its signatures in a line."""
+    s = rec.get("steps", {})
+    ext = rec.get("extrapolation") or {}
+    mem = rec.get("memorisation") or {}
+    fam = rec["families"]
+    return {
+        "model": name, "mechanism": mechanism, "error": rec["error"], "regret": rec["regret"],
+        "step_gain": s.get("error", {}).get("gain"), "step_gain_easy": s.get("easy", {}).get("gain"),
+        "step_gain_hard": s.get("hard", {}).get("gain"), "overthink": s.get("error", {}).get("overthink"),
+        "best_scale": rec["best_scale"], "extrap_error": ext.get("error"), "extrap_rise": ext.get("rise"),
+        "easy_hard_gap": rec["easy_hard"]["gap"], "easy_hard_ci": rec["easy_hard"]["gap_ci"],
+        "k": rec["min_of_k"]["k"], "k_ks": rec["min_of_k"]["ks"], "k_ks_pos": rec["min_of_k"].get("ks_positive"), "p_zero": fam["p_zero"],
+        "exp_ks": fam.get("exponential", {}).get("ks"), "weibull_ks": fam.get("weibull", {}).get("ks"),
+        "weibull_shape": fam.get("weibull", {}).get("shape"), "near_tie_match": rec["agreement"]["near_tie_exact_match"],
+        "runner_up": rec["agreement"]["runner_up_share_of_errors"], "memo_gap": mem.get("gap"),
+        "label": decide(rec), "held_out": bool(rec.get("held_out", False)),
+    }
+
+
+def _f(x: Any, nd: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, list):
+        return "[" + ", ".join(_f(v, nd) for v in x) + "]"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+COLUMNS = [("model", "model"), ("mechanism", "truth"), ("error", "error"), ("step_gain", "gain 0.5x->1x"),
+           ("step_gain_easy", "gain easy"), ("step_gain_hard", "gain hard"), ("overthink", "overthink"),
+           ("extrap_error", "error largest"), ("easy_hard_gap", "hard-easy"), ("easy_hard_ci", "95% CI"),
+           ("p_zero", "P(regret=0)"), ("k", "K (min-of-K)"), ("k_ks", "KS"), ("k_ks_pos", "KS of regret>0"), ("weibull_ks", "Weibull KS"),
+           ("exp_ks", "exp KS"), ("near_tie_match", "near-tie match"), ("runner_up", "runner-up share"),
+           ("memo_gap", "memo gap"), ("label", "rule says")]
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2)]
+    for r in rows:
+        lines.append("| " + " | ".join(_f(r.get(k)) for k, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- drivers: eval.py detect ----
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    mechanism: str  # ground truth for zoo members, "trained" for trained models
+    rec: dict[str, Any]
+    m: dict[str, np.ndarray]  # per-example arrays of the main batch
+    cand_regret: np.ndarray
+
+
+def measure(name: str, mechanism: str, solve: Solver, plan: Plan) -> Result:
+    rec, m = signatures(solve, plan)
+    task = plan.main_task()
+    cand = search_task(task).candidates(_batch(task, plan.examples, DETECT_SEED))
+    return Result(name, mechanism, rec, m, cand.regret)
+
+
+def experiment_for_run(run: Any, cfg: Any) -> Experiment:
+    """The experiment a run belongs to (its parent directory's name), or one built from its config."""
+    from pathlib import Path
+
+    from lab import experiments
+
+    parent = Path(run).resolve().parent.name
+    if parent in experiments.EXPERIMENTS and experiments.EXPERIMENTS[parent].task == cfg.task:
+        return experiments.EXPERIMENTS[parent]
+    from tasks import make_task
+
+    try:
+        task = search_task(make_task(cfg.task, **cfg.task_options))
+    except ValueError as e:
+        raise ValueError(f"{run}: {e}") from None
+    lo, hi = cfg.min_size, cfg.max_size
+    sizes = task.extrapolation_sizes(hi)
+    split = {"in_range_options": {"split": "holdout"}, "beyond_options": {"split": "all"}} if task.has_split else {}
+    return Experiment(name=Path(run).name, description=f"{cfg.task} run {run}", task=cfg.task,
+                      task_options=dict(cfg.task_options), train_sizes=(lo, hi), eval_sizes=tuple(sizes),
+                      ntm=cfg.model_config, models=(), steps=cfg.steps, **split)
+
+
+def detect_runs(runs: list[str], examples: int = 1024) -> list[Result]:
+    """``eval.py detect RUN...``: signatures + verdict per run, written to RUN/detect/."""
+    from pathlib import Path
+
+    from lab.trainer import load_run
+
+    results = []
+    for run in runs:
+        cfg, _, model, step = load_run(run)
+        exp = experiment_for_run(run, cfg)
+        res = measure(Path(run).name, "trained", model_solver(model), Plan.of(exp, examples))
+        res.rec["verdict_bootstrap"] = bootstrap_verdict(res.rec, res.m)
+        write(Path(run) / "detect", [res], exp, f"{Path(run).name} ({cfg.model}, step {step})")
+        results.append(res)
+    return results
+
+
+def detect_experiment(exp: Experiment, root: str = "runs", examples: int = 1024, out: str | None = None) -> dict[str, Any]:
+    """``eval.py detect --experiment NAME``: the zoo (with the experiment's trained MLP) and every trained
+    run of the experiment, one calibration table + verdicts, written to <root>/<NAME>/detect/."""
+    from pathlib import Path
+
+    from lab.compare import find_runs
+    from lab.trainer import load_run
+
+    runs = find_runs(exp, Path(root))
+    plan = Plan.of(exp, examples)
+    mlp = load_run(runs["mlp"][0])[2] if "mlp" in runs else None
+    results = []
+    for z in zoo(exp, mlp):
+        results.append(measure(z.name, z.mechanism, z.solve, plan))
+        results[-1].rec["held_out"] = z.held_out
+    for label, dirs in runs.items():
+        for d in dirs:
+            if label == "mlp" and d == runs["mlp"][0]:
+                continue  # already in the zoo as "trained MLP"
+            cfg, _, model, _ = load_run(d)
+            res = measure(d.name, "trained", model_solver(model), plan)
+            res.rec["verdict_bootstrap"] = bootstrap_verdict(res.rec, res.m)
+            results.append(res)
+    return write(Path(out) if out else Path(root) / exp.name / "detect", results, exp, exp.name)
+
+
+def write(out: Any, results: list[Result], exp: Experiment, title: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [row(r.name, r.mechanism, r.rec) for r in results]
+    zoo_rows = [r for r in rows if r["mechanism"] != "trained"]
+    right = [correct(r["mechanism"], r["label"]) for r in zoo_rows]
+    held = [ok for ok, r in zip(right, zoo_rows) if r["held_out"]]
+    report = {"experiment": exp.name, "task": exp.task, "train_sizes": list(exp.train_sizes), "rule": RULE,
+              "zoo_correct": int(sum(right)), "zoo_total": len(right), "held_out_correct": int(sum(held)),
+              "held_out_total": len(held), "rows": rows,
+              "verdicts": {r.name: r.rec.get("verdict_bootstrap") for r in results if r.mechanism == "trained"},
+              "signatures": {r.name: r.rec for r in results}}
+    (out / "detect.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    md = markdown(rows, f"{title}: signatures and the rule's label")
+    if zoo_rows:
+        md += (f"\nThe rule labels {sum(right)}/{len(right)} zoo members correctly ({sum(held)}/{len(held)} of the "
+               "held-out members, which were not looked at when its thresholds were chosen).\n")
+    for name, v in report["verdicts"].items():
+        md += f"\n{name}: verdict {decide(report['signatures'][name])!r}; bootstrap share per label {format_shares(v)}"
+    (out / "detect.md").write_text(md + "\n\n```\n" + RULE + "\n```\n")
+    plot(results, exp, out / "detect.png", title)
+    return report
+
+
+def calibration_markdown(reports: list[dict[str, Any]]) -> str:
+    """One table over several experiments' detect.json: every zoo member's signatures and label, the
+    rule's hit rate, and the verdicts on the trained models."""
+    lines = ["| experiment | " + " | ".join(h for _, h in COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 2)]
+    hit = tot = held_hit = held_tot = 0
+    verdicts = []
+    for rep in reports:
+        for r in rep["rows"]:
+            lines.append(f"| {rep['experiment']} | " + " | ".join(_f(r.get(k)) for k, _ in COLUMNS) + " |")
+            if r["mechanism"] != "trained":
+                ok = correct(r["mechanism"], r["label"])
+                hit, tot = hit + ok, tot + 1
+                if r.get("held_out"):
+                    held_hit, held_tot = held_hit + ok, held_tot + 1
+        verdicts += [f"- {rep['experiment']} / {name}: **{rep['rows'][[x['model'] for x in rep['rows']].index(name)]['label']}**"
+                     f" (bootstrap: {format_shares(v)})" for name, v in rep["verdicts"].items()]
+    return ("## Detection: calibration on the ground-truth zoo, then verdicts on trained models\n\n"
+            + "\n".join(lines) + f"\n\nThe rule labels **{hit}/{tot}** zoo members correctly "
+            "(a feedforward MLP counts as correct with any label but search); "
+            f"**{held_hit}/{held_tot}** of the held-out members (best-of-K with K not used, and a random "
+            "stream not seen, when the thresholds were chosen).\n\n"
+            "Verdicts on trained models:\n\n" + "\n".join(verdicts) + "\n\n```\n" + RULE + "\n```\n")
+
+
+def format_shares(d: dict[str, float] | None) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in (d or {}).items())
+
+
+def plot(results: list[Result], exp: Experiment, path: Any, title: str) -> None:
+    from lab import figures
+
+    plt = figures._plt()
+    fig, ax = plt.subplots(1, 4, figsize=(20, 4.2))
+    for i, r in enumerate(results):
+        style = dict(ls="-" if r.mechanism == "trained" else "--", marker="o", ms=3, color=f"C{i % 10}")
+        sc = r.rec["by_scale"]
+        ax[0].plot([s["scale"] for s in sc], [s["easy"] for s in sc], label=f"{r.name} easy", alpha=0.5, **{**style, "marker": "^"})
+        ax[0].plot([s["scale"] for s in sc], [s["hard"] for s in sc], label=f"{r.name} hard", **style)
+        pts = [(s["size"], s["error"]) for s in r.rec["by_size"] if "error" in s]
+        if pts:
+            ax[1].plot(*zip(*pts), label=r.name, **style)
+        ax[2].plot([1, 2, 3, 4], r.rec["easy_hard"]["quartiles"], label=r.name, **style)
+        reg = np.sort(np.round(r.m["regret"], ROUND_DECIMALS))
+        ax[3].step(reg, np.arange(1, len(reg) + 1) / len(reg), where="post", color=style["color"], ls=style["ls"],
+                   label=f"{r.name} (K={r.rec['min_of_k']['k']}, KS {r.rec['min_of_k']['ks']:.2f})")
+        k = r.rec["min_of_k"]["k"]
+        grid = np.unique(np.concatenate([reg, [0.0]]))
+        ax[3].plot(grid, min_of_k_cdf(np.round(r.cand_regret, ROUND_DECIMALS), grid, k)[0], color=style["color"], ls=":", lw=1)
+    ax[0].set(xscale="log", xlabel="test-time step multiplier", ylabel="error", title="1. steps: easy (^, faint) and hard halves")
+    ax[1].axvspan(*exp.train_sizes, color="gray", alpha=0.15)
+    ax[1].set(xlabel="size (steps scaled)", ylabel="error", title="2. extrapolation")
+    ax[2].set(xlabel="difficulty quartile (1 = easiest)", ylabel="error", title="3. easy vs hard")
+    ax[3].set(xscale="symlog", xlabel="regret (symlog)", ylabel="CDF", title="4. regret CDF; dotted: best min-of-K fit",
+              xlim=(0, None))
+    ax[3].set_xscale("symlog", linthresh=1e-3)
+    for a in ax:
+        a.grid(alpha=0.3)
+    ax[1].legend(fontsize=6)
+    ax[3].legend(fontsize=6)
+    fig.suptitle(f"{title}: dashed = ground-truth zoo, solid = trained")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
