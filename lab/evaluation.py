@@ -21,21 +21,12 @@ from lab.config import TrainConfig
 from lab.trainer import evaluation_forward, load_run
 from tasks import Batch, Task
 
-# Sizes each classic task is evaluated at (training range and beyond). Copy follows Graves 2014
-# Fig. 4 (trained on 1-20, tested up to 120). Tasks not listed use their training maximum, 2x, 4x.
-EVAL_SIZES: dict[str, tuple[int, ...]] = {
-    "copy": (10, 20, 40, 80, 120),
-    "repeat_copy": (5, 10, 15, 20),
-    "associative_recall": (3, 6, 9, 12),
-    "priority_sort": (20,),
-}
 EVAL_SEED = 12345  # evaluation batches never share keys with training (which folds in the run seed)
 
 
 def default_sizes(cfg: TrainConfig, task: Task) -> list[int]:
-    if cfg.task in EVAL_SIZES:
-        return list(EVAL_SIZES[cfg.task])
-    return [task.max_size, 2 * task.max_size, 4 * task.max_size]
+    """The sizes the task's evaluation table reports (Task.evaluation_sizes: copy's follow Graves 2014 Fig. 4)."""
+    return list(task.evaluation_sizes())
 
 
 @dataclasses.dataclass

@@ -247,6 +247,9 @@ class Argmax:
     def valid_sizes(self) -> tuple[int, ...]:
         return tuple(range(self.min_size, self.max_size + 1))
 
+    def evaluation_sizes(self) -> tuple[int, ...]:
+        return (self.max_size, 2 * self.max_size, 4 * self.max_size)
+
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are the list's labels ----
 
     def candidates(self, batch: Batch) -> Candidates:

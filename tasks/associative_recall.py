@@ -30,6 +30,7 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class AssociativeRecall(BitTask):
     name: ClassVar[str] = "associative_recall"
+    eval_sizes: ClassVar[tuple[int, ...]] = (3, 6, 9, 12)
     min_size: int = 2
     max_size: int = 6
     item_len: int = 3

@@ -49,6 +49,7 @@ class Task(Protocol):
     def with_sizes(self, min_size: int, max_size: int) -> "Task": ...
     def valid_sizes(self) -> tuple[int, ...]: ...  # the sizes in range that have instances
     def evaluation(self) -> "Task": ...  # the distribution every report scores (training-only options off)
+    def evaluation_sizes(self) -> tuple[int, ...]: ...  # the sizes evaluation tables report (range and beyond)
 
 
 @dataclasses.dataclass
@@ -148,6 +149,7 @@ class BitTask:
     """Common parts of the classic tasks: bitwise loss and metrics, size range replacement."""
 
     main_metric: ClassVar[str] = "bits_per_seq"
+    eval_sizes: ClassVar[tuple[int, ...]] = ()  # the sizes evaluation tables report (empty: max, 2x, 4x)
     min_size: int = 1
     max_size: int = 20
 
@@ -165,6 +167,10 @@ class BitTask:
 
     def evaluation(self) -> Any:
         return self
+
+    def evaluation_sizes(self) -> tuple[int, ...]:
+        """The class's ``eval_sizes`` where it sets them, else the training maximum, 2x and 4x."""
+        return self.eval_sizes or (self.max_size, 2 * self.max_size, 4 * self.max_size)
 
 
 # ---- helpers for the search tasks: per-example step schedules, binary codes, last-step answers ----

@@ -22,6 +22,7 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class Copy(BitTask):
     name: ClassVar[str] = "copy"
+    eval_sizes: ClassVar[tuple[int, ...]] = (10, 20, 40, 80, 120)  # Graves 2014 Fig. 4: trained on 1-20, tested up to 120
     min_size: int = 1
     max_size: int = 20
     width: int = 8

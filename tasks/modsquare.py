@@ -296,6 +296,9 @@ class ModSquare:
         """This task without the running-k loss (a training signal; the instances are unchanged)."""
         return dataclasses.replace(self, trace_loss=0.0)
 
+    def evaluation_sizes(self) -> tuple[int, ...]:
+        return (self.max_size, 2 * self.max_size, 4 * self.max_size)
+
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are k = 0, 1, ..., floor(n^0.7) ----
 
     def candidates(self, batch: Batch) -> Candidates:

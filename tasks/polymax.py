@@ -224,6 +224,9 @@ class PolyMax:
     def valid_sizes(self) -> tuple[int, ...]:
         return tuple(range(self.min_size, self.max_size + 1))
 
+    def evaluation_sizes(self) -> tuple[int, ...]:
+        return (self.max_size, 2 * self.max_size, 4 * self.max_size)
+
     def evaluation(self) -> "PolyMax":
         return self
 

@@ -29,6 +29,7 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class PrioritySort(BitTask):
     name: ClassVar[str] = "priority_sort"
+    eval_sizes: ClassVar[tuple[int, ...]] = (20,)
     num_inputs: int = 20
     num_outputs: int = 16
     width: int = 8

@@ -31,6 +31,7 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class RepeatCopy(BitTask):
     name: ClassVar[str] = "repeat_copy"
+    eval_sizes: ClassVar[tuple[int, ...]] = (5, 10, 15, 20)
     min_size: int = 1
     max_size: int = 10
     min_repeats: int = 1
