@@ -77,10 +77,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import (Batch, Candidates, bits_to_int, bitwise_loss, bitwise_metrics, check_range, check_schedule,
-                        check_trace_loss, decode_bit_answers, encode_bit_answers, int_to_bits, last_step,
-                        running_answer_loss, running_best_improves, sample_sizes, scaled_steps, steps_table,
-                        time_index)
+from tasks.base import (Batch, BitAnswers, Candidates, SizeRange, bits_to_int, bitwise_loss, bitwise_metrics,
+                        check_range, check_schedule, check_trace_loss, int_to_bits, last_step, running_answer_loss,
+                        running_best_improves, sample_sizes, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -95,7 +94,7 @@ def argmax_reference(values: np.ndarray) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Argmax:
+class Argmax(SizeRange, BitAnswers):
     name: ClassVar[str] = "argmax"
     main_metric: ClassVar[str] = "error"
     has_split: ClassVar[bool] = False
@@ -145,9 +144,6 @@ class Argmax:
 
     def max_steps(self) -> int:
         return scaled_steps(self.max_size, self.step_scale, self.step_offset) + self.extra_steps
-
-    def with_sizes(self, min_size: int, max_size: int) -> "Argmax":
-        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
 
     def sample(self, key: Array, batch_size: int) -> Batch:
         k_len, k_val, k_lab, k_extra = jax.random.split(key, 4)
@@ -244,12 +240,6 @@ class Argmax:
         shown = batch.inputs[..., 1] > 0.5
         return running_best_improves(batch.inputs[..., 0], shown, -jnp.inf), shown
 
-    def valid_sizes(self) -> tuple[int, ...]:
-        return tuple(range(self.min_size, self.max_size + 1))
-
-    def evaluation_sizes(self) -> tuple[int, ...]:
-        return (self.max_size, 2 * self.max_size, 4 * self.max_size)
-
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are the list's labels ----
 
     def candidates(self, batch: Batch) -> Candidates:
@@ -263,15 +253,6 @@ class Argmax:
         ref = labels[np.arange(len(best)), np.argmax(np.where(in_list, values, -np.inf), 1)]
         return Candidates(labels, np.where(shown, values, -np.inf), np.where(in_list, best[:, None] - values, np.nan),
                           ref)
-
-    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
-        return encode_bit_answers(batch, answers)
-
-    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray:
-        return decode_bit_answers(batch, logits)
-
-    def loop_answers(self, batch: Batch) -> np.ndarray:
-        return self.candidates(batch).first_best()
 
     def heuristic_answers(self, batch: Batch) -> np.ndarray:
         """The first shown value >= 1 - 1/L (else the last shown): a threshold, not a comparison."""

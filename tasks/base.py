@@ -91,17 +91,39 @@ class SearchTask(Task, Protocol):
 BIG_LOGIT = 20.0  # the logit magnitude an encoded answer bit gets (sigmoid(20) = 1 - 2e-9)
 
 
-def encode_bit_answers(batch: Batch, answers: np.ndarray) -> Array:
-    """[B] integer answers -> logits [T, B, Y] whose bits (logit > 0) at every step are those answers."""
-    T, B, Y = batch.targets.shape
-    row = (2 * np.asarray(int_to_bits(jnp.asarray(answers, jnp.int32), Y)) - 1) * BIG_LOGIT  # [B, Y]
-    return jnp.broadcast_to(jnp.asarray(row, jnp.float32)[None], (T, B, Y))
+class SizeRange:
+    """The size-range methods every task shares (a mixin: the task's dataclass holds min_size and max_size)."""
+
+    eval_sizes: ClassVar[tuple[int, ...]] = ()  # the sizes evaluation tables report (empty: max, 2x, 4x)
+
+    def with_sizes(self, min_size: int, max_size: int) -> Any:
+        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
+
+    def valid_sizes(self) -> tuple[int, ...]:
+        return tuple(range(self.min_size, self.max_size + 1))
+
+    def evaluation_sizes(self) -> tuple[int, ...]:
+        """The class's ``eval_sizes`` where it sets them, else the training maximum, 2x and 4x."""
+        return self.eval_sizes or (self.max_size, 2 * self.max_size, 4 * self.max_size)
 
 
-def decode_bit_answers(batch: Batch, logits: Array) -> np.ndarray:
-    """The integer answer of bit logits [T, B, Y] at each example's scored step -> [B]."""
-    last = (np.asarray(logits) * np.asarray(batch.mask)[..., None]).sum(0)  # [B, Y]
-    return np.asarray(bits_to_int(jnp.asarray(last > 0)))
+class BitAnswers:
+    """SearchTask methods of a task whose answer is an integer output in binary and whose loop keeps the first
+    best candidate it is shown (a mixin for argmax and modsquare)."""
+
+    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
+        """[B] integer answers -> logits [T, B, Y] whose bits (logit > 0) at every step are those answers."""
+        T, B, Y = batch.targets.shape
+        row = (2 * np.asarray(int_to_bits(jnp.asarray(answers, jnp.int32), Y)) - 1) * BIG_LOGIT  # [B, Y]
+        return jnp.broadcast_to(jnp.asarray(row, jnp.float32)[None], (T, B, Y))
+
+    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray:
+        """The integer answer of bit logits [T, B, Y] at each example's scored step -> [B]."""
+        last = (np.asarray(logits) * np.asarray(batch.mask)[..., None]).sum(0)  # [B, Y]
+        return np.asarray(bits_to_int(jnp.asarray(last > 0)))
+
+    def loop_answers(self, batch: Batch) -> np.ndarray:
+        return self.candidates(batch).first_best()
 
 
 def bits_np(bits: np.ndarray) -> np.ndarray:
@@ -145,11 +167,10 @@ def bitwise_metrics(logits: Array, batch: Batch) -> dict[str, Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class BitTask:
-    """Common parts of the classic tasks: bitwise loss and metrics, size range replacement."""
+class BitTask(SizeRange):
+    """Common parts of the classic tasks: bitwise loss and metrics, the size range."""
 
     main_metric: ClassVar[str] = "bits_per_seq"
-    eval_sizes: ClassVar[tuple[int, ...]] = ()  # the sizes evaluation tables report (empty: max, 2x, 4x)
     min_size: int = 1
     max_size: int = 20
 
@@ -159,18 +180,8 @@ class BitTask:
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         return bitwise_metrics(logits, batch)
 
-    def with_sizes(self, min_size: int, max_size: int) -> Any:
-        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
-
-    def valid_sizes(self) -> tuple[int, ...]:
-        return tuple(range(self.min_size, self.max_size + 1))
-
     def evaluation(self) -> Any:
         return self
-
-    def evaluation_sizes(self) -> tuple[int, ...]:
-        """The class's ``eval_sizes`` where it sets them, else the training maximum, 2x and 4x."""
-        return self.eval_sizes or (self.max_size, 2 * self.max_size, 4 * self.max_size)
 
 
 # ---- helpers for the search tasks: per-example step schedules, binary codes, last-step answers ----

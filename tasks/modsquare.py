@@ -82,9 +82,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import (Batch, Candidates, bits_np, bits_to_int, bitwise_loss, bitwise_metrics, check_range,
-                        check_schedule, check_trace_loss, decode_bit_answers, encode_bit_answers, int_to_bits,
-                        last_step, running_answer_loss, running_best_improves, scaled_steps, steps_table, time_index)
+from tasks.base import (Batch, BitAnswers, Candidates, SizeRange, bits_np, bits_to_int, bitwise_loss, bitwise_metrics,
+                        check_range, check_schedule, check_trace_loss, int_to_bits, last_step, running_answer_loss,
+                        running_best_improves, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -211,7 +211,7 @@ def batch_n(batch: Batch) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModSquare:
+class ModSquare(SizeRange, BitAnswers):
     name: ClassVar[str] = "modsquare"
     main_metric: ClassVar[str] = "error"
     has_split: ClassVar[bool] = True
@@ -289,15 +289,9 @@ class ModSquare:
     def max_steps(self) -> int:
         return scaled_steps(loop_bound(2**self.max_size - 1), self.step_scale, self.step_offset)
 
-    def with_sizes(self, min_size: int, max_size: int) -> "ModSquare":
-        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
-
     def evaluation(self) -> "ModSquare":
         """This task without the running-k loss (a training signal; the instances are unchanged)."""
         return dataclasses.replace(self, trace_loss=0.0)
-
-    def evaluation_sizes(self) -> tuple[int, ...]:
-        return (self.max_size, 2 * self.max_size, 4 * self.max_size)
 
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are k = 0, 1, ..., floor(n^0.7) ----
 
@@ -320,15 +314,6 @@ class ModSquare:
                                  np.where(valid, (best[:, None] - value_all) / n[:, None], np.nan)], 1)
         ref = bits_np((np.asarray(batch.targets) * np.asarray(batch.mask)[..., None]).sum(0))  # k, as sampled
         return Candidates(answer, value, regret, ref)
-
-    def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
-        return encode_bit_answers(batch, answers)
-
-    def decode_answers(self, batch: Batch, logits: Array) -> np.ndarray:
-        return decode_bit_answers(batch, logits)
-
-    def loop_answers(self, batch: Batch) -> np.ndarray:
-        return self.candidates(batch).first_best()
 
     def heuristic_answers(self, batch: Batch) -> np.ndarray:
         """The largest i with i*i < n (capped at the loop bound): often a large i*i mod n, found without a loop."""

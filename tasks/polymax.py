@@ -60,8 +60,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 
-from tasks.base import (Batch, Candidates, check_range, check_schedule, int_to_bits, last_step, sample_sizes,
-                        scaled_steps, steps_table, time_index)
+from tasks.base import (Batch, Candidates, SizeRange, check_range, check_schedule, int_to_bits, last_step,
+                        sample_sizes, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
 
@@ -183,7 +183,7 @@ def maximise(c: Array) -> tuple[Array, Array, Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class PolyMax:
+class PolyMax(SizeRange):
     name: ClassVar[str] = "polymax"
     main_metric: ClassVar[str] = "regret"
     has_split: ClassVar[bool] = False
@@ -217,15 +217,6 @@ class PolyMax:
 
     def max_steps(self) -> int:
         return scaled_steps(self.max_size + 1, self.step_scale, self.step_offset)
-
-    def with_sizes(self, min_size: int, max_size: int) -> "PolyMax":
-        return dataclasses.replace(self, min_size=min_size, max_size=max_size)
-
-    def valid_sizes(self) -> tuple[int, ...]:
-        return tuple(range(self.min_size, self.max_size + 1))
-
-    def evaluation_sizes(self) -> tuple[int, ...]:
-        return (self.max_size, 2 * self.max_size, 4 * self.max_size)
 
     def evaluation(self) -> "PolyMax":
         return self
