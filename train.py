@@ -13,11 +13,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lab import cli, trainer
+    from lab import cli, parallel, trainer
 
     args = cli.train_parser().parse_args(argv)
     cli.use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
-    trainer.maybe_initialize_distributed()
+    parallel.maybe_initialize_distributed()
     for flag in ("experiment", "recipe", "runs_root"):
         if getattr(args, flag) is not None and not getattr(args, flag).strip():
             raise ValueError(f"--{flag.replace('_', '-')} is empty")
@@ -45,8 +45,10 @@ def run_preset(args) -> int:
     resumed; a stage never starts from a parent run that did not finish."""
     from lab import experiments, recipes
 
-    if args.task_option:
-        raise ValueError("--task-option sets a single run's task; with a preset use --set task_options.KEY=VALUE")
+    for flag, field in (("task_option", "task_options"), ("train_option", "train_distribution")):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag.replace('_', '-')} sets a single run's option; with a preset use --set "
+                             f"{field}.KEY=VALUE")
     if args.recipe and args.experiment:
         raise ValueError("give --recipe or --experiment, not both")
     if Path(args.runs_root).exists() and not Path(args.runs_root).is_dir():

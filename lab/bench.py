@@ -40,7 +40,9 @@ from flax import nnx
 from lab import models
 from lab.config import TrainConfig, task_defaults
 from lab.models import ModelConfig
-from lab.trainer import batch_mesh, bucket_weights, build_model, build_task, make_program
+from lab.parallel import batch_mesh
+from lab.rundir import build_model, build_task
+from lab.trainer import bucket_weights, make_program
 
 
 def device_name() -> str:
@@ -126,7 +128,7 @@ def bench_one(task: str, model: str, batch_size: int, dispatch: int = 10, repeat
     cfg = TrainConfig(**{**defaults, "task": task, "model": model, "batch_size": batch_size, "devices": devices,
                          "steps_per_dispatch": dispatch, "log_every": dispatch, "microbatches": microbatches,
                          "model_config": mc})
-    t = build_task(cfg)
+    t = build_task(cfg, training=True)
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
     params, opt_state, bad = prog.initial_carry(params)
@@ -237,7 +239,7 @@ def markdown(rows: list[dict], reference: dict[int, dict], peaks: dict[str, floa
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser():
     from lab.cli import Parser
 
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,7 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--out", default=None, help="JSON rows here, a Markdown table beside it (.md)")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one isolated row
-    a = p.parse_args(argv)
+    return p
+
+
+def _print_row(row: dict) -> None:
+    print(f"{row['model']:5s} {row['task']:8s} batch {row['batch_size']:5d} ({row['data_parallel_devices']} dev x "
+          f"{row['microbatches']} mb, fused {'yes' if row['fused_memory'] else 'no '}): {row['examples_per_s']:9.1f} "
+          f"examples/s {row['ms_per_step']:8.2f} ms/step {100 * row['frac_of_matmul_peak']:5.1f}% of matmul peak "
+          f"(compile {row['compile_s']:.1f} s, XLA {row['xla_bytes_per_device'] / 1e6:.0f} MB/device, "
+          f"max RSS {row['max_rss_bytes'] / 1e6:.0f} MB)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
     from lab.cli import use_every_core
 
     use_every_core()  # as train.py: one CPU device per core unless the user chose (before JAX starts)
@@ -298,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                         row["frac_of_matmul_peak"] = row["flops_per_step"] / (row["ms_per_step"] / 1e3) / (
                             peaks["matmul_flops_per_s"] * (1 if jax.devices()[0].platform == "cpu" else row["data_parallel_devices"]))
                     rows.append(row)
-                    print(f"{m:5s} {task:8s} batch {b:5d} ({row['data_parallel_devices']} dev x {row['microbatches']} mb,"
-                          f" fused {'yes' if row['fused_memory'] else 'no '}): {row['examples_per_s']:9.1f} examples/s "
-                          f"{row['ms_per_step']:8.2f} ms/step {100 * row['frac_of_matmul_peak']:5.1f}% of matmul peak "
-                          f"(compile {row['compile_s']:.1f} s, XLA {row['xla_bytes_per_device'] / 1e6:.0f} MB/device, "
-                          f"max RSS {row['max_rss_bytes'] / 1e6:.0f} MB)", flush=True)
+                    _print_row(row)
                 if (task, m) == ("copy", "ntm") and ref_dir is not None and b in a.reference_batch_sizes:
                     for r in reference_rows(ref_dir, [b]):
                         reference[b] = r

@@ -22,6 +22,38 @@ MODEL_FLAGS = {
 _MODEL_FIELD = {"read_heads": "num_read_heads", "write_heads": "num_write_heads"}
 
 
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults: the task's paper configuration)")
+    for flag, typ in MODEL_FLAGS.items():
+        g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
+    g.add_argument("--write-gate", action="store_true", default=None,
+                   help="NTM: a DNC-style write gate per write head (ntm.NTMConfig.write_gate)")
+    g.add_argument("--fused-memory", choices=FUSED_MODES, default=None,
+                   help="NTM: the fused C++ memory kernel (ntm.NTMConfig.fused_memory; default auto: on CPU "
+                        "wherever it applies)")
+
+
+def _preset_flags(p: argparse.ArgumentParser) -> None:
+    e = p.add_argument_group("experiments (train every model of a named preset; see lab/experiments.py)")
+    e.add_argument("--experiment", default=None, help="preset name; runs go to <runs-root>/<experiment>/<model>-s<seed>")
+    e.add_argument("--models", nargs="+", default=None, help="only these models of the preset")
+    e.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: the preset's)")
+    e.add_argument("--with-parents", action="store_true",
+                   help="with --experiment: first train every earlier stage its models start from")
+    e.add_argument("--runs-root", default="runs")
+    e.add_argument("--parents-root", default=None, metavar="DIR",
+                   help="with --experiment: read the parent runs a stage starts from under DIR instead of --runs-root "
+                        "(a variation of one stage, e.g. --set lr=1e-3 --runs-root runs/try --parents-root runs)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="set any field of the preset (with --experiment/--recipe: lab/experiments.py Experiment, e.g. "
+                        "lr=1e-3, train_distribution.near_ties=0.5, ntm.memory_rows=64) or of the run (lab/config.py "
+                        "TrainConfig, e.g. model_config.controller_size=32); typed, repeatable")
+    r = p.add_argument_group("recipes (a named result: chains of stages over seeds, then a report)")
+    r.add_argument("--recipe", default=None,
+                   help="train every stage of this recipe for each seed (--seeds, default the recipe's), then write "
+                        "<runs-root>/<recipe>/report.md; see lab/experiments.py RECIPES")
+
+
 def train_parser() -> argparse.ArgumentParser:
     from tasks import REGISTRY
 
@@ -43,19 +75,19 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a task option (repeatable), e.g. --task-option labels=random --task-option levels=256 "
                    "(VALUE is read as JSON when it parses, else as a string)")
+    p.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the task's training distribution (repeatable; evaluation never sees it), e.g. "
+                        "--train-option near_ties=0.5 (argmax: near_ties, min_spread, early_max, extra_steps; "
+                        "modsquare: values)")
+    p.add_argument("--trace-loss", type=float, default=d.trace_loss, metavar="W",
+                   help="step supervision: add W times the loss against the loop's running answer at every step "
+                        "(argmax, modsquare)")
     p.add_argument("--min-size", type=int, default=None, help="smallest problem size (task default if unset)")
     p.add_argument("--max-size", type=int, default=None, help="largest problem size (task default if unset)")
     p.add_argument("--size-buckets", type=int, default=None,
                    help="split the size range into this many buckets, each padded to its own largest size "
                    "(one compilation each; fewer padded steps on short problems; default 1, or the task's: copy 4)")
-    g = p.add_argument_group("model (defaults: the task's paper configuration)")
-    for flag, typ in MODEL_FLAGS.items():
-        g.add_argument("--" + flag.replace("_", "-"), type=typ, default=None)
-    g.add_argument("--write-gate", action="store_true", default=None,
-                   help="NTM: a DNC-style write gate per write head (ntm.NTMConfig.write_gate)")
-    g.add_argument("--fused-memory", choices=FUSED_MODES, default=None,
-                   help="NTM: the fused C++ memory kernel (ntm.NTMConfig.fused_memory; default auto: on CPU "
-                        "wherever it applies)")
+    _model_flags(p)
     p.add_argument("--target", type=float, default=None, help="stop once the eval main metric is below this")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
@@ -70,7 +102,7 @@ def train_parser() -> argparse.ArgumentParser:
                    help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
     p.add_argument("--microbatches", type=int, default=d.microbatches, metavar="K",
                    help="gradient accumulation: split each batch into K equal micro-batches run one after another "
-                        "(0: auto: on CPU, each device holds at most lab.trainer.MICROBATCH_PER_DEVICE examples)")
+                        "(0: auto: on CPU, each device holds at most lab.parallel.MICROBATCH_PER_DEVICE examples)")
     p.add_argument("--progressive-loss", type=float, default=d.progressive_loss, metavar="ALPHA",
                    help="NTM/LSTM: mix in the progressive loss of Bansal et al. 2022 with this weight (a second pass "
                         "with each example's state detached before a random step)")
@@ -79,25 +111,22 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--wandb", default=None, metavar="PROJECT",
                    help="also log to Weights & Biases under this project (needs `pip install wandb`; off by default)")
-    e = p.add_argument_group("experiments (train every model of a named preset; see lab/experiments.py)")
-    e.add_argument("--experiment", default=None, help="preset name; runs go to <runs-root>/<experiment>/<model>-s<seed>")
-    e.add_argument("--models", nargs="+", default=None, help="only these models of the preset")
-    e.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: the preset's)")
-    e.add_argument("--with-parents", action="store_true",
-                   help="with --experiment: first train every earlier stage its models start from")
-    e.add_argument("--runs-root", default="runs")
-    e.add_argument("--parents-root", default=None, metavar="DIR",
-                   help="with --experiment: read the parent runs a stage starts from under DIR instead of --runs-root "
-                        "(a variation of one stage, e.g. --set lr=1e-3 --runs-root runs/try --parents-root runs)")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="set any field of the preset (with --experiment/--recipe: lab/experiments.py Experiment, e.g. "
-                        "lr=1e-3, task_options.near_ties=0.5, ntm.memory_rows=64) or of the run (lab/config.py "
-                        "TrainConfig, e.g. model_config.controller_size=32); typed, repeatable")
-    r = p.add_argument_group("recipes (a named result: chains of stages over seeds, then a report)")
-    r.add_argument("--recipe", default=None,
-                   help="train every stage of this recipe for each seed (--seeds, default the recipe's), then write "
-                        "<runs-root>/<recipe>/report.md; see lab/experiments.py RECIPES")
+    _preset_flags(p)
     return p
+
+
+def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE items, each VALUE read as JSON when it parses, else as a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -109,20 +138,13 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in vars(a).items() if k in fields and k != "model_config" and v is not None}
     kw.setdefault("steps", TrainConfig.steps)
-    options = dict(defaults.pop("task_options", {}))
-    for item in a.task_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--task-option {item!r}: expected KEY=VALUE")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    cfg = TrainConfig(**{**defaults, **kw, "task_options": options, "model_config": mc})
+    options = {**defaults.pop("task_options", {}), **_key_values("--task-option", a.task_option)}
+    training = _key_values("--train-option", a.train_option)
+    cfg = TrainConfig(**{**defaults, **kw, "task_options": options, "train_distribution": training, "model_config": mc})
     if a.size_buckets is None and cfg.size_buckets > 1:  # a task's default bucket count, never more than its sizes
-        from lab.trainer import build_task
+        from lab.rundir import build_task
 
-        task = build_task(cfg)
+        task = build_task(cfg, training=True)
         cfg = dataclasses.replace(cfg, size_buckets=min(cfg.size_buckets, task.max_size - task.min_size + 1))
     return cfg
 
@@ -158,8 +180,8 @@ def use_every_core() -> int | None:
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run ``main``; expected failures become one line on stderr and exit code 2."""
-    from lab.checkpoint import CheckpointError
-    from lab.trainer import RunDirError, TrainingError
+    from lab.rundir import CheckpointError, RunDirError
+    from lab.trainer import TrainingError
 
     import logging
 

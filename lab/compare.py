@@ -16,7 +16,7 @@ import numpy as np
 from lab import evaluation, figures, models
 from lab.experiments import Experiment
 from tasks import SearchTask
-from lab.trainer import RunDirError, examples_before, load_run
+from lab.rundir import RunDirError, examples_before, load_run
 
 QUANTILES = 4  # difficulty bins for easy vs hard
 

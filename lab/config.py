@@ -25,7 +25,13 @@ class TrainConfig:
     clip_norm: float = 10.0
     min_size: int | None = None  # None: the task's default range
     max_size: int | None = None
-    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the task: what evaluation sees
+    # Training signals. The training distribution: options of the task's training_options (argmax: near_ties,
+    # min_spread, early_max, extra_steps; modsquare: values) applied to the batches training draws, never to
+    # evaluation. Step supervision: add this times the task's loss against its loop's running answer at every
+    # step (tasks.base.SupervisedLoop) to the loss; 0: the last step's answer only.
+    train_distribution: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trace_loss: float = 0.0
     model_config: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     steps_per_dispatch: int = 10  # optimizer steps per jitted call (lax.scan)
     log_every: int = 50  # must be a multiple of steps_per_dispatch
@@ -55,11 +61,11 @@ class TrainConfig:
     # after another (lax.scan) and their gradients averaged: the same step with a smaller working set (a
     # large batch whose arrays no longer fit in cache runs at a small batch's speed). 1: the whole batch at
     # once. 0 (auto): on CPU, the fewest micro-batches that leave each device at most
-    # lab.trainer.MICROBATCH_PER_DEVICE examples of a recurrent model's batch (1 for the MLP and on GPU/TPU).
+    # lab.parallel.MICROBATCH_PER_DEVICE examples of a recurrent model's batch (1 for the MLP and on GPU/TPU).
     microbatches: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("lr", "clip_norm", "head_entropy", "progressive_loss", "target"):
+        for name in ("lr", "clip_norm", "head_entropy", "progressive_loss", "target", "trace_loss"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -80,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"lr_half_life must be >= 0, got {self.lr_half_life}")
         if self.head_entropy < 0:
             raise ValueError(f"head_entropy must be >= 0, got {self.head_entropy}")
+        if self.trace_loss < 0:
+            raise ValueError(f"trace_loss must be >= 0, got {self.trace_loss}")
         if self.head_entropy and self.model != "ntm":
             raise ValueError(f"head_entropy penalises NTM head weightings; model {self.model!r} has none")
         if self.microbatches < 0 or (self.microbatches and self.batch_size % self.microbatches):
@@ -98,13 +106,35 @@ class TrainConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TrainConfig":
-        d = dict(d)
+        d = migrate(d)
         d["model_config"] = ModelConfig(**d.get("model_config", {}))
         return TrainConfig(**d)
 
     @staticmethod
     def load(path: str | Path) -> "TrainConfig":
         return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written before the training signals left the task options: its ``trace_loss`` task option
+    becomes the run's ``trace_loss`` and the task's training-distribution options its ``train_distribution``
+    (the same run: the same batches and the same loss). Anything else is returned as it is."""
+    d = dict(d)
+    options = d.get("task_options")
+    if not isinstance(options, dict):
+        return d
+    from tasks import REGISTRY
+
+    cls = REGISTRY.get(d.get("task", TrainConfig.task))
+    moved = {k: options[k] for k in options if cls is not None and k in cls.training_options}
+    if "trace_loss" in options and "trace_loss" not in d:
+        d["trace_loss"] = options["trace_loss"]
+        moved["trace_loss"] = None
+    if moved:
+        d["task_options"] = {k: v for k, v in options.items() if k not in moved}
+        d["train_distribution"] = {**{k: v for k, v in moved.items() if k != "trace_loss"},
+                                   **d.get("train_distribution", {})}
+    return d
 
 
 # Graves et al. 2014, Tables 1-3 (architecture), with our optimiser defaults. Applied by

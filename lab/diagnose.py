@@ -9,7 +9,7 @@ tasks/modsquare.py). Whether a model that fails on real values fails because of 
 For an **argmax** run:
 
 On a fixed batch of uniform lists of one length (the run's own task options otherwise, with
-the training-only options off: ``Argmax.evaluation()``), prints and returns:
+none of its training distribution: ``load_run``'s task), prints and returns:
 - the error overall, on lists with an exact tie at the top, and by the margin between the two
   largest values in grid levels (1/levels; 0 = tie), with the number of lists in each bin;
 - the error on exact ties by the position of the first maximum, in quarters of the list (an early
@@ -37,7 +37,7 @@ import numpy as np
 from lab import evaluation
 from lab.cli import use_every_core
 from lab.compare import write_on_improvement
-from lab.trainer import load_run
+from lab.rundir import load_run
 from tasks.argmax import Argmax
 from tasks.base import bits_to_int, last_step
 from tasks.modsquare import ModSquare
@@ -86,7 +86,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
     cfg, task, model, step = run or load_run(workdir)
     if not isinstance(task, Argmax):
         raise ValueError(f"lab.diagnose reads argmax runs; {workdir} trained on {cfg.task}")
-    task = task.evaluation().with_sizes(size, size)
+    task = task.with_sizes(size, size)
     ev = evaluation.Evaluator.of(model)
     batch, logits, aux, wrong = evaluation.wrong_on(ev, task, batch_size, seed)
     pred = np.asarray(bits_to_int(last_step(logits, batch.mask) > 0))
@@ -147,7 +147,7 @@ def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size
     for values, split in MODSQUARE_VALUES:
         row = {}
         for b in bits:
-            t = dataclasses.replace(task, values=values, split=split, trace_loss=0.0, step_scale=1.0, min_size=b,
+            t = dataclasses.replace(task, values=values, split=split, step_scale=1.0, min_size=b,
                                     max_size=b)
             batch = evaluation.fixed_batch(t, batch_size, seed)
             logits, _ = ev.forward(batch)

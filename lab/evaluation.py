@@ -18,7 +18,8 @@ from flax import nnx
 
 from lab import models
 from lab.config import TrainConfig
-from lab.trainer import evaluation_forward, load_run
+from lab.parallel import evaluation_forward
+from lab.rundir import load_run, read_metrics
 from tasks import Batch, Task
 
 EVAL_SEED = 12345  # evaluation batches never share keys with training (which folds in the run seed)
@@ -32,7 +33,7 @@ def default_sizes(cfg: TrainConfig, task: Task) -> list[int]:
 @dataclasses.dataclass
 class Evaluator:
     """A model's pure params plus a jitted forward pass (one compile per distinct batch shape), each batch
-    split over the devices as in training (lab.trainer.evaluation_forward)."""
+    split over the devices as in training (lab.parallel.evaluation_forward)."""
 
     graphdef: Any
     params: Any
@@ -212,12 +213,5 @@ def write_report(report: dict[str, Any], outdir: str | Path, name: str = "eval")
     return js, md
 
 
-def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
-    path = Path(workdir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 __all__ = ["Evaluator", "evaluate_run", "report_run", "report_combined", "evaluate_sizes", "example_trace", "write_report", "markdown_table",
-           "read_metrics", "fixed_batch", "default_sizes"]
+           "fixed_batch", "default_sizes"]

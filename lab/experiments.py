@@ -21,6 +21,7 @@ from typing import Any
 from lab import models
 from lab.config import TrainConfig
 from lab.models import ModelConfig
+from lab.rundir import run_dir
 from tasks import Task, make_task
 
 
@@ -32,7 +33,7 @@ class Stage:
     model: str  # a ModelSpec label of that experiment
 
     def run_dir(self, seed: int, runs_root: str | Path = "runs") -> Path:
-        return Path(runs_root) / self.experiment / f"{self.model}-s{seed}"
+        return run_dir(runs_root, self.experiment, self.model, seed)
 
     def __str__(self) -> str:
         return f"{self.experiment}/{self.model}"
@@ -55,7 +56,7 @@ class Experiment:
     name: str
     description: str
     task: str
-    task_options: dict[str, Any]
+    task_options: dict[str, Any]  # the task as every evaluation sees it
     train_sizes: tuple[int, int]
     eval_sizes: tuple[int, ...]  # metric vs size; sizes beyond train_sizes are extrapolation
     ntm: ModelConfig
@@ -70,6 +71,10 @@ class Experiment:
     in_range_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval at training sizes
     beyond_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # eval beyond them
     log_every: int = 100
+    # training signals (TrainConfig): the training distribution (the task's training_options) and the weight
+    # of step supervision
+    train_distribution: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trace_loss: float = 0.0
 
     def base_task(self) -> Task:
         lo, hi = self.train_sizes
@@ -107,7 +112,8 @@ class Experiment:
         return TrainConfig(task=self.task, model=spec.model, seed=seed, batch_size=self.batch_size, steps=self.steps,
                            lr=self.lr, lr_half_life=self.lr_half_life, size_buckets=self.size_buckets,
                            min_size=self.train_sizes[0], max_size=self.train_sizes[1],
-                           task_options=dict(self.task_options), model_config=mc, log_every=self.log_every,
+                           task_options=dict(self.task_options), train_distribution=dict(self.train_distribution),
+                           trace_loss=self.trace_loss, model_config=mc, log_every=self.log_every,
                            checkpoint_every=max(self.log_every, self.steps // 4),
                            init_from=str(spec.parent.run_dir(seed, runs_root)) if spec.parent else "",
                            head_entropy=spec.head_entropy, progressive_loss=spec.progressive_loss)
@@ -132,10 +138,8 @@ BASELINES = (
     ModelSpec("mlp-10x", "mlp", match_ntm_params=10.0),
 )
 SMALL_NTM = ModelConfig(memory_rows=32, memory_width=16, controller="lstm", controller_size=64)
-
-# evaluation: uniform lists; no trace_loss (metrics never include it, and it refuses step scales < 1)
-_ARGMAX_UNIFORM = {"min_spread": 1.0, "near_ties": 0.0, "trace_loss": 0.0}
-
+# argmax with 8-bit random labels and values on a 256-level grid (the argmax-search and argmax-direct chains)
+_ARGMAX = {"index_bits": 8, "labels": "random", "levels": 256}
 
 def _continues(experiment: str, ntm: str = "ntm", head_entropy: float = 0.0, progressive_loss: float = 0.0
                ) -> tuple[ModelSpec, ModelSpec]:
@@ -147,16 +151,14 @@ def _continues(experiment: str, ntm: str = "ntm", head_entropy: float = 0.0, pro
 
 
 def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
-                       options: dict[str, Any] | None = None, batch_size: int = 32, lr_half_life: int = 12000
-                       ) -> Experiment:
-    """A later stage of argmax-long's models on hard lists (min_spread 1/16 unless ``options`` say otherwise),
-    evaluated on uniform lists."""
+                       hard: dict[str, Any] | None = None, trace_loss: float = 0.0, batch_size: int = 32,
+                       lr_half_life: int = 12000) -> Experiment:
+    """A later stage of argmax-long's models trained on hard lists (min_spread 1/16 and 0-4 extra steps unless
+    ``hard`` says otherwise), evaluated on the task's own uniform lists."""
     return Experiment(
         name=name, description=description,
-        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
-                                     "min_spread": 1 / 16, **(options or {})},
-        in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
-        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
+        task="argmax", task_options=_ARGMAX, train_distribution={"extra_steps": 4, "min_spread": 1 / 16, **(hard or {})},
+        trace_loss=trace_loss, train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
         steps=steps, batch_size=batch_size, lr=lr, lr_half_life=lr_half_life, size_buckets=3, seeds=(0,),
     )
 
@@ -173,11 +175,10 @@ def _modsquare_trace(name: str, what: str, parent: str = "", lr: float = 1e-2) -
                     "at every step (trace_loss 1), n of 4-8 bits (up to 48 candidates), the NTM with a head-entropy "
                     "penalty of 0.3; evaluated on the real values (i*i mod n, last step only) of held-out n at 4-8 "
                     "bits and every n at 10 and 12 bits",
-        task="modsquare", task_options={"hint": "value", "bits": 12, "values": "random", "trace_loss": 1.0},
-        train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM, models=models_,
+        task="modsquare", task_options={"hint": "value", "bits": 12}, train_distribution={"values": "random"},
+        trace_loss=1.0, train_sizes=(4, 8), eval_sizes=(4, 6, 8, 10, 12), ntm=SMALL_NTM, models=models_,
         steps=24000, batch_size=32, lr=lr, lr_half_life=8000, size_buckets=3, seeds=(0,),
-        in_range_options={"split": "holdout", "values": "modsquare", "trace_loss": 0.0},
-        beyond_options={"split": "all", "values": "modsquare", "trace_loss": 0.0}, scales=(0.5, 1.0, 2.0),
+        in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, scales=(0.5, 1.0, 2.0),
     )
 
 
@@ -197,12 +198,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         description="stage 2 of make train: argmax-quick's models, 6,000 more steps x 64 at lr 3e-3 (halved every "
                     "3,000) on hard lists (values squeezed into the top w of [0, 1], w log-uniform on [1/8, 1]: close "
                     "values at lengths up to 8); evaluated on uniform lists",
-        task="argmax", task_options={"index_bits": 5, "labels": "random", "min_spread": 0.125}, train_sizes=(2, 8),
+        task="argmax", task_options={"index_bits": 5, "labels": "random"}, train_distribution={"min_spread": 0.125},
+        train_sizes=(2, 8),
         eval_sizes=(4, 8, 16, 32), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm", parent=Stage("argmax-quick", "ntm")),
                 ModelSpec("mlp", "mlp", match_ntm_params=1.0, parent=Stage("argmax-quick", "mlp"))),
         steps=6000, batch_size=64, lr=3e-3, lr_half_life=3000, seeds=(0,), scales=(0.5, 1.0, 2.0), log_every=100,
-        in_range_options={"min_spread": 1.0}, beyond_options={"min_spread": 1.0},
     ),
     Experiment(
         name="argmax-long",
@@ -210,7 +211,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                     "256-level grid, 0-4 extra steps, 36,000 steps x 32, the learning rate halved every 12,000 steps "
                     "and 3 size buckets; the NTM with 128 memory rows, ntm-r32 with the usual 32 (the one later "
                     "stages continue), and the LSTM",
-        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4},
+        task="argmax", task_options=_ARGMAX, train_distribution={"extra_steps": 4},
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm", {"memory_rows": 128}), ModelSpec("ntm-r32", "ntm"), ModelSpec("lstm", "lstm")),
         steps=36000,
@@ -228,28 +229,26 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "argmax-trace", "stage 4 of argmax-search: 36,000 more steps on the same hard lists at lr 1e-3 (halved every "
         "12,000) with the loop's running answer supervised at every step (trace_loss 1), the NTM keeping its "
         "head-entropy penalty; evaluated on uniform lists, last step only",
-        _continues("argmax-sharp", head_entropy=0.3), steps=36000, lr=1e-3, options={"trace_loss": 1.0}),
+        _continues("argmax-sharp", head_entropy=0.3), steps=36000, lr=1e-3, trace_loss=1.0),
     _argmax_hard_stage(
         "argmax-ties", "stage 5 of argmax-search: 18,000 more steps of 128 lists at lr 3e-4 (halved every 12,000), "
         "half the lists with a tie or one-level gap planted at their top (near_ties 0.5: the comparisons long lists "
         "get wrong), step supervision and the NTM's head-entropy penalty kept; evaluated on uniform lists, last step "
         "only", _continues("argmax-trace", head_entropy=0.3), steps=18000, lr=3e-4,
-        options={"trace_loss": 1.0, "near_ties": 0.5}, batch_size=128),
+        hard={"near_ties": 0.5}, trace_loss=1.0, batch_size=128),
     _argmax_hard_stage(
         "argmax-ties2", "stage 6 of argmax-search: 18,000 more steps of 128 lists at lr 3e-4 on wider lists "
         "(min_spread 1/4) with more planted near ties (near_ties 0.75): more ties after a large jump, the ones "
         "argmax-ties still gets wrong; evaluated on uniform lists, last step only",
         _continues("argmax-ties", head_entropy=0.3), steps=18000, lr=3e-4,
-        options={"trace_loss": 1.0, "near_ties": 0.75, "min_spread": 0.25}, batch_size=128),
+        hard={"near_ties": 0.75, "min_spread": 0.25}, trace_loss=1.0, batch_size=128),
     Experiment(
         name="argmax-direct",
         description="stage 1 of argmax-direct: argmax over lists of 2-16 (random distinct labels, values on a "
                     "256-level grid, 0-4 extra steps) with the loop's running answer supervised at every step "
                     "(trace_loss 1) from the first step, 24,000 steps x 32 at lr 1e-2 halved every 8,000, 3 size "
                     "buckets; evaluated on uniform lists, last step only",
-        task="argmax", task_options={"index_bits": 8, "labels": "random", "levels": 256, "extra_steps": 4,
-                                     "trace_loss": 1.0},
-        in_range_options=_ARGMAX_UNIFORM, beyond_options=_ARGMAX_UNIFORM,
+        task="argmax", task_options=_ARGMAX, train_distribution={"extra_steps": 4}, trace_loss=1.0,
         train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm"), ModelSpec("lstm", "lstm")),
         steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
@@ -259,7 +258,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "lists (min_spread 1/16) with half of them given a planted tie or one-level gap at the top (near_ties 0.5), "
         "step supervision kept and the NTM's head-entropy penalty 0.3 added; evaluated on uniform lists, last step "
         "only", _continues("argmax-direct", head_entropy=0.3), steps=72000, lr=1e-3,
-        options={"trace_loss": 1.0, "near_ties": 0.5}, lr_half_life=24000),
+        hard={"near_ties": 0.5}, trace_loss=1.0, lr_half_life=24000),
     Experiment(
         name="modsquare-value",
         description="modsquare with hint=value (step i shows i and i*i mod n: only keep-the-best is left to learn); "

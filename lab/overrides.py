@@ -1,7 +1,7 @@
 """``--set KEY=VALUE``: typed overrides of any field of a preset (lab/experiments.py ``Experiment``) or, for a
 single run, of its ``TrainConfig``, through OmegaConf's structured configs: the dataclass is the schema, a
 value is parsed as YAML and converted to the field's type, and an unknown field or a value of the wrong type
-is a ValueError of one line. Nested fields take dots: ``ntm.memory_rows=64``, ``task_options.near_ties=0.5``,
+is a ValueError of one line. Nested fields take dots: ``ntm.memory_rows=64``, ``train_distribution.near_ties=0.5``,
 ``model_config.controller_size=32``; lists in brackets: ``train_sizes=[2,8]``."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def apply(obj: T, items: Sequence[str]) -> T:
         key, sep, value = item.partition("=")
         top = key.split(".")[0]
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. lr=1e-3 or task_options.near_ties=0.5")
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. lr=1e-3 or train_distribution.near_ties=0.5")
         if top in FIXED and top in fields:
             raise ValueError(f"--set {key}: a preset's {top} cannot be changed; choose another preset")
         if top not in fields:

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from lab import models
 from lab.config import TrainConfig, task_defaults
-from lab.trainer import build_model, build_task, make_program
+from lab.rundir import build_model, build_task
+from lab.trainer import make_program
 
 # host-side events of the runtime and of Python, and control-flow ops whose time is that of the
 # ops inside them (counting both would count twice)
@@ -56,7 +57,7 @@ def group(times: dict[str, tuple[float, int]]) -> list[tuple[str, float, int, in
 def profile(task: str, model: str, batch_size: int, dispatch: int = 10, repeats: int = 2) -> dict:
     cfg = TrainConfig(**{**task_defaults(task), "task": task, "model": model, "batch_size": batch_size,
                          "devices": 1, "steps_per_dispatch": dispatch, "log_every": dispatch})
-    t = build_task(cfg)
+    t = build_task(cfg, training=True)
     graphdef, params = models.split(build_model(cfg, t))
     prog = make_program(cfg, t, graphdef, jax.random.key(0))
     carry = prog.initial_carry(params)

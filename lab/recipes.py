@@ -21,6 +21,7 @@ from typing import Any
 from lab import experiments
 from lab.config import TrainConfig
 from lab.experiments import Recipe, Stage
+from lab.rundir import run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +56,14 @@ def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control
     ValueError naming the parent) when the stage's parent run did not finish. Returns the summary, or None
     when the run was kept. ``train_seed``/``workdir``: a selection candidate's training seed and run directory
     (default: ``seed`` and the stage's run directory)."""
-    from lab import trainer
+    from lab import parallel, rundir, trainer
 
     cfg = stage_config(stage, seed, runs_root, control)
     if train_seed is not None:
         cfg = dataclasses.replace(cfg, seed=train_seed)
     workdir = workdir or stage.run_dir(seed, runs_root)
     if (workdir / SELECTION).exists():  # the run a recipe's selection chose: kept as it is
-        if overwrite or not trainer.finished(workdir):
+        if overwrite or not rundir.finished(workdir):
             raise ValueError(f"{workdir} holds the run a selection chose ({SELECTION}); move it aside to train "
                              "this stage again")
         print(f"{workdir}: chosen by selection, kept", file=sys.stderr)
@@ -70,17 +71,17 @@ def train_stage(stage: Stage, seed: int, runs_root: str | Path, control: Control
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"{workdir} is a file; a run directory is expected there")
     if not overwrite and (workdir / "config.json").exists():  # a run of another configuration: a one-line error
-        trainer.prepare_workdir(workdir, cfg, resume=True, overwrite=False)
-    if not overwrite and trainer.finished(workdir, cfg.steps):
+        rundir.prepare_workdir(workdir, cfg, resume=True, overwrite=False)
+    if not overwrite and rundir.finished(workdir, cfg.steps):
         print(f"{workdir}: finished already, kept", file=sys.stderr)
         return None
     parent = experiments.spec(stage).parent
-    if parent is not None and not trainer.finished(parent.run_dir(seed, control.parents_root or runs_root)):
+    if parent is not None and not rundir.finished(parent.run_dir(seed, control.parents_root or runs_root)):
         where = parent.run_dir(seed, control.parents_root or runs_root)
         state = "did not finish" if (where / "config.json").exists() else "does not exist"
         raise ValueError(f"{stage} (seed {seed}) starts from {parent}, whose run {where} {state}; train it first "
                          f"(train.py --experiment {stage.experiment} --with-parents)")
-    trainer.make_mesh(cfg)  # an impossible device count: an error before anything is printed or written
+    parallel.make_mesh(cfg)  # an impossible device count: an error before anything is printed or written
     print(f"== {stage} seed {seed} ({cfg.model}, {cfg.steps} steps x {cfg.batch_size})", file=sys.stderr, flush=True)
     summary = trainer.train(cfg, workdir, resume=not overwrite, overwrite=overwrite, progress=control.progress,
                             wandb_project=control.wandb)
@@ -125,7 +126,7 @@ CANDIDATE_SEED_STRIDE = 1000  # candidate c of seed s trains with seed s + c * 1
 
 
 def candidate_dir(stage: Stage, seed: int, c: int, runs_root: str | Path) -> Path:
-    return Path(runs_root) / stage.experiment / f"{stage.model}-s{seed}-c{c}"
+    return run_dir(runs_root, stage.experiment, stage.model, seed, candidate=c)
 
 
 def select_first_stage(recipe: Recipe, stage: Stage, seed: int, runs_root: str | Path, control: Control
@@ -137,14 +138,14 @@ def select_first_stage(recipe: Recipe, stage: Stage, seed: int, runs_root: str |
     (every candidate's validation error and training time, and the choice)."""
     import shutil
 
-    from lab import trainer
+    from lab import rundir
 
     exp = experiments.get(stage.experiment)
     if experiments.spec(stage).parent is not None:
         raise ValueError(f"recipe {recipe.name}: selection is for a chain's first stage; {stage} has a parent")
     canonical = stage.run_dir(seed, runs_root)
     record_path = canonical / SELECTION
-    if record_path.exists() and trainer.finished(canonical):
+    if record_path.exists() and rundir.finished(canonical):
         print(f"{canonical}: chosen by selection already, kept", file=sys.stderr)
         return json.loads(record_path.read_text())
     if canonical.exists() and (not canonical.is_dir() or any(canonical.iterdir())):
@@ -156,7 +157,7 @@ def select_first_stage(recipe: Recipe, stage: Stage, seed: int, runs_root: str |
         wd, train_seed = candidate_dir(stage, seed, c, runs_root), seed + c * CANDIDATE_SEED_STRIDE
         train_stage(stage, seed, runs_root, control, train_seed=train_seed, workdir=wd)
         val = error_on(wd, stage, size, (recipe.select_key,), recipe.select_batch, recipe.select_scale)
-        done = trainer.finished(wd) or {}
+        done = rundir.finished(wd) or {}
         cands.append({"candidate": c, "train_seed": train_seed, "run": str(wd),
                       "validation_error": val["error"], "wall_s": done.get("wall_s")})
     best = min(cands, key=lambda r: (r["validation_error"], r["candidate"]))
@@ -188,7 +189,7 @@ def error_on(workdir: Path, stage: Stage, size: int, keys: tuple[int, ...], batc
     import numpy as np
 
     from lab import evaluation
-    from lab.trainer import load_run
+    from lab.rundir import load_run
 
     cache_path = workdir / "fresh-eval.json"
     cache = {}
@@ -201,8 +202,8 @@ def error_on(workdir: Path, stage: Stage, size: int, keys: tuple[int, ...], batc
     key = f"size={size} keys={','.join(map(str, keys))} batch={batch} step={step}" + (f" scale={scale:g}" if scale != 1 else "")
     if key in cache:
         return cache[key]
-    # the task's own distribution, training-only options off (lab.diagnose's lists for the same keys)
-    task = experiments.get(stage.experiment).eval_task(size, scale).evaluation()
+    # the task's own distribution, no training distribution (lab.diagnose's lists for the same keys)
+    task = experiments.get(stage.experiment).eval_task(size, scale)
     ev = evaluation.Evaluator.of(model)
     wrong, t0 = [], time.perf_counter()
     for k in keys:  # lab.diagnose --seed k scores the same lists the same way
@@ -219,7 +220,7 @@ def report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Con
     """The recipe's report from its run directories: per model and seed, the error at every size on the fresh
     batches (None where the chain's last run did not finish), per stage the wall time; the success rate over
     every seed asked for."""
-    from lab import trainer
+    from lab import rundir
 
     control = control or Control()
     rep: dict[str, Any] = {"recipe": recipe.name, "description": recipe.description, "seeds": list(seeds),
@@ -233,7 +234,7 @@ def report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Con
             stages = []
             for stage in experiments.lineage(final):
                 wd = stage.run_dir(seed, runs_root)
-                done = trainer.finished(wd)
+                done = rundir.finished(wd)
                 row = {"stage": str(stage), "run": str(wd), "finished": done is not None,
                        "wall_s": done["wall_s"] if done else None, "steps": done["step"] if done else None}
                 if done and (wd / SELECTION).exists():  # every candidate's training counts

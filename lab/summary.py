@@ -8,7 +8,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lab.evaluation import read_metrics
+from lab.rundir import read_metrics
 
 
 def summarise_runs(runs: list[Path], target: float, metric: str = "eval/main") -> dict:

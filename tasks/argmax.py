@@ -40,11 +40,11 @@ Options that make extrapolation a test of the search rather than of the encoding
     max(1, ceil(w K)) levels), with w log-uniform on [S, 1] per list. A short list then has the
     near ties (and, on a grid, the exact ties) of a long uniform one: the top gaps of L values
     spread over w look like those of about L / w uniform values, so a model trained on lengths
-    up to 16 sees the comparisons a list of 64 or more asks for. Evaluate with min_spread=1.
+    up to 16 sees the comparisons a list of 64 or more asks for.
   early_max=p (a training distribution; default 0): with probability p a list's maximum is swapped
     to position 0, so that the loop holds its first k for the whole list while later values (with
     min_spread, often equal or one level below) test it: the long holds of long lists, at lengths
-    up to 16. Evaluate with early_max=0.
+    up to 16.
   near_ties=p (a training distribution; grid values only; default 0): with probability p a list's
     largest value is copied to a random position i, and the same level or one level below or above
     (each 1/3; at the grid's top level "above" is clipped to a tie) to a random later position j > i,
@@ -52,11 +52,15 @@ Options that make extrapolation a test of the search rather than of the encoding
     the old top often stays; more on long or squeezed lists) or one level apart.
     The comparisons a list of 64 gets wrong (a new value equal to, or one level off, a best reached
     by a large jump) are rare in short lists (min_spread makes ties common, but between values that
-    climbed in small steps). Evaluate with near_ties=0.
-  trace_loss=λ (a training signal; default 0): adds λ x the loss against the loop's *running*
-    answer (the label of the largest value so far) at every step, averaged over the example's steps,
-    to the last-step loss: process supervision of each comparison, where the default scores only
-    the final answer. Metrics never include it; evaluate with trace_loss=0 (`evaluation()`).
+    climbed in small steps).
+extra_steps, min_spread, early_max and near_ties shape the training distribution only
+(``training_options``): they are set through make_task's ``training`` (TrainConfig.train_distribution),
+and every evaluation sees uniform lists with steps = L + 1.
+
+Step supervision (``trace_loss``, weighted by TrainConfig.trace_loss): the loss against the loop's
+*running* answer (the label of the largest value so far) at every step, averaged over the example's
+steps: process supervision of each comparison, where the plain loss scores only the final answer.
+Metrics never include it.
 
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position
@@ -99,6 +103,7 @@ class Argmax(SizeRange, BitAnswers):
     main_metric: ClassVar[str] = "error"
     has_split: ClassVar[bool] = False
     compiled_program: ClassVar[str | None] = None
+    training_options: ClassVar[frozenset[str]] = frozenset({"extra_steps", "min_spread", "early_max", "near_ties"})
     min_size: int = 2
     max_size: int = 16
     index_bits: int = 8
@@ -110,7 +115,6 @@ class Argmax(SizeRange, BitAnswers):
     min_spread: float = 1.0  # < 1: each list's values from the top w of the range, w log-uniform on [min_spread, 1]
     early_max: float = 0.0  # probability that a list's maximum is swapped to position 0 (long holds)
     near_ties: float = 0.0  # probability that a list gets a tie or one-level gap at its top, at random positions
-    trace_loss: float = 0.0  # weight of the loss on the loop's running answer at every step (process supervision)
 
     def __post_init__(self) -> None:
         check_range("argmax list length", self.min_size, self.max_size, minimum=2)
@@ -132,7 +136,6 @@ class Argmax(SizeRange, BitAnswers):
             raise ValueError(f"argmax: near_ties must be in [0, 1], got {self.near_ties}")
         if self.near_ties and not self.levels:
             raise ValueError("argmax: near_ties needs grid values (levels > 0): a one-level gap is 1/levels")
-        check_trace_loss("argmax", self.trace_loss, self.step_scale)
 
     @property
     def input_size(self) -> int:
@@ -212,18 +215,16 @@ class Argmax(SizeRange, BitAnswers):
         return Batch(inputs, targets, last.astype(jnp.float32), steps, length, difficulty, aux=aux)
 
     def loss(self, logits: Array, batch: Batch) -> Array:
-        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats), plus
-        trace_loss x the same against the loop's running answer, averaged over every step."""
-        loss = bitwise_loss(logits, batch)
-        if self.trace_loss:
-            loss = loss + self.trace_loss * running_answer_loss(logits, batch, self.improvements(batch)[0],
-                                                                batch.inputs[..., 2:])
-        return loss
+        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
+        return bitwise_loss(logits, batch)
 
-    def evaluation(self) -> "Argmax":
-        """This task with the training-only options off: uniform lists (min_spread 1, no maximum moved to
-        the front, no planted near ties), no extra steps, no running-answer loss (what lab.diagnose evaluates on)."""
-        return dataclasses.replace(self, min_spread=1.0, early_max=0.0, near_ties=0.0, extra_steps=0, trace_loss=0.0)
+    def trace_loss(self, logits: Array, batch: Batch) -> Array:
+        """Step supervision -> [B]: the same loss against the loop's running answer (the label of the largest
+        value so far), averaged over every step (tasks.base.SupervisedLoop)."""
+        return running_answer_loss(logits, batch, self.improvements(batch)[0], batch.inputs[..., 2:])
+
+    def check_trace_loss(self) -> None:
+        check_trace_loss("argmax", self.step_scale)
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)

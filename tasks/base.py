@@ -36,6 +36,10 @@ class Batch(NamedTuple):
 class Task(Protocol):
     name: ClassVar[str]
     main_metric: ClassVar[str]  # lower is better, e.g. "bits_per_seq"
+    # fields that shape only the training distribution (harder lists, random values, blank steps): set through
+    # make_task's ``training`` (TrainConfig.train_distribution), never among the task's own options, so
+    # that every evaluation scores the task's own distribution
+    training_options: ClassVar[frozenset[str]]
 
     @property
     def input_size(self) -> int: ...
@@ -48,7 +52,6 @@ class Task(Protocol):
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]: ...
     def with_sizes(self, min_size: int, max_size: int) -> "Task": ...
     def valid_sizes(self) -> tuple[int, ...]: ...  # the sizes in range that have instances
-    def evaluation(self) -> "Task": ...  # the distribution every report scores (training-only options off)
     def evaluation_sizes(self) -> tuple[int, ...]: ...  # the sizes evaluation tables report (range and beyond)
 
 
@@ -88,6 +91,15 @@ class SearchTask(Task, Protocol):
     def extrapolation_sizes(self, hi: int) -> tuple[int, ...]: ...  # sizes to test a model trained up to hi
 
 
+@runtime_checkable
+class SupervisedLoop(Protocol):
+    """A task whose loop's running answer can be supervised at every step (step supervision: the trainer adds
+    TrainConfig.trace_loss x ``trace_loss`` to the task's loss; metrics never include it)."""
+
+    def trace_loss(self, logits: Array, batch: Batch) -> Array: ...  # [B] (``running_answer_loss``)
+    def check_trace_loss(self) -> None: ...  # a ValueError where the running answer is not the scored one
+
+
 BIG_LOGIT = 20.0  # the logit magnitude an encoded answer bit gets (sigmoid(20) = 1 - 2e-9)
 
 
@@ -95,6 +107,7 @@ class SizeRange:
     """The size-range methods every task shares (a mixin: the task's dataclass holds min_size and max_size)."""
 
     eval_sizes: ClassVar[tuple[int, ...]] = ()  # the sizes evaluation tables report (empty: max, 2x, 4x)
+    training_options: ClassVar[frozenset[str]] = frozenset()  # (Task.training_options; none by default)
 
     def with_sizes(self, min_size: int, max_size: int) -> Any:
         return dataclasses.replace(self, min_size=min_size, max_size=max_size)
@@ -180,8 +193,6 @@ class BitTask(SizeRange):
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         return bitwise_metrics(logits, batch)
 
-    def evaluation(self) -> Any:
-        return self
 
 
 # ---- helpers for the search tasks: per-example step schedules, binary codes, last-step answers ----
@@ -194,12 +205,10 @@ def check_schedule(name: str, scale: float, offset: int) -> None:
         raise ValueError(f"{name}: step_offset must be a non-negative integer, got {offset}")
 
 
-def check_trace_loss(name: str, trace_loss: float, step_scale: float) -> None:
-    """``trace_loss`` (``running_answer_loss``'s weight) must be finite, >= 0, and needs every value shown
-    (step_scale >= 1): with fewer steps than values the running answer never reaches the scored one."""
-    if not (math.isfinite(trace_loss) and trace_loss >= 0):
-        raise ValueError(f"{name}: trace_loss must be a finite number >= 0, got {trace_loss}")
-    if trace_loss and step_scale < 1:
+def check_trace_loss(name: str, step_scale: float) -> None:
+    """Step supervision (``running_answer_loss``) needs every value shown (step_scale >= 1): with fewer steps
+    than values the running answer never reaches the scored one."""
+    if step_scale < 1:
         raise ValueError(f"{name}: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
                          f"running answer is not the scored answer), got step_scale={step_scale}")
 

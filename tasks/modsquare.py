@@ -58,10 +58,13 @@ values="random-mixed": each example's values are drawn as values="random" (on [0
 "random-wide", with probability 1/2 each (regret and difficulty divided by 2^bits): the real task's
 widths and every other width in one training distribution.
 
-trace_loss=λ (a training signal; default 0, any hint): adds λ x the loss against the loop's
-*running* k (the best candidate so far, 0 before the first positive value) at every step,
-averaged over the example's steps, to the last-step loss: process supervision of each
-comparison (read from Batch.aux, so hidden values are supervised too). Metrics never include it.
+values is a training-distribution option (``training_options``): set it through make_task's
+``training`` (TrainConfig.train_distribution); every evaluation sees the real values.
+
+Step supervision (``trace_loss``, weighted by TrainConfig.trace_loss; any hint): the loss against the
+loop's *running* k (the best candidate so far, 0 before the first positive value) at every step,
+averaged over the example's steps: process supervision of each comparison (read from Batch.aux, so
+hidden values are supervised too). Metrics never include it.
 
 Batch.aux is [B, 1 + M] int32: n, then the value of each candidate 1..M (-1 past loop_bound(n));
 scoring needs them when show_n=False hides n or the values are random.
@@ -219,6 +222,7 @@ class ModSquare(SizeRange, BitAnswers):
     hints: ClassVar[tuple[str, ...]] = ("value", "index", "none")
     splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
     value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide", "random-runs", "random-mixed")
+    training_options: ClassVar[frozenset[str]] = frozenset({"values"})
     min_size: int = 4
     max_size: int = 8
     bits: int = 12
@@ -232,7 +236,6 @@ class ModSquare(SizeRange, BitAnswers):
     holdout_seed: int = 0
     step_scale: float = 1.0
     step_offset: int = 2
-    trace_loss: float = 0.0  # weight of the loss on the loop's running k at every step (process supervision)
 
     def __post_init__(self) -> None:
         check_range("modsquare bits of n", self.min_size, self.max_size, minimum=2)
@@ -253,7 +256,6 @@ class ModSquare(SizeRange, BitAnswers):
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"modsquare: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         check_schedule("modsquare", self.step_scale, self.step_offset)
-        check_trace_loss("modsquare", self.trace_loss, self.step_scale)
         if not self.valid_sizes():
             raise ValueError(f"modsquare: no n of {self.min_size}..{self.max_size} bits in split {self.split!r} "
                              f"(holdout_fraction={self.holdout_fraction}, holdout_seed={self.holdout_seed})")
@@ -288,10 +290,6 @@ class ModSquare(SizeRange, BitAnswers):
 
     def max_steps(self) -> int:
         return scaled_steps(loop_bound(2**self.max_size - 1), self.step_scale, self.step_offset)
-
-    def evaluation(self) -> "ModSquare":
-        """This task without the running-k loss (a training signal; the instances are unchanged)."""
-        return dataclasses.replace(self, trace_loss=0.0)
 
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are k = 0, 1, ..., floor(n^0.7) ----
 
@@ -411,19 +409,22 @@ class ModSquare(SizeRange, BitAnswers):
         return Batch(inputs, targets, last.astype(jnp.float32), steps, size, difficulty, aux=aux)
 
     def loss(self, logits: Array, batch: Batch) -> Array:
-        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats), plus
-        trace_loss x the same against the loop's running k, averaged over every step."""
-        loss = bitwise_loss(logits, batch)
-        if self.trace_loss:
-            T, B = batch.mask.shape
-            t = time_index(T, B)
-            values = batch.aux[:, 1:].T[:T]  # [M, B]: candidate t + 1's value, -1 past loop_bound(n)
-            values = jnp.pad(values, ((0, T - values.shape[0]), (0, 0)), constant_values=-1)  # [T, B]
-            shown = (values >= 0) & (t < batch.steps[None, :])  # the steps the loop visits (any hint)
-            improved = running_best_improves(values, shown, 0)
-            loss = loss + self.trace_loss * running_answer_loss(logits, batch, improved,
-                                                                int_to_bits(t + 1, self.candidate_bits))
-        return loss
+        """Sigmoid cross-entropy summed over the answer bits at the last step -> [B] (nats)."""
+        return bitwise_loss(logits, batch)
+
+    def trace_loss(self, logits: Array, batch: Batch) -> Array:
+        """Step supervision -> [B]: the same loss against the loop's running k, averaged over every step
+        (tasks.base.SupervisedLoop; the values come from Batch.aux, so hidden values are supervised too)."""
+        T, B = batch.mask.shape
+        t = time_index(T, B)
+        values = batch.aux[:, 1:].T[:T]  # [M, B]: candidate t + 1's value, -1 past loop_bound(n)
+        values = jnp.pad(values, ((0, T - values.shape[0]), (0, 0)), constant_values=-1)  # [T, B]
+        shown = (values >= 0) & (t < batch.steps[None, :])  # the steps the loop visits (any hint)
+        improved = running_best_improves(values, shown, 0)
+        return running_answer_loss(logits, batch, improved, int_to_bits(t + 1, self.candidate_bits))
+
+    def check_trace_loss(self) -> None:
+        check_trace_loss("modsquare", self.step_scale)
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)

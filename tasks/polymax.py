@@ -218,9 +218,6 @@ class PolyMax(SizeRange):
     def max_steps(self) -> int:
         return scaled_steps(self.max_size + 1, self.step_scale, self.step_offset)
 
-    def evaluation(self) -> "PolyMax":
-        return self
-
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are x on a grid of [0, 1] ----
 
     @staticmethod

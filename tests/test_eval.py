@@ -11,7 +11,8 @@ from lab import evaluation
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.models import ModelConfig
-from lab.trainer import load_run, train
+from lab.rundir import load_run
+from lab.trainer import train
 
 TINY = TrainConfig(steps=20, log_every=10, batch_size=8, min_size=1, max_size=4, eval_batch_size=16,
                    checkpoint_every=10, model_config=ModelConfig(memory_rows=16, memory_width=8, controller_size=16,
@@ -171,10 +172,11 @@ def test_diagnose_modsquare_value_kinds(tmp_path, capsys):
     import jax
 
     from lab import diagnose, evaluation
-    from lab.trainer import load_run
+    from lab.rundir import load_run
 
     cfg = TrainConfig(task="modsquare", steps=10, log_every=10, batch_size=8, min_size=4, max_size=5, eval_batch_size=16,
-                      checkpoint_every=10, task_options={"hint": "value", "bits": 8, "values": "random-wide"},
+                      checkpoint_every=10, task_options={"hint": "value", "bits": 8},
+                      train_distribution={"values": "random-wide"},
                       model_config=ModelConfig(memory_rows=8, memory_width=4, controller_size=8))
     train(cfg, tmp_path / "ms", progress=False)
     d = diagnose.modsquare_values(str(tmp_path / "ms"), bits=(5,), batch_size=16)

@@ -12,7 +12,7 @@ import eval as eval_cli
 import train as train_cli
 from lab import compare, experiments, models
 from lab.cli import run_cli
-from lab.trainer import build_model, build_task
+from lab.rundir import build_model, build_task
 
 
 def test_write_on_improvement_separates_the_two_kinds_of_step():

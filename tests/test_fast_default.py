@@ -19,7 +19,9 @@ from lab.cli import usable_cores
 from lab.config import TrainConfig
 from lab.evaluation import Evaluator, fixed_batch
 from lab.models import ModelConfig
-from lab.trainer import build_model, build_task, make_program, resolve_microbatches
+from lab.parallel import resolve_microbatches
+from lab.rundir import build_model, build_task
+from lab.trainer import make_program
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lab import models
-from lab.trainer import load_run
+from lab.rundir import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--task", "copy", "--model", "ntm", "--batch-size", "4", "--steps", "20", "--log-every", "10",

@@ -12,14 +12,14 @@ from lab import diagnose, evaluation, experiments, models, overrides, recipes, r
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.experiments import ModelSpec, Recipe, Stage
-from lab.trainer import load_run
+from lab.rundir import load_run
 
 TINY_NTM = models.ModelConfig(memory_rows=8, memory_width=4, controller_size=8)
 ONE = dataclasses.replace(
     experiments.get("argmax-quick"), name="tiny-1", train_sizes=(2, 4), eval_sizes=(4, 8), scales=(1.0,),
     ntm=TINY_NTM, models=(ModelSpec("ntm", "ntm"), ModelSpec("lstm", "lstm")), steps=20, log_every=10,
     task_options={"index_bits": 4, "labels": "random", "levels": 16})
-TWO = dataclasses.replace(ONE, name="tiny-2", lr=3e-3, task_options={**ONE.task_options, "min_spread": 0.5},
+TWO = dataclasses.replace(ONE, name="tiny-2", lr=3e-3, train_distribution={"min_spread": 0.5},
                           models=(ModelSpec("ntm", "ntm", parent=Stage("tiny-1", "ntm")),
                                   ModelSpec("lstm", "lstm", parent=Stage("tiny-1", "lstm"))))
 RECIPE = Recipe(name="tiny-recipe", description="two tiny argmax stages", final=(Stage("tiny-2", "ntm"), Stage("tiny-2", "lstm")),
@@ -122,7 +122,7 @@ def test_selection_trains_candidates_keeps_the_best_on_validation_and_counts_the
         assert [c["train_seed"] for c in cands] == [0, 1000] and record["size"] == 4 and record["select_key"] == 1
         # each candidate's validation error is its error on the key-1 batch of size 4 with 2x the steps; the
         # lowest is chosen
-        task = ONE.eval_task(4, 2.0).evaluation()
+        task = ONE.eval_task(4, 2.0)
         for c in cands:
             wrong = evaluation.wrong_on(evaluation.Evaluator.of(load_run(c["run"])[2]), task, sel.select_batch, 1)[3]
             assert c["validation_error"] == pytest.approx(wrong.mean())

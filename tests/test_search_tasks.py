@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasks import REGISTRY, Argmax, ModSquare, PolyMax, make_task
+from tasks import REGISTRY, Argmax, ModSquare, PolyMax, SupervisedLoop, make_task
 from tasks.argmax import argmax_reference
 from tasks.modsquare import _held_out_device, held_out, loop_bound, solve
 from tasks.polymax import difficulty_reference, local_maxima_reference, maximise_reference
@@ -600,14 +600,14 @@ def _softplus_ce(logits, targets):
                                             step_scale=1.5).with_sizes(4, 6)],
                          ids=["argmax", "modsquare-value", "modsquare-none", "modsquare-random-wide-1.5x"])
 def test_trace_loss_supervises_the_loops_running_answer(task):
-    """trace_loss adds, per example, the mean over its steps of the bitwise cross-entropy against the
-    loop's answer so far (computed here by a Python loop over the values and answers); metrics ignore it."""
-    b = sample(dataclasses.replace(task, trace_loss=0.5), 4)
+    """Step supervision (``trace_loss``) is, per example, the mean over its steps of the bitwise cross-entropy
+    against the loop's answer so far (computed here by a Python loop over the values and answers); the task's
+    loss and metrics do not include it."""
+    assert isinstance(task, SupervisedLoop)
+    b = sample(task, 4)
     T, Bn, Y = b.targets.shape
     logits = np.random.default_rng(0).normal(0, 3, (T, Bn, Y)).astype(np.float32)
-    plain = np.asarray(task.loss(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)))
-    traced = dataclasses.replace(task, trace_loss=0.5)
-    got = np.asarray(traced.loss(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)))
+    got = np.asarray(task.trace_loss(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)))
     changed = 0
     for j in range(Bn):
         steps = int(b.steps[j])
@@ -623,16 +623,38 @@ def test_trace_loss_supervises_the_loops_running_answer(task):
         assert run[-1] == from_bits(b.targets[steps - 1, j])  # the running answer ends at the target
         target_bits = (np.array(run)[:, None] >> np.arange(Y)) & 1  # [steps, Y]
         want = _softplus_ce(logits[:steps, j].astype(np.float64), target_bits).sum(-1).mean()
-        np.testing.assert_allclose(got[j] - plain[j], 0.5 * want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[j], want, rtol=1e-4, atol=1e-4)
     assert changed > Bn // 2  # most examples change their answer on the way: not only the final one
     if isinstance(task, ModSquare) and task.values == "random-wide":  # some loops keep k = 0 for a while
         assert (b.aux[:, 1] == 0).any()
+    task.check_trace_loss()
     with pytest.raises(ValueError, match="step_scale"):
-        dataclasses.replace(traced, step_scale=0.5)
-    for k, v in task.metrics(jnp.asarray(logits), jax.tree.map(jnp.asarray, b)).items():
-        if k != "loss":
-            np.testing.assert_array_equal(v, traced.metrics(jnp.asarray(logits), jax.tree.map(jnp.asarray, b))[k])
-    with pytest.raises(ValueError):
-        dataclasses.replace(task, trace_loss=-1.0)
-    if isinstance(task, Argmax):
-        assert traced.evaluation().trace_loss == 0 and traced.evaluation().extra_steps == 0
+        dataclasses.replace(task, step_scale=0.5).check_trace_loss()
+
+
+def test_training_signals_are_training_configuration():
+    """The training distribution is a separate option that evaluation never sees: make_task refuses its options
+    among the task's own, the run's evaluation task (load_run) has none of them, and step supervision is a
+    weight of the run; a config.json written when they were task options loads as the same run."""
+    from lab.config import TrainConfig, migrate
+    from lab.rundir import build_task
+
+    with pytest.raises(ValueError, match="training distribution"):
+        make_task("argmax", near_ties=0.5, levels=16)
+    with pytest.raises(ValueError, match="not options of its training distribution"):
+        make_task("argmax", training={"levels": 16})
+    with pytest.raises(ValueError, match="none"):
+        make_task("polymax", training={"near_ties": 0.5})
+    cfg = TrainConfig(task="argmax", task_options={"levels": 16}, train_distribution={"near_ties": 0.5, "extra_steps": 2},
+                      trace_loss=1.0)
+    assert (build_task(cfg).near_ties, build_task(cfg).extra_steps) == (0.0, 0)
+    assert (build_task(cfg, training=True).near_ties, build_task(cfg, training=True).extra_steps) == (0.5, 2)
+    with pytest.raises(ValueError, match="running answer"):
+        build_task(TrainConfig(task="polymax", trace_loss=1.0))
+    with pytest.raises(ValueError, match="step_scale"):
+        build_task(TrainConfig(task="argmax", task_options={"step_scale": 0.5}, trace_loss=1.0))
+    with pytest.raises(ValueError, match="trace_loss"):
+        TrainConfig(trace_loss=-1.0)
+    old = {"task": "argmax", "task_options": {"levels": 16, "near_ties": 0.5, "extra_steps": 2, "trace_loss": 1.0}}
+    assert TrainConfig.from_dict(old) == cfg
+    assert migrate({"task": "copy", "task_options": {"width": 4}}) == {"task": "copy", "task_options": {"width": 4}}

@@ -14,7 +14,8 @@ from lab import models
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.models import ModelConfig
-from lab.trainer import TrainingError, build_model, build_task, head_entropy, load_run, make_program, train
+from lab.rundir import build_model, build_task, load_run
+from lab.trainer import TrainingError, head_entropy, make_program, train
 
 TINY = TrainConfig(
     steps=300, log_every=50, batch_size=16, lr=1e-2, min_size=1, max_size=4, eval_batch_size=64,
@@ -129,6 +130,11 @@ def _cli(argv, capsys):
     (["--task", "argmax", "--task-option", "levels"], "expected KEY=VALUE"),
     (["--task", "argmax", "--task-option", "labels=shuffled"], "labels must be"),
     (["--experiment", "argmax-quick", "--task-option", "levels=4"], "with a preset use --set"),
+    (["--experiment", "argmax-quick", "--train-option", "near_ties=0.5"], "train_distribution.KEY=VALUE"),
+    (["--task", "argmax", "--task-option", "near_ties=0.5"], "--train-option"),
+    (["--task", "argmax", "--train-option", "levels=16"], "not options of its training distribution"),
+    (["--task", "copy", "--trace-loss", "1"], "running answer"),
+    (["--task", "argmax", "--trace-loss", "-1"], "trace_loss"),
     (["--model", "lstm", "--head-entropy", "0.1"], "head_entropy"),
     (["--progressive-loss", "1.5"], "progressive_loss"),
     (["--batch-size", "12", "--microbatches", "5"], "microbatches"),
@@ -343,7 +349,7 @@ def test_resume_with_size_buckets_after_a_partial_chunk_equals_uninterrupted(tmp
 def test_resume_with_size_buckets_refuses_another_dispatch_length(tmp_path):
     cfg = dataclasses.replace(TINY, steps=20, log_every=20, checkpoint_every=20, size_buckets=2)
     train(cfg, tmp_path / "r", progress=False)
-    from lab.trainer import RunDirError
+    from lab.rundir import RunDirError
 
     with pytest.raises(RunDirError, match="steps_per_dispatch"):
         train(dataclasses.replace(cfg, steps=40, steps_per_dispatch=20), tmp_path / "r", resume=True, progress=False)
@@ -402,11 +408,13 @@ def test_task_options_from_the_command_line(tmp_path):
     from lab.cli import config_from_args, train_parser
 
     a = train_parser().parse_args(["--task", "argmax", "--task-option", "labels=random", "--task-option", "levels=256",
-                                   "--task-option", "min_spread=0.0625"])
+                                   "--train-option", "min_spread=0.0625", "--trace-loss", "0.5"])
     cfg = config_from_args(a)
-    assert cfg.task_options == {"labels": "random", "levels": 256, "min_spread": 0.0625}
-    task = build_task(cfg)
+    assert cfg.task_options == {"labels": "random", "levels": 256}
+    assert (cfg.train_distribution, cfg.trace_loss) == ({"min_spread": 0.0625}, 0.5)
+    task = build_task(cfg, training=True)
     assert (task.labels, task.levels, task.min_spread) == ("random", 256, 0.0625)
+    assert build_task(cfg).min_spread == 1.0  # evaluation: the task's own uniform lists
     code = run_cli(train_cli.main, ["--task", "argmax", "--task-option", "nope=1", "--workdir", str(tmp_path / "w")])
     assert code == 2 and not (tmp_path / "w").exists()
 
@@ -422,6 +430,25 @@ def test_resume_a_run_written_before_a_model_field_existed(tmp_path):
     path.write_text(json.dumps(old))
     train(cfg, tmp_path / "old", resume=True, progress=False)
     assert _metrics(tmp_path / "old")[-1]["step"] == 20
+
+
+def test_resume_a_run_written_when_training_signals_were_task_options(tmp_path):
+    """A config.json with step supervision and the training distribution among its task options (as runs were
+    written before they became training configuration) resumes as the same run, and the resumed run's batches
+    and loss are those of an uninterrupted one."""
+    cfg = TrainConfig(task="argmax", steps=20, log_every=10, checkpoint_every=10, batch_size=8, min_size=2, max_size=4,
+                      eval_batch_size=16, task_options={"index_bits": 4, "levels": 16},
+                      train_distribution={"near_ties": 0.5}, trace_loss=1.0, model_config=TINY.model_config)
+    train(cfg, tmp_path / "whole", progress=False)
+    train(dataclasses.replace(cfg, steps=10), tmp_path / "old", progress=False)
+    path = tmp_path / "old" / "config.json"
+    old = json.loads(path.read_text())
+    old["task_options"].update(near_ties=0.5, trace_loss=1.0)
+    del old["train_distribution"], old["trace_loss"]
+    path.write_text(json.dumps(old))
+    train(cfg, tmp_path / "old", resume=True, progress=False)
+    losses = lambda run: [r.get("train/loss") for r in _metrics(run)]  # noqa: E731
+    assert losses(tmp_path / "old") == losses(tmp_path / "whole")
 
 
 def test_write_gate_flag_reaches_the_ntm():

@@ -109,7 +109,7 @@ def detect_runs(runs: list[str], examples: int = 1024) -> list[Result]:
     """``eval.py detect RUN...``: signatures + verdict per run, written to RUN/detect/."""
     from pathlib import Path
 
-    from lab.trainer import load_run
+    from lab.rundir import load_run
 
     results = []
     for run in runs:
@@ -128,7 +128,7 @@ def detect_experiment(exp: Experiment, root: str = "runs", examples: int = 1024,
     from pathlib import Path
 
     from lab.compare import find_runs
-    from lab.trainer import load_run
+    from lab.rundir import load_run
 
     runs = find_runs(exp, Path(root))
     plan = Plan.of(exp, examples)
