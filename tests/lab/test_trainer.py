@@ -262,7 +262,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
              "--controller-size", "16", "--batch-size", "8", "--steps", "300", "--log-every", "10",
              "--checkpoint-every", "10", "--no-progress"]
     cmd = [sys.executable, "train.py", *flags]
-    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     subprocess.run(cmd + ["--workdir", str(tmp_path / "ref")], cwd=cwd, check=True, capture_output=True)
     victim = subprocess.Popen(cmd + ["--workdir", str(tmp_path / "killed")], cwd=cwd,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

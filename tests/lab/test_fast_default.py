@@ -23,7 +23,7 @@ from lab.parallel import resolve_microbatches
 from lab.rundir import build_model, build_task
 from lab.trainer import make_program
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fresh(code: str, **env: str) -> subprocess.CompletedProcess:

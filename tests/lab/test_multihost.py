@@ -16,7 +16,7 @@ import pytest
 from lab import models
 from lab.rundir import load_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["--task", "copy", "--model", "ntm", "--batch-size", "4", "--steps", "20", "--log-every", "10",
          "--steps-per-dispatch", "10", "--checkpoint-every", "10", "--memory-rows", "16",
          "--controller-size", "16", "--no-progress"]
