@@ -15,8 +15,8 @@ import numpy as np
 
 from lab import evaluation, figures, models
 from lab.experiments import Experiment
-from tasks import SearchTask
 from lab.rundir import RunDirError, examples_before, load_run
+from tasks import SearchTask
 
 QUANTILES = 4  # difficulty bins for easy vs hard
 

@@ -119,21 +119,18 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     """A config.json written before the training signals left the task options: its ``trace_loss`` task option
     becomes the run's ``trace_loss`` and the task's training-distribution options its ``train_distribution``
     (the same run: the same batches and the same loss). Anything else is returned as it is."""
-    d = dict(d)
-    options = d.get("task_options")
+    d, options = dict(d), d.get("task_options")
     if not isinstance(options, dict):
         return d
     from tasks import REGISTRY
 
     cls = REGISTRY.get(d.get("task", TrainConfig.task))
-    moved = {k: options[k] for k in options if cls is not None and k in cls.training_options}
-    if "trace_loss" in options and "trace_loss" not in d:
-        d["trace_loss"] = options["trace_loss"]
-        moved["trace_loss"] = None
-    if moved:
-        d["task_options"] = {k: v for k, v in options.items() if k not in moved}
-        d["train_distribution"] = {**{k: v for k, v in moved.items() if k != "trace_loss"},
-                                   **d.get("train_distribution", {})}
+    moved = {k: v for k, v in options.items() if cls is not None and k in cls.training_options}
+    if "trace_loss" in options:
+        d.setdefault("trace_loss", options["trace_loss"])
+    if moved or "trace_loss" in options:
+        d["task_options"] = {k: v for k, v in options.items() if k not in moved and k != "trace_loss"}
+        d["train_distribution"] = {**moved, **d.get("train_distribution", {})}
     return d
 
 

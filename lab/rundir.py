@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -48,6 +48,12 @@ def run_dir(runs_root: str | Path, experiment: str, label: str, seed: int, candi
     return Path(runs_root) / experiment / (f"{label}-s{seed}" + ("" if candidate is None else f"-c{candidate}"))
 
 
+def same_shapes(a: Any, b: Any) -> bool:
+    """Whether two parameter trees have the same structure and array shapes."""
+    got, want = (jax.tree.map(lambda x: tuple(x.shape), t) for t in (a, b))
+    return jax.tree.structure(got) == jax.tree.structure(want) and got == want
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be read."""
 
@@ -65,31 +71,28 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
-        """Restore into the structure of ``abstract_state``; newest step by default."""
+    def _restore(self, step: int | None, read: Callable[[int], Any]) -> tuple[int, Any]:
+        """(step, ``read(step)``) for ``step`` or the newest one; anything unreadable is a CheckpointError."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         try:
-            return step, self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            return step, read(step)
         except Exception as e:  # orbax raises many types for unreadable or mismatched data
             raise CheckpointError(f"checkpoint {step} in {self.directory} cannot be restored: {type(e).__name__}: {str(e)[:200]}") from e
 
+    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
+        """Restore into the structure of ``abstract_state``; newest step by default."""
+        return self._restore(step, lambda s: self.manager.restore(s, args=ocp.args.StandardRestore(abstract_state)))
+
     def restore_params(self, like: Any, step: int | None = None) -> tuple[int, Any]:
         """The parameters alone (shapes and structure of ``like``), without building an optimizer state."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {self.directory}")
         item = {"params": like}
-        try:
-            restored = ocp.PyTreeCheckpointer().restore(
-                self.directory / str(step) / "default",
-                args=ocp.args.PyTreeRestore(item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                                            partial_restore=True))
-        except Exception as e:  # as in restore
-            raise CheckpointError(f"checkpoint {step} in {self.directory} cannot be restored: {type(e).__name__}: {str(e)[:200]}") from e
-        got, want = (jax.tree.map(lambda x: tuple(x.shape), t) for t in (restored["params"], like))
-        if jax.tree.structure(got) != jax.tree.structure(want) or got != want:
+        args = ocp.args.PyTreeRestore(item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                      partial_restore=True)
+        step, restored = self._restore(step, lambda s: ocp.PyTreeCheckpointer().restore(
+            self.directory / str(s) / "default", args=args))
+        if not same_shapes(restored["params"], like):
             raise CheckpointError(f"checkpoint {step} in {self.directory} holds other parameter shapes than its config builds")
         return step, restored["params"]
 
@@ -120,7 +123,6 @@ def build_task(cfg: TrainConfig, training: bool = False) -> Task:
 def build_model(cfg: TrainConfig, task: Task, max_steps: int | None = None) -> nnx.Module:
     return models.make_model(cfg.model, task.input_size, task.output_size, cfg.model_config,
                              max_steps or task.max_steps(), cfg.seed)
-
 
 
 def read_config(workdir: str | Path) -> TrainConfig:
@@ -227,9 +229,7 @@ def params_from(workdir: str | Path, like: Any) -> Any:
         raise RunDirError(f"--init-from {workdir}: that run did not finish (newest checkpoint: step {step} of "
                           f"{cfg.steps}); finish it first (train.py --resume --workdir {workdir}, or the recipe)")
     params = models.split(model)[1]
-    got = jax.tree.map(lambda x: tuple(x.shape), params)
-    want = jax.tree.map(lambda x: tuple(x.shape), like)
-    if jax.tree.structure(got) != jax.tree.structure(want) or got != want:
+    if not same_shapes(params, like):
         raise RunDirError(f"--init-from {workdir}: its model (step {step}) has other parameter shapes than this run's; "
                           "the model options must match")
     return params

@@ -247,6 +247,7 @@ class _Run:
     step: int
     ckpt: Checkpointer
     eval_task: Task  # the task as every evaluation sees it (no training distribution): the logged eval/ metrics
+    eval_key: jax.Array  # its fixed held-out batch
     main: bool  # this process writes the run's own files
     wall_before: float  # training seconds of the earlier calls this one resumes (wall_s counts them all)
 
@@ -295,7 +296,7 @@ def _open_run(cfg: TrainConfig, workdir: Path, resume: bool, overwrite: bool, wa
             (workdir / CONFIG).write_text(cfg.to_json())
 
     on_main_process(prepare, f"prepare {workdir}")  # multi-host: only process 0 writes the run's own files
-    data_key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1))[0]
+    data_key, eval_key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1))
     prog = make_program(cfg, task, graphdef, data_key, mesh)
     params, opt_state, bad_run = prog.initial_carry(params)
     step = 0
@@ -317,7 +318,7 @@ def _open_run(cfg: TrainConfig, workdir: Path, resume: bool, overwrite: bool, wa
     if main:
         wall_before = truncate_metrics(metrics_path, step)
         (workdir / DONE).unlink(missing_ok=True)  # written again when this call finishes
-    return _Run(cfg, workdir, prog, params, opt_state, bad_run, step, ckpt, eval_task, main, wall_before)
+    return _Run(cfg, workdir, prog, params, opt_state, bad_run, step, ckpt, eval_task, eval_key, main, wall_before)
 
 
 def _record(run: _Run, stats: dict[str, np.ndarray], nonfinite_total: int, since: tuple[float, int],
@@ -339,8 +340,7 @@ def _record(run: _Run, stats: dict[str, np.ndarray], nonfinite_total: int, since
 def _loop(run: _Run, log: Callable[[dict[str, Any]], None], bar: "_Progress") -> tuple[str, dict[str, Any]]:
     """Train until the run's steps (or its target) are reached; returns (why it stopped, the last record)."""
     cfg, prog = run.cfg, run.prog
-    eval_key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1))[1]
-    eval_batch = jax.jit(run.eval_task.sample, static_argnums=1)(eval_key, cfg.eval_batch_size)
+    eval_batch = jax.jit(run.eval_task.sample, static_argnums=1)(run.eval_key, cfg.eval_batch_size)
 
     def evaluate() -> dict[str, float]:
         ev = {f"eval/{k}": float(v) for k, v in fetch(prog.evaluate(run.params, eval_batch)).items()}

@@ -82,7 +82,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, BitAnswers, Candidates, SizeRange, bits_to_int, bitwise_loss, bitwise_metrics,
-                        check_range, check_schedule, check_trace_loss, int_to_bits, last_step, running_answer_loss,
+                        check_range, check_schedule, int_to_bits, last_step, running_answer_loss,
                         running_best_improves, sample_sizes, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
@@ -223,8 +223,6 @@ class Argmax(SizeRange, BitAnswers):
         value so far), averaged over every step (tasks.base.SupervisedLoop)."""
         return running_answer_loss(logits, batch, self.improvements(batch)[0], batch.inputs[..., 2:])
 
-    def check_trace_loss(self) -> None:
-        check_trace_loss("argmax", self.step_scale)
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)

@@ -122,7 +122,8 @@ class SizeRange:
 
 class BitAnswers:
     """SearchTask methods of a task whose answer is an integer output in binary and whose loop keeps the first
-    best candidate it is shown (a mixin for argmax and modsquare)."""
+    best candidate it is shown (a mixin for argmax and modsquare), with the check that its running answer can
+    be supervised (SupervisedLoop)."""
 
     def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
         """[B] integer answers -> logits [T, B, Y] whose bits (logit > 0) at every step are those answers."""
@@ -137,6 +138,13 @@ class BitAnswers:
 
     def loop_answers(self, batch: Batch) -> np.ndarray:
         return self.candidates(batch).first_best()
+
+    def check_trace_loss(self) -> None:
+        """Step supervision (``running_answer_loss``, SupervisedLoop) needs every value shown (step_scale >= 1):
+        with fewer steps than values the running answer never reaches the scored one."""
+        if self.step_scale < 1:
+            raise ValueError(f"{self.name}: trace_loss needs step_scale >= 1 (with fewer steps than values the "
+                             f"loop's running answer is not the scored answer), got step_scale={self.step_scale}")
 
 
 def bits_np(bits: np.ndarray) -> np.ndarray:
@@ -194,7 +202,6 @@ class BitTask(SizeRange):
         return bitwise_metrics(logits, batch)
 
 
-
 # ---- helpers for the search tasks: per-example step schedules, binary codes, last-step answers ----
 
 
@@ -203,14 +210,6 @@ def check_schedule(name: str, scale: float, offset: int) -> None:
         raise ValueError(f"{name}: step_scale must be a positive finite number, got {scale}")
     if int(offset) != offset or offset < 0:
         raise ValueError(f"{name}: step_offset must be a non-negative integer, got {offset}")
-
-
-def check_trace_loss(name: str, step_scale: float) -> None:
-    """Step supervision (``running_answer_loss``) needs every value shown (step_scale >= 1): with fewer steps
-    than values the running answer never reaches the scored one."""
-    if step_scale < 1:
-        raise ValueError(f"{name}: trace_loss needs step_scale >= 1 (with fewer steps than values the loop's "
-                         f"running answer is not the scored answer), got step_scale={step_scale}")
 
 
 def scaled_steps(base: int, scale: float, offset: int) -> int:

@@ -86,7 +86,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import (Batch, BitAnswers, Candidates, SizeRange, bits_np, bits_to_int, bitwise_loss, bitwise_metrics,
-                        check_range, check_schedule, check_trace_loss, int_to_bits, last_step, running_answer_loss,
+                        check_range, check_schedule, int_to_bits, last_step, running_answer_loss,
                         running_best_improves, scaled_steps, steps_table, time_index)
 
 Array = jax.Array
@@ -423,8 +423,6 @@ class ModSquare(SizeRange, BitAnswers):
         improved = running_best_improves(values, shown, 0)
         return running_answer_loss(logits, batch, improved, int_to_bits(t + 1, self.candidate_bits))
 
-    def check_trace_loss(self) -> None:
-        check_trace_loss("modsquare", self.step_scale)
 
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)
