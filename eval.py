@@ -48,6 +48,9 @@ def detect_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="*", help="run directories of a search task (modsquare, argmax, polymax)")
     p.add_argument("--experiment", default=None, help="every run of this preset plus the zoo")
+    p.add_argument("--recipe", default=None, help="every stage of this recipe's chains for --seeds, beside the zoo "
+                   "of its headline preset and the weights' evidence")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="with --recipe (default: the recipe's seeds)")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--examples", type=int, default=1024, help="examples in the main evaluation batch (each point of the step and size sweeps: min(256, this))")
     p.add_argument("--out", default=None, help="output directory for --experiment (default <runs-root>/NAME/detect)")
@@ -58,10 +61,18 @@ def detect(argv: list[str]) -> int:
     args = detect_parser().parse_args(argv)
     if args.examples < 64:
         raise ValueError(f"--examples must be >= 64 (quartiles and distribution fits), got {args.examples}")
-    if not args.runs and not args.experiment:
-        raise ValueError("give run directories or --experiment NAME")
+    if not args.runs and not args.experiment and not args.recipe:
+        raise ValueError("give run directories, --experiment NAME or --recipe NAME")
     from lab import detect as det
 
+    if args.recipe:
+        from lab import experiments
+
+        recipe = experiments.get_recipe(args.recipe)
+        rep = det.detect_recipe(recipe, args.seeds or list(recipe.seeds), args.runs_root, args.examples, args.out)
+        out = Path(args.out) if args.out else Path(args.runs_root) / args.recipe / "detect"
+        print((out / "detect.md").read_text())
+        print(f"wrote {out} ({len(rep['trained'])} trained runs)", file=sys.stderr)
     if args.experiment:
         from lab import experiments
 

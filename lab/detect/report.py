@@ -34,6 +34,8 @@ def row(name: str, mechanism: str, rec: dict[str, Any]) -> dict[str, Any]:
         "exp_ks": fam.get("exponential", {}).get("ks"), "weibull_ks": fam.get("weibull", {}).get("ks"),
         "weibull_shape": fam.get("weibull", {}).get("shape"), "near_tie_match": rec["agreement"]["near_tie_exact_match"],
         "runner_up": rec["agreement"]["runner_up_share_of_errors"], "memo_gap": mem.get("gap"),
+        "loop_sigma": (rec.get("loop_fit") or {}).get("sigma"), "loop_leak": (rec.get("loop_fit") or {}).get("leak"),
+        "loop_z": (rec.get("loop_fit") or {}).get("max_z"),
         "label": decide(rec), "held_out": bool(rec.get("held_out", False)),
     }
 
@@ -44,7 +46,7 @@ def _f(x: Any, nd: int = 2) -> str:
     if isinstance(x, list):
         return "[" + ", ".join(_f(v, nd) for v in x) + "]"
     if isinstance(x, float):
-        return f"{x:.{nd}f}"
+        return f"{x:.{nd}f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
     return str(x)
 
 
@@ -53,7 +55,8 @@ COLUMNS = [("model", "model"), ("mechanism", "truth"), ("error", "error"), ("ste
            ("extrap_error", "error largest"), ("easy_hard_gap", "hard-easy"), ("easy_hard_ci", "95% CI"),
            ("p_zero", "P(regret=0)"), ("k", "K (min-of-K)"), ("k_ks", "KS"), ("k_ks_pos", "KS of regret>0"), ("weibull_ks", "Weibull KS"),
            ("exp_ks", "exp KS"), ("near_tie_match", "near-tie match"), ("runner_up", "runner-up share"),
-           ("memo_gap", "memo gap"), ("label", "rule says")]
+           ("memo_gap", "memo gap"), ("loop_sigma", "loop sigma"), ("loop_leak", "loop leak"),
+           ("loop_z", "loop max z"), ("label", "rule says")]
 
 
 def markdown(rows: list[dict[str, Any]], title: str) -> str:
@@ -124,13 +127,17 @@ def detect_runs(runs: list[str], examples: int = 1024) -> list[Result]:
 
 def detect_experiment(exp: Experiment, root: str = "runs", examples: int = 1024, out: str | None = None) -> dict[str, Any]:
     """``eval.py detect --experiment NAME``: the zoo (with the experiment's trained MLP) and every trained
-    run of the experiment, one calibration table + verdicts, written to <root>/<NAME>/detect/."""
+    run of the experiment (none yet: the zoo alone), one calibration table + verdicts, written to
+    <root>/<NAME>/detect/."""
     from pathlib import Path
 
     from lab.compare import find_runs
-    from lab.rundir import load_run
+    from lab.rundir import RunDirError, load_run
 
-    runs = find_runs(exp, Path(root))
+    try:
+        runs = find_runs(exp, Path(root))
+    except RunDirError:  # nothing trained yet: the zoo alone
+        runs = {}
     plan = Plan.of(exp, examples)
     mlp = load_run(runs["mlp"][0])[2] if "mlp" in runs else None
     results = []
@@ -238,3 +245,90 @@ def plot(results: list[Result], exp: Experiment, path: Any, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---- a recipe's trained models, stage by stage and seed by seed, beside what their weights say ----
+
+
+def weights_evidence(model: Any, plan: Plan) -> dict[str, Any] | None:
+    """What the write heads do on the main batch: the write peak (largest write weight over heads and rows) on
+    the steps where the loop's best improves and on the other steps (lab.compare.write_on_improvement), and how
+    much of the improving steps' writes go to one row (the register); None for a model without memory heads."""
+    from lab import evaluation
+    from lab.compare import write_on_improvement
+
+    task = plan.main_task()
+    batch = _batch(task, plan.examples, DETECT_SEED)
+    _, aux = evaluation.Evaluator.of(model).forward(batch)
+    if "write_weights" not in aux:
+        return None
+    try:
+        improved, shown = (np.asarray(x) for x in search_task(task).improvements(batch))
+    except ValueError:  # the task does not show the values the loop compares
+        return None
+    w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
+    out = write_on_improvement(w, improved, shown)
+    focus = w[: improved.shape[0]].max(axis=2)  # [T, B, N]
+    rows = focus[improved].argmax(-1)
+    out["register_share"] = float(np.bincount(rows, minlength=w.shape[-1]).max() / max(len(rows), 1))
+    return out
+
+
+def detect_recipe(recipe: Any, seeds: list[int], root: str = "runs", examples: int = 1024,
+                  out: str | None = None) -> dict[str, Any]:
+    """``eval.py detect --recipe NAME``: the zoo of the recipe's headline preset (its calibration), then every
+    stage of every chain for every seed that has a finished run, each with its verdict, the bootstrap shares and
+    the weights' evidence; written to <root>/<NAME>/detect/."""
+    import json
+    from pathlib import Path
+
+    from lab import experiments
+    from lab.rundir import finished, load_run
+
+    head = experiments.get(recipe.final[0].experiment)
+    results = []
+    for z in zoo(head):
+        results.append(measure(z.name, z.mechanism, z.solve, Plan.of(head, examples)))
+        results[-1].rec["held_out"] = z.held_out
+    trained = []
+    for stage in recipe.stages():
+        exp = experiments.get(stage.experiment)
+        plan = Plan.of(exp, examples)
+        for seed in seeds:
+            d = stage.run_dir(seed, root)
+            if not finished(d):
+                continue
+            cfg, _, model, step = load_run(d)
+            res = measure(f"{stage} s{seed}", "trained", model_solver(model), plan)
+            res.rec["verdict_bootstrap"] = bootstrap_verdict(res.rec, res.m)
+            res.rec["weights"] = weights_evidence(model, plan)
+            results.append(res)
+            trained.append({"stage": str(stage), "model": cfg.model, "seed": seed, "run": str(d), "step": step,
+                            "label": decide(res.rec), "bootstrap": res.rec["verdict_bootstrap"],
+                            "error": res.rec["error"], "extrapolation": res.rec.get("extrapolation"),
+                            "loop_fit": {k: res.rec["loop_fit"].get(k) for k in ("sigma", "sigma_interval", "leak",
+                                                                                 "max_z", "beyond")},
+                            "weights": res.rec["weights"]})
+    if not trained:
+        raise ValueError(f"recipe {recipe.name}: no finished runs under {root} for seeds {seeds} "
+                         f"(train them with: python train.py --recipe {recipe.name})")
+    dest = Path(out) if out else Path(root) / recipe.name / "detect"
+    report = write(dest, results, head, f"recipe {recipe.name}")
+    report["trained"] = trained
+    (dest / "detect.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    with open(dest / "detect.md", "a") as f:
+        f.write("\n" + trained_markdown(trained) + "\n")
+    return report
+
+
+def trained_markdown(trained: list[dict[str, Any]]) -> str:
+    """The trained models' verdicts beside the loop fit and the weights."""
+    lines = ["| stage | seed | error | error largest | sigma (95%) | leak | max z | write peak: improving / other "
+             "| register share | rule says | bootstrap |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|---|"]
+    for t in trained:
+        lf, w, ext = t["loop_fit"], t["weights"] or {}, t["extrapolation"] or {}
+        lines.append(f"| {t['stage']} | {t['seed']} | {t['error']:.4f} | {_f(ext.get('error'), 4)} | {lf['sigma']:g} "
+                     f"[{lf['sigma_interval'][0]:g}, {lf['sigma_interval'][1]:g}] | {lf['leak']:g} | {lf['max_z']:.1f} | "
+                     f"{_f(w.get('improvement'))} / {_f(w.get('other'))} | {_f(w.get('register_share'))} | "
+                     f"**{t['label']}** | {format_shares(t['bootstrap'])} |")
+    return "\n".join(lines)

@@ -8,6 +8,8 @@ import numpy as np
 from lab.detect.stats import K_GRID
 
 MIN_ERRORS = 50  # positive regrets needed before the shape of their distribution is judged
+LOOP_MAX_Z = 4.0  # the imprecise loop's predictions must hold in every bin to |z| <= this
+LOOP_MAX_SIGMA = 0.128  # ... with comparator noise at most this share of the value range (beyond: a random guess)
 
 
 # ---- the decision rule ----
@@ -17,11 +19,16 @@ Decision rule (fixed before it is applied to trained models; thresholds read off
  1. search        error <= 0.05 on held-out instances at the training sizes, error <= 0.1 at the largest size
                   beyond them (steps scaled), and fewer steps hurt (error at 0.5x steps - at 1x >= 0.1);
  2. memoriser     else, if the task has a held-out split and held-out error - training-instance error >= 0.25;
- 3. partial search else, if the regret distribution is a minimum of K draws of a random candidate's regret:
-                  KS distance below its 5% critical value at that many examples (the exact Kolmogorov
-                  distribution, scipy.stats.kstwo), with 2 <= K < 1024, and the positive regrets (at least 50)
-                  shaped like that law conditioned on regret > 0 (KS below the 5% critical value at that many);
- 4. heuristic     otherwise (a fixed function that neither loops over candidates nor memorises)."""
+ 3. imprecise search else, if at the training sizes and at the largest size beyond them the errors are
+                  those of a loop with comparator noise sigma and a leaking register (lab/detect/loopfit.py),
+                  fitted by maximum likelihood at each size: its predicted error in each of 5 margin bins within
+                  |z| <= 4 of the observed, with sigma <= 0.128 of the value range at both sizes;
+ 4. partial search else, if the regret distribution is a minimum of random draws of a candidate's regret:
+                  K draws (2 <= K < 1024), or a random share q of the candidates (0.05 < q < 0.95), whichever
+                  fits: KS distance below its 5% critical value at that many examples (the exact Kolmogorov
+                  distribution, scipy.stats.kstwo), and the positive regrets (at least 50) shaped like that law
+                  conditioned on regret > 0 (KS below the 5% critical value at that many);
+ 5. heuristic     otherwise (a fixed function that neither loops over candidates nor memorises)."""
 
 
 def decide(rec: dict[str, Any]) -> str:
@@ -31,10 +38,24 @@ def decide(rec: dict[str, Any]) -> str:
         return "search"
     if mem is not None and mem["gap"] >= 0.25:
         return "memoriser"
-    if (mk["ks"] <= mk["crit_5pct"] and 2 <= mk["k"] < K_GRID[-1] and mk.get("positive", 0) >= MIN_ERRORS
-            and mk.get("ks_positive") is not None and mk["ks_positive"] <= mk["crit_positive_5pct"]):
+    if imprecise_loop(rec.get("loop_fit")):
+        return "imprecise search"
+    ms = rec.get("min_of_share")
+    if ((_min_law(mk) and 2 <= mk["k"] < K_GRID[-1]) or (ms is not None and _min_law(ms) and not ms["at_grid_edge"])):
         return "partial search"
     return "heuristic"
+
+
+def _min_law(fit: dict[str, Any]) -> bool:
+    """The regrets fit a minimum-of-draws law (fit_min_of_k or fit_min_of_share): overall and in shape."""
+    return (fit["ks"] <= fit["crit_5pct"] and fit.get("positive", 0) >= MIN_ERRORS
+            and fit.get("ks_positive") is not None and fit["ks_positive"] <= fit["crit_positive_5pct"])
+
+
+def imprecise_loop(fit: dict[str, Any] | None) -> bool:
+    """Clause 3: the fitted imprecise loop predicts the errors, beyond the training sizes included."""
+    return (fit is not None and "beyond" in fit and fit["max_z"] <= LOOP_MAX_Z and fit["sigma"] <= LOOP_MAX_SIGMA
+            and fit["beyond"]["sigma"] <= LOOP_MAX_SIGMA)
 
 
 def bootstrap_verdict(rec: dict[str, Any], m: dict[str, np.ndarray], reps: int = 200, seed: int = 0) -> dict[str, float]:
@@ -58,9 +79,26 @@ def bootstrap_verdict(rec: dict[str, Any], m: dict[str, np.ndarray], reps: int =
             mem = dict(rec["memorisation"])
             mem["gap"] = r["error"] - rng.binomial(n_sweep, mem["train_error"]) / n_sweep
             r["memorisation"] = mem
+        if rec.get("loop_fit"):
+            r["loop_fit"] = _resample_loop_fit(rec["loop_fit"], rng)
         label = decide(r)
         counts[label] = counts.get(label, 0) + 1
     return {k: v / reps for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def _resample_loop_fit(fit: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The loop fit's |z| with each margin bin's observed error count redrawn (binomial), its prediction kept."""
+
+    def redraw(cal: dict[str, Any]) -> dict[str, Any]:
+        by = [{**b, "z": (rng.binomial(b["examples"], b["observed"]) - b["examples"] * b["predicted"]) / np.sqrt(b["var"])}
+              for b in cal["by_margin"]]
+        return {**cal, "by_margin": by, "max_z": float(max(abs(b["z"]) for b in by))}
+
+    out = redraw(fit)
+    if "beyond" in fit:
+        out["beyond"] = redraw(fit["beyond"])
+        out["max_z"] = max(out["max_z"], out["beyond"]["max_z"])
+    return out
 
 
 def _truth(mechanism: str) -> str:
@@ -70,5 +108,11 @@ def _truth(mechanism: str) -> str:
 
 
 def correct(mechanism: str, label: str) -> bool:
+    """Whether a zoo member's label is right: a feedforward net any label but search and imprecise search; an
+    imprecise loop imprecise search, or search where it is precise enough to meet clause 1; others their own."""
     t = _truth(mechanism)
-    return label != "search" if t == "not search" else label == t
+    if t == "not search":
+        return label not in ("search", "imprecise search")
+    if t == "imprecise search":
+        return label in ("imprecise search", "search")
+    return label == t

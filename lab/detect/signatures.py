@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from lab import evaluation
-from lab.detect.stats import agreement, easy_hard, fit_families, fit_min_of_k
+from lab.detect.loopfit import loop_fit
+from lab.detect.stats import agreement, easy_hard, fit_families, fit_min_of_k, fit_min_of_share
 from lab.detect.zoo import Solver, _has_split, _split_task, search_task
 from lab.experiments import Experiment
 from tasks import Batch, Task
@@ -90,10 +91,16 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
         rec["extrapolation"] = {"largest_size": beyond[-1]["size"], "error": beyond[-1]["error"],
                                 "rise": beyond[-1]["error"] - inside[-1]["error"]}
 
+    # 6. the imprecise loop: (sigma, leak) fitted at the training sizes, its errors predicted by margin there and
+    #    on a batch at the largest size beyond them. Only where the candidates are the answers (argmax, modsquare):
+    #    polymax's answer is a real x, and its candidate grid is too coarse beyond degree ~12 to stand for the loop
+    rec["loop_fit"] = loop_fit((cand, m["error"]), _beyond(solve, exp, plan)) if cand.answer.dtype.kind in "iu" else None
+
     # 3. easy vs hard
     rec["easy_hard"] = easy_hard(m["error"], m["difficulty"])
     # 4. loss (regret) distribution
     rec["min_of_k"] = fit_min_of_k(m["regret"], cand.regret)
+    rec["min_of_share"] = fit_min_of_share(m["regret"], cand.regret)
     rec["families"] = fit_families(m["regret"])
     # 5. agreement with the reference search
     rec["agreement"] = agreement(m, cand)
@@ -106,6 +113,21 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
                                "gap": float(ho.mean() - mt["error"].mean())}
     rec["difficulty_median"] = float(med)
     return rec, m
+
+
+def _beyond(solve: Solver, exp: Experiment, plan: Plan) -> tuple[Any, np.ndarray] | None:
+    """(candidates, per-example error) on a fixed batch at the experiment's largest size beyond training, or None
+    (no such size, or a solver whose input cannot hold it)."""
+    beyond = [s for s in exp.eval_sizes if s > exp.train_sizes[1]]
+    if not beyond:
+        return None
+    task = exp.eval_task(max(beyond))
+    batch = _batch(task, plan.examples, DETECT_SEED + 3)
+    try:
+        mb = per_example(solve, task, batch)
+    except ValueError:
+        return None
+    return search_task(task).candidates(batch), mb["error"]
 
 
 def _hard_half(difficulty: np.ndarray) -> np.ndarray:

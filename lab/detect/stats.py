@@ -45,25 +45,55 @@ def min_of_k_cdf(cand_regret: np.ndarray, r: np.ndarray, k: int | np.ndarray) ->
     return np.stack([(1 - (1 - p) ** kk).mean(0) for kk in np.atleast_1d(k)])  # [K, R]
 
 
+SHARE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+
+
+def share_cdf(cand_regret: np.ndarray, r: np.ndarray, q: float | np.ndarray) -> np.ndarray:
+    """Pooled CDF at r of the minimum regret over a random subset of each example's candidates, each kept with
+    probability q (a loop over a random share of them): mean_b 1 - (1 - q)^c_b(r), c_b(r) = #candidates <= r."""
+    srt = np.sort(np.where(np.isnan(cand_regret), np.inf, cand_regret), axis=1)
+    c = np.stack([np.searchsorted(row, r, side="right") for row in srt])  # [B, R]
+    return np.stack([(1 - (1 - qq) ** c).mean(0) for qq in np.atleast_1d(q)])  # [Q, R]
+
+
 def fit_min_of_k(regret: np.ndarray, cand_regret: np.ndarray, k_grid: tuple[int, ...] = K_GRID,
                  max_points: int = 512) -> dict[str, Any]:
     """K whose min-of-K distribution is closest (KS) to the observed regrets. Both are rounded to
     ROUND_DECIMALS first: the task scores regret in float32 (and polymax's x passes through a sigmoid), so
     an atom a rounding error away would otherwise count as a miss."""
+    out = _fit_min_law(regret, cand_regret, lambda c, pts: min_of_k_cdf(c, pts, np.array(k_grid)), max_points)
+    i = out.pop("index")
+    return {"k": int(k_grid[i]), **out, "ks_by_k": dict(zip(map(str, k_grid), out.pop("ks_by_grid"))),
+            "at_grid_edge": i in (0, len(k_grid) - 1)}
+
+
+def fit_min_of_share(regret: np.ndarray, cand_regret: np.ndarray, q_grid: tuple[float, ...] = SHARE_GRID,
+                     max_points: int = 512) -> dict[str, Any]:
+    """The share q whose law (the minimum over a random subset of the candidates, each kept with probability q:
+    ``share_cdf``) is closest (KS) to the observed regrets: a minimum of draws whose number grows with the
+    number of candidates, where min-of-K fixes it."""
+    out = _fit_min_law(regret, cand_regret, lambda c, pts: share_cdf(c, pts, np.array(q_grid)), max_points)
+    i = out.pop("index")
+    out.pop("ks_by_grid")
+    return {"q": q_grid[i], **out, "at_grid_edge": i in (0, len(q_grid) - 1)}
+
+
+def _fit_min_law(regret: np.ndarray, cand_regret: np.ndarray, law: Any, max_points: int) -> dict[str, Any]:
+    """The grid point of a family of laws (``law(cand_regret, points)`` -> CDFs [G, R]) closest in KS distance to
+    the regrets, with the shape test of the positive regrets against that law conditioned on regret > 0."""
     regret, cand_regret = np.round(regret, ROUND_DECIMALS), np.round(cand_regret, ROUND_DECIMALS)
     support = np.nanquantile(cand_regret, np.linspace(0, 1, max_points))
     # both CDFs are step functions: compare right limits at every jump of the sample (and a grid of
     # the candidates' jumps); comparing a left limit with a right limit would count every atom as a miss
     pts = np.unique(np.concatenate([regret, support, [0.0]]))
-    F = min_of_k_cdf(cand_regret, pts, np.array(k_grid))  # [K, R]
+    F = law(cand_regret, pts)  # [G, R]
     G = np.searchsorted(np.sort(regret), pts, side="right") / len(regret)
-    d = np.abs(G[None] - F).max(1)  # [K]
+    d = np.abs(G[None] - F).max(1)  # [G]
     i = int(np.argmin(d))
-    # the shape test: the positive regrets against the min-of-K law conditioned on regret > 0 (matching
-    # P(regret = 0) alone is easy: K is chosen for it)
+    # the shape test: the positive regrets against the law conditioned on regret > 0 (matching
+    # P(regret = 0) alone is easy: the grid point is chosen for it)
     pos = regret[regret > 0]
-    out = {"k": int(k_grid[i]), "ks": float(d[i]), "crit_5pct": ks_critical(len(regret)),
-           "ks_by_k": dict(zip(map(str, k_grid), map(float, d))), "at_grid_edge": i in (0, len(k_grid) - 1),
+    out = {"index": i, "ks": float(d[i]), "crit_5pct": ks_critical(len(regret)), "ks_by_grid": list(map(float, d)),
            "positive": int(len(pos)), "ks_positive": None, "crit_positive_5pct": None}
     if len(pos):
         f0 = F[i][np.searchsorted(pts, 0.0)]
@@ -81,8 +111,8 @@ def fit_families(regret: np.ndarray) -> dict[str, Any]:
     regret = np.round(regret, ROUND_DECIMALS)
     pos = regret[regret > 0]
     out: dict[str, Any] = {"p_zero": float(np.mean(regret <= 0)), "positive": int(len(pos))}
-    if len(pos) < 20:
-        out["note"] = "fewer than 20 positive regrets: no fit"
+    if len(pos) < 20 or np.unique(pos).size < 3:
+        out["note"] = "fewer than 20 positive regrets, or fewer than 3 distinct ones: no fit"
         return out
     crit = ks_critical(len(pos))
     scale = float(pos.mean())

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from lab import evaluation
+from lab.detect.loopfit import simulate, value_range
 from lab.experiments import Experiment
 from tasks import Batch, SearchTask, Task
 
@@ -31,7 +32,7 @@ def search_task(task: Task) -> SearchTask:
 @dataclasses.dataclass
 class Member:
     name: str
-    mechanism: str  # "search" | "partial search" | "memoriser" | "heuristic" | "feedforward"
+    mechanism: str  # "search" | "imprecise search" | "partial search" | "memoriser" | "heuristic" | "feedforward"
     solve: Solver
     held_out: bool = False  # not looked at while the rule's thresholds were chosen
 
@@ -59,6 +60,83 @@ def best_of_k_solver(k: int, seed: int = 0) -> Solver:
         vals = np.take_along_axis(c.value, picks, 1)
         best = np.take_along_axis(picks, np.argmax(vals, 1)[:, None], 1)[:, 0]
         return task.encode_answers(batch, np.take_along_axis(c.answer, best[:, None], 1)[:, 0])
+
+    return solve
+
+
+def imprecise_loop_solver(sigma: float, leak: float, seed: int = 0) -> Solver:
+    """The loop with comparator noise ``sigma`` and register leak ``leak`` (lab.detect.loopfit.simulate): one run
+    per example."""
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        chosen = simulate(c.value, sigma, leak, np.random.default_rng(seed), 1)[0]
+        return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+
+    return solve
+
+
+def subset_loop_solver(share: float, seed: int = 0) -> Solver:
+    """The exact loop over a random subset of the shown candidates (each looked at with probability ``share``;
+    none looked at: the first shown): a partial search whose number of draws grows with the size."""
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        rng = np.random.default_rng(seed)
+        chosen = simulate(c.value, 0.0, 0.0, rng, 1, visit=rng.random((1, *c.value.shape)) < share)[0]
+        return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+
+    return solve
+
+
+def quantised_loop_solver(levels: int) -> Solver:
+    """The loop with a coarse comparator: it compares values rounded down to ``levels`` steps of the example's
+    shown range, so a later value in the stored best's step never replaces it (deterministic imprecision)."""
+
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        shown = np.isfinite(c.value)
+        lo = np.where(shown, c.value, np.inf).min(1, keepdims=True)
+        step = np.minimum(np.floor((c.value - lo) / value_range(c.value)[:, None] * levels), levels - 1)
+        chosen = np.argmax(np.where(shown, step, -np.inf), 1)  # the first candidate of the top step
+        return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+
+    return solve
+
+
+def tournament_solver(sigma: float, seed: int = 0) -> Solver:
+    """A knockout tournament with a noisy comparison: the shown candidates are paired in order, the one whose
+    value plus N(0, (sigma x range)^2) is larger goes on (ties and odd ones out: the earlier), until one is
+    left. A search that is not a sequential loop: log2(L) rounds of comparisons instead of L steps."""
+
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        rng = np.random.default_rng(seed)
+        shown = np.isfinite(c.value)
+        span = value_range(c.value)[:, None]
+        order = np.argsort(~shown, axis=1, kind="stable")  # shown candidates first, in order
+        idx = np.where(np.take_along_axis(shown, order, 1), order, -1)  # [B, M]; -1: empty slot
+        while idx.shape[1] > 1:
+            if idx.shape[1] % 2:
+                idx = np.concatenate([idx, np.full((len(idx), 1), -1)], 1)
+            a, b = idx[:, 0::2], idx[:, 1::2]
+            va = np.where(a >= 0, np.take_along_axis(c.value, np.maximum(a, 0), 1), -np.inf)
+            vb = np.where(b >= 0, np.take_along_axis(c.value, np.maximum(b, 0), 1), -np.inf)
+            noise = sigma * span * rng.standard_normal((2, *a.shape))
+            b_wins = (b >= 0) & ((a < 0) | (vb + noise[1] > va + noise[0]))
+            idx = np.where(b_wins, b, a)
+        return task.encode_answers(batch, np.take_along_axis(c.answer, idx[:, :1], 1)[:, 0])
+
+    return solve
+
+
+def window_solver(width: int) -> Solver:
+    """Exact over the first ``width`` shown candidates and blind to the rest: a fixed-width feedforward solver
+    (what a perfect MLP over the training length computes) that is accurate in range and does not loop."""
+
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        seen = np.cumsum(np.isfinite(c.value), axis=1) <= width
+        value = np.where(seen, c.value, -np.inf)
+        return task.encode_answers(batch, np.take_along_axis(c.answer, np.argmax(value, 1)[:, None], 1)[:, 0])
 
     return solve
 
@@ -100,17 +178,40 @@ def model_solver(model: Any) -> Solver:
     return lambda task, batch: ev.forward(batch)[0]
 
 
+NOISY_SIGMAS = (0.003, 0.01, 0.03)  # comparator noise of the noisy-loop members (units of each list's range)
+LEAKY_LEAKS = (0.001, 0.003, 0.01)  # register leak per step of the leaky-loop members (held out)
+SUBSET_SHARES = (0.5, 0.75, 0.9)  # share of candidates the subset-loop members look at (held out)
+QUANTISED_LEVELS = (8, 32, 128)  # comparator steps per range of the quantised-loop members (held out, second round)
+TOURNAMENT_SIGMAS = (0.003, 0.01, 0.03)  # comparator noise of the tournament members (held out, second round)
+
+
 def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2, 8, 32),
         held_out_ks: tuple[int, ...] = (4, 16)) -> list[Member]:
-    """The ground-truth members for an experiment's task. ``held_out_ks``: best-of-K members added after
-    RULE's thresholds were fixed on the others (K = 2, 8, 32), a check that the rule is not fitted to them."""
+    """The ground-truth members for an experiment's task. Held out (not looked at while RULE's thresholds were
+    chosen): best-of-K at other K and another random stream, and mechanisms the thresholds never saw: the leaky
+    loop (imprecise search), the loop over a random subset (partial search; the share law of clause 4 was added
+    after its first result, docs/detection.md), the fixed-width exact solver (accurate in range, no loop), and,
+    added once the rule was fixed ("held out 2"), the quantised loop and the noisy tournament (imprecise search)."""
     train = _split_task(exp, "train", *exp.train_sizes)
     members = [Member("loop", "search", loop_solver)]
     if train.compiled_program:
         members.append(Member("compiled NTM", "search", compiled_solver(train.compiled_program)))
+    members += [Member(f"noisy loop {s:g}", "imprecise search", imprecise_loop_solver(s, 0.0)) for s in NOISY_SIGMAS]
     members += [Member(f"best-of-{k}", "partial search", best_of_k_solver(k)) for k in ks]
     members += [Member(f"best-of-{k} (held out)", "partial search", best_of_k_solver(k, seed=1), held_out=True)
                 for k in held_out_ks]
+    members += [Member(f"leaky loop {lk:g} (held out)", "imprecise search", imprecise_loop_solver(0.0, lk, seed=1),
+                       held_out=True) for lk in LEAKY_LEAKS]
+    members += [Member(f"subset loop {p:g} (held out)", "partial search", subset_loop_solver(p, seed=1),
+                       held_out=True) for p in SUBSET_SHARES]
+    members += [Member(f"quantised loop {lv} (held out 2)", "imprecise search", quantised_loop_solver(lv),
+                       held_out=True) for lv in QUANTISED_LEVELS]
+    members += [Member(f"tournament {sg:g} (held out 2)", "imprecise search", tournament_solver(sg, seed=2),
+                       held_out=True) for sg in TOURNAMENT_SIGMAS]
+    width = _candidates_shown(train.with_sizes(exp.train_sizes[1], exp.train_sizes[1]))
+    widest = _candidates_shown(search_task(exp.eval_task(max(exp.eval_sizes))))
+    if widest > width:  # the number of candidates grows with the size: a fixed window is blind beyond training
+        members.append(Member(f"window {width} (held out)", "feedforward", window_solver(width), held_out=True))
     lookup = train.memoriser()
     if lookup is not None:
         members.append(Member("lookup", "memoriser", lookup_solver(lookup)))
@@ -118,6 +219,11 @@ def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2,
     if mlp_model is not None:
         members.append(Member("trained MLP", "feedforward", model_solver(mlp_model)))
     return members
+
+
+def _candidates_shown(task: SearchTask) -> int:
+    """The most candidates an example of the task shows (on a small fixed batch)."""
+    return int(np.isfinite(task.candidates(evaluation.fixed_batch(task, 64, 0)).value).sum(1).max())
 
 
 def _split_task(exp: Experiment, split: str, lo: int, hi: int) -> SearchTask:

@@ -12,7 +12,8 @@ import eval as eval_cli
 import train as train_cli
 from lab import detect, evaluation, experiments, models
 from lab.cli import run_cli
-from tasks import make_task
+from lab.detect import loopfit
+from tasks import Candidates, make_task
 from tasks.base import bits_np
 from tasks.modsquare import held_out, loop_bound, solve
 
@@ -163,6 +164,78 @@ def test_modsquare_zoo_mechanisms():
     assert detect.per_example(lookup, ho, ho_b)["error"].mean() > 0.1  # nearby n often share the answer
 
 
+def _values(b=512, m=12, levels=64, seed=0):
+    """Random candidate values on a grid (ties included), a random number shown per example (-inf: not shown)."""
+    rng = np.random.default_rng(seed)
+    v = rng.integers(0, levels, (b, m)) / levels
+    shown = np.arange(m)[None] < rng.integers(2, m + 1, b)[:, None]
+    return np.where(shown, v, -np.inf)
+
+
+def test_exact_imprecise_loop_is_the_loop_and_the_leak_takes_later_near_ties():
+    v = _values()
+    rng = np.random.default_rng(0)
+    assert np.array_equal(loopfit.simulate(v, 0.0, 0.0, rng, 3), np.broadcast_to(np.argmax(v, 1), (3, len(v))))
+    # a leaking register: after k more steps the stored best sits k x leak x range lower, so a later value within
+    # that distance of the best wins; a later exact tie always wins
+    ch = loopfit.simulate(v, 0.0, 1e-6, rng, 1)[0]
+    last_max = v.shape[1] - 1 - np.argmax(v[:, ::-1] == v.max(1, keepdims=True), 1)
+    assert np.array_equal(ch, last_max)
+
+
+def test_loop_fit_recovers_the_noise_of_a_noisy_loop_and_predicts_its_growth():
+    v, v_long = _values(2048, 12, 256, seed=1), _values(1024, 48, 256, seed=2)
+    cand = lambda v: Candidates(np.broadcast_to(np.arange(v.shape[1]), v.shape), v, np.zeros_like(v), np.argmax(v, 1))
+    def errors(v, seed):
+        return (loopfit.simulate(v, 0.02, 0.0, np.random.default_rng(seed), 1)[0] != np.argmax(v, 1)).astype(float)
+    out = loopfit.loop_fit((cand(v), errors(v, 3)), (cand(v_long), errors(v_long, 4)))
+    step = 2 ** 0.5  # the grid's spacing: the interval's ends are grid points
+    lo, hi = out["sigma_interval"]
+    assert lo / step <= 0.02 <= hi * step and hi / lo <= 4 and out["max_z"] < 4
+    assert out["beyond"]["sigma_interval"][0] / step <= 0.02 <= out["beyond"]["sigma_interval"][1] * step
+    assert abs(out["growth"]["z"]) < 4 and out["growth"]["observed"] > 1.5 * errors(v, 3).mean()  # more comparisons
+    # a solver that is wrong at any margin (a random shown candidate half the time) is not that loop
+    rng = np.random.default_rng(5)
+    guess = (rng.random(len(v)) < 0.5) & (np.argmax(v, 1) != (rng.random(len(v)) * np.isfinite(v).sum(1)).astype(int))
+    assert loopfit.calibration(cand(v), guess.astype(float))["max_z"] > 4
+
+
+def test_share_law_is_the_subset_loops_regret_law():
+    task = TASKS["argmax"]
+    b = _batch(task, 1024)
+    c = task.candidates(b)
+    m = detect.per_example(detect.subset_loop_solver(0.5, seed=2), task, b)
+    fit = detect.fit_min_of_share(m["regret"], c.regret)
+    assert fit["q"] == pytest.approx(0.5, abs=0.1) and fit["ks"] <= fit["crit_5pct"]
+    # the exact loop over every candidate: a share of 1 (the grid's edge)
+    assert detect.fit_min_of_share(np.zeros(len(c.regret)), c.regret)["q"] == max(detect.SHARE_GRID)
+
+
+def test_window_solver_is_exact_in_its_window_and_blind_after():
+    task = TASKS["argmax"]
+    b = _batch(task, 256)
+    c = task.candidates(b)
+    m = detect.per_example(detect.window_solver(4), task, b)
+    first4 = np.where(np.cumsum(np.isfinite(c.value), 1) <= 4, c.value, -np.inf)
+    assert np.array_equal(m["answer"], np.take_along_axis(c.answer, np.argmax(first4, 1)[:, None], 1)[:, 0])
+
+
+def test_exact_tournament_and_finest_quantised_loop_are_the_loop_and_coarser_ones_err():
+    task = TASKS["argmax-random"]  # 16 levels: exact ties, which both resolve to the earliest as the loop does
+    b = _batch(task, 256)
+    assert detect.per_example(detect.tournament_solver(0.0), task, b)["error"].max() == 0
+    assert detect.per_example(detect.quantised_loop_solver(10**6), task, b)["error"].max() == 0
+    coarse = detect.per_example(detect.quantised_loop_solver(2), task, b)
+    c = task.candidates(b)
+    # a coarse comparator keeps the first value of the top half of the range: never worse than half the range
+    assert coarse["error"].mean() > 0.2 and (c.value.max(1) - c.value[np.arange(len(c.value)), _index(c, coarse)]
+                                             <= 0.5 * loopfit.value_range(c.value) + 1e-9).all()
+
+
+def _index(c, m):
+    return np.array([int(np.flatnonzero(row == a)[0]) for row, a in zip(c.answer, m["answer"])])
+
+
 def _rec(error=0.5, gain=0.0, ext=None, mem=None, k=8, ks=0.2, ks_pos=0.01):
     rec = {"error": error, "steps": {"error": {"gain": gain}},
            "min_of_k": {"k": k, "ks": ks, "crit_5pct": 0.04, "positive": 400, "ks_positive": ks_pos, "crit_positive_5pct": 0.07}}
@@ -183,6 +256,19 @@ def test_decision_rule():
     assert detect.decide(_rec(0.4, 0.0, ext=0.6, ks=0.01, k=1)) == "heuristic"  # K = 1: a single guess
     assert detect.decide(_rec(0.4, 0.0, ext=0.6, ks=0.2)) == "heuristic"
     assert detect.correct("feedforward", "heuristic") and not detect.correct("feedforward", "search")
+    assert not detect.correct("feedforward", "imprecise search") and detect.correct("imprecise search", "search")
+    # the imprecise loop: its margin curves fit at both sizes with small noise
+    fit = {"sigma": 0.01, "max_z": 2.0, "beyond": {"sigma": 0.02, "max_z": 2.0}}
+    assert detect.decide({**_rec(0.1, 0.3, ext=0.4), "loop_fit": fit}) == "imprecise search"
+    assert detect.decide({**_rec(0.1, 0.3, ext=0.4), "loop_fit": {**fit, "max_z": 5.0}}) != "imprecise search"
+    assert detect.decide({**_rec(0.1, 0.3, ext=0.4), "loop_fit": {**fit, "beyond": {"sigma": 0.3, "max_z": 1}}}) != "imprecise search"
+    no_beyond = {k: v for k, v in fit.items() if k != "beyond"}
+    assert detect.decide({**_rec(0.1, 0.3, ext=0.4), "loop_fit": no_beyond}) != "imprecise search"
+    # a minimum over a random share of the candidates is partial search too
+    share = {"q": 0.5, "ks": 0.01, "crit_5pct": 0.04, "positive": 400, "ks_positive": 0.01, "crit_positive_5pct": 0.07,
+             "at_grid_edge": False}
+    assert detect.decide({**_rec(0.4, 0.0, ext=0.6, ks=0.2), "min_of_share": share}) == "partial search"
+    assert detect.decide({**_rec(0.4, 0.0, ext=0.6, ks=0.2), "min_of_share": {**share, "at_grid_edge": True}}) == "heuristic"
 
 
 TINY = dataclasses.replace(
@@ -199,11 +285,17 @@ def test_detect_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / TINY.name / "detect"
     rep = json.loads((out / "detect.json").read_text())
     names = [r["model"] for r in rep["rows"]]
-    assert names[:7] == ["loop", "best-of-2", "best-of-8", "best-of-32", "best-of-4 (held out)",
-                         "best-of-16 (held out)", "heuristic"]
+    held = ["best-of-4 (held out)", "best-of-16 (held out)", "leaky loop 0.001 (held out)",
+            "leaky loop 0.003 (held out)", "leaky loop 0.01 (held out)", "subset loop 0.5 (held out)",
+            "subset loop 0.75 (held out)", "subset loop 0.9 (held out)", "quantised loop 8 (held out 2)",
+            "quantised loop 32 (held out 2)", "quantised loop 128 (held out 2)", "tournament 0.003 (held out 2)",
+            "tournament 0.01 (held out 2)", "tournament 0.03 (held out 2)", "window 4 (held out)"]
+    assert names[:23] == ["loop", "noisy loop 0.003", "noisy loop 0.01", "noisy loop 0.03", "best-of-2", "best-of-8",
+                          "best-of-32", *held, "heuristic"]
     assert "trained MLP" in names and "ntm-s0" in names
-    assert rep["zoo_total"] == 8 and 0 <= rep["zoo_correct"] <= 8
-    assert rep["held_out_total"] == 2 and [r["model"] for r in rep["rows"] if r["held_out"]] == names[4:6]
+    assert rep["zoo_total"] == 24 and 0 <= rep["zoo_correct"] <= 24
+    assert rep["held_out_total"] == 15 and [r["model"] for r in rep["rows"] if r["held_out"]] == held
+    assert all(rep["signatures"][n]["loop_fit"]["sigma"] <= 0.064 for n in names[1:4])  # noisy loops: small noise
     loop = rep["rows"][0]
     assert loop["error"] == 0 and loop["extrap_error"] == 0  # (lists of 2-4 are too short for 0.5x steps to hurt much)
     assert all(r["label"] == detect.decide(rep["signatures"][r["model"]]) for r in rep["rows"])

@@ -8,7 +8,7 @@ import pytest
 
 import eval as eval_cli
 import train as train_cli
-from lab import diagnose, evaluation, experiments, models, overrides, recipes, reproduce
+from lab import detect, diagnose, evaluation, experiments, models, overrides, recipes, reproduce
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.experiments import ModelSpec, Recipe, Stage
@@ -233,3 +233,24 @@ def test_one_stage_varied_elsewhere_reads_its_parent_from_parents_root(tiny, tra
     cfg = TrainConfig.load(try_root / "tiny-2" / "ntm-s0" / "config.json")
     assert cfg.init_from == str(trained[0] / "tiny-1" / "ntm-s0") and cfg.lr == 1e-3
     assert not (try_root / "tiny-1").exists()
+
+
+def test_detect_recipe_labels_every_stage_and_seed_beside_the_weights(tiny, trained, tmp_path, capsys):
+    root, _ = trained
+    out = tmp_path / "detect"
+    assert run_cli(eval_cli.main, ["detect", "--recipe", RECIPE.name, "--runs-root", str(root), "--examples", "64",
+                                   "--seeds", "0", "1", "--out", str(out)]) == 0
+    rep = json.loads((out / "detect.json").read_text())
+    got = [(t["stage"], t["seed"]) for t in rep["trained"]]
+    assert got == [(f"tiny-{i}/{m}", s) for m in ("ntm", "lstm") for i in (1, 2) for s in (0, 1)]
+    for t in rep["trained"]:
+        assert t["label"] == detect.decide(rep["signatures"][f"{t['stage']} s{t['seed']}"])
+        assert sum(t["bootstrap"].values()) == pytest.approx(1)
+        # the NTM's write heads, measured on the improving steps and the others; the LSTM has none
+        assert (t["weights"] is None) == (t["stage"].endswith("lstm"))
+        if t["weights"] is not None:
+            assert 0 < t["weights"]["improvement"] <= 1 and 0 < t["weights"]["register_share"] <= 1
+    assert rep["zoo_total"] > 0 and "| stage | seed |" in (out / "detect.md").read_text()
+    # a recipe with no finished run: one line, exit 2
+    assert run_cli(eval_cli.main, ["detect", "--recipe", RECIPE.name, "--runs-root", str(tmp_path / "none")]) == 2
+    assert "no finished runs" in _err(capsys)
