@@ -51,6 +51,9 @@ def detect_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, help="every stage of this recipe's chains for --seeds, beside the zoo "
                    "of its headline preset and the weights' evidence")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="with --recipe (default: the recipe's seeds)")
+    p.add_argument("--calibration", nargs="+", default=None, metavar="DIR",
+                   help="detect directories (each with a detect.json) to pool: hit rates by zoo part and what each "
+                        "signature says per mechanism, into --out (default: the current directory)/calibration.md")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--examples", type=int, default=1024, help="examples in the main evaluation batch (each point of the step and size sweeps: min(256, this))")
     p.add_argument("--out", default=None, help="output directory for --experiment (default <runs-root>/NAME/detect)")
@@ -61,10 +64,24 @@ def detect(argv: list[str]) -> int:
     args = detect_parser().parse_args(argv)
     if args.examples < 64:
         raise ValueError(f"--examples must be >= 64 (quartiles and distribution fits), got {args.examples}")
-    if not args.runs and not args.experiment and not args.recipe:
-        raise ValueError("give run directories, --experiment NAME or --recipe NAME")
+    if not args.runs and not args.experiment and not args.recipe and not args.calibration:
+        raise ValueError("give run directories, --experiment NAME, --recipe NAME or --calibration DIR...")
     from lab import detect as det
 
+    if args.calibration:
+        import json
+
+        reports = []
+        for d in args.calibration:
+            path = Path(d) / "detect.json"
+            try:
+                reports.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"--calibration: {path} is not a readable detect report ({e.__class__.__name__})") from None
+        out = Path(args.out or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "calibration.md").write_text(det.calibration_markdown(reports))
+        print(f"wrote {out / 'calibration.md'}", file=sys.stderr)
     if args.recipe:
         from lab import experiments
 

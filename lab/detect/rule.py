@@ -41,12 +41,12 @@ def decide(rec: dict[str, Any]) -> str:
     if imprecise_loop(rec.get("loop_fit")):
         return "imprecise search"
     ms = rec.get("min_of_share")
-    if ((_min_law(mk) and 2 <= mk["k"] < K_GRID[-1]) or (ms is not None and _min_law(ms) and not ms["at_grid_edge"])):
+    if ((min_law(mk) and 2 <= mk["k"] < K_GRID[-1]) or (ms is not None and min_law(ms) and not ms["at_grid_edge"])):
         return "partial search"
     return "heuristic"
 
 
-def _min_law(fit: dict[str, Any]) -> bool:
+def min_law(fit: dict[str, Any]) -> bool:
     """The regrets fit a minimum-of-draws law (fit_min_of_k or fit_min_of_share): overall and in shape."""
     return (fit["ks"] <= fit["crit_5pct"] and fit.get("positive", 0) >= MIN_ERRORS
             and fit.get("ks_positive") is not None and fit["ks_positive"] <= fit["crit_positive_5pct"])

@@ -91,8 +91,8 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
         rec["extrapolation"] = {"largest_size": beyond[-1]["size"], "error": beyond[-1]["error"],
                                 "rise": beyond[-1]["error"] - inside[-1]["error"]}
 
-    # 6. the imprecise loop: (sigma, leak) fitted at the training sizes, its errors predicted by margin there and
-    #    on a batch at the largest size beyond them. Only where the candidates are the answers (argmax, modsquare):
+    # 6. the imprecise loop: (sigma, leak, bias) fitted at the training sizes and at the largest size beyond them,
+    #    its margin curves there, and the growth the first predicts. Only where the candidates are the answers (argmax, modsquare):
     #    polymax's answer is a real x, and its candidate grid is too coarse beyond degree ~12 to stand for the loop
     rec["loop_fit"] = loop_fit((cand, m["error"]), _beyond(solve, exp, plan)) if cand.answer.dtype.kind in "iu" else None
 

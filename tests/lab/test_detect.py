@@ -308,6 +308,19 @@ def test_detect_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads((run / "detect" / "detect.json").read_text())["rows"][0]["mechanism"] == "trained"
 
 
+def test_calibration_pools_reports_by_part_and_signature(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(experiments.EXPERIMENTS, TINY.name, TINY)
+    out = tmp_path / "zoo"
+    assert run_cli(eval_cli.main, ["detect", "--experiment", TINY.name, "--runs-root", str(tmp_path), "--examples", "64",
+                                   "--out", str(out)]) == 0  # nothing trained: the zoo alone
+    assert run_cli(eval_cli.main, ["detect", "--calibration", str(out), str(out), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "calibration.md").read_text()
+    rep = json.loads((out / "detect.json").read_text())
+    assert f"**{2 * rep['zoo_correct']}/{2 * rep['zoo_total']}**" in md and "| imprecise search | 24 |" in md
+    assert run_cli(eval_cli.main, ["detect", "--calibration", str(tmp_path / "missing")]) == 2
+    assert "not a readable detect report" in capsys.readouterr().err
+
+
 def test_detect_bad_input_exits_2(tmp_path, capsys):
     assert run_cli(eval_cli.main, ["detect"]) == 2
     assert run_cli(eval_cli.main, ["detect", str(tmp_path), "--examples", "8"]) == 2
