@@ -196,18 +196,22 @@ def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2,
     members = [Member("loop", "search", loop_solver)]
     if train.compiled_program:
         members.append(Member("compiled NTM", "search", compiled_solver(train.compiled_program)))
-    members += [Member(f"noisy loop {s:g}", "imprecise search", imprecise_loop_solver(s, 0.0)) for s in NOISY_SIGMAS]
+    # imprecise loops only where the candidates are the answers (argmax, modsquare): polymax's answer is a real x,
+    # whose candidate grid is no loop's (and where the loop fit, which would judge them, is not defined)
+    loops = train.candidates(evaluation.fixed_batch(train, 8, 0)).answer.dtype.kind in "iu"
+    members += [Member(f"noisy loop {s:g}", "imprecise search", imprecise_loop_solver(s, 0.0))
+                for s in NOISY_SIGMAS if loops]
     members += [Member(f"best-of-{k}", "partial search", best_of_k_solver(k)) for k in ks]
     members += [Member(f"best-of-{k} (held out)", "partial search", best_of_k_solver(k, seed=1), held_out=True)
                 for k in held_out_ks]
     members += [Member(f"leaky loop {lk:g} (held out)", "imprecise search", imprecise_loop_solver(0.0, lk, seed=1),
-                       held_out=True) for lk in LEAKY_LEAKS]
+                       held_out=True) for lk in LEAKY_LEAKS if loops]
     members += [Member(f"subset loop {p:g} (held out)", "partial search", subset_loop_solver(p, seed=1),
                        held_out=True) for p in SUBSET_SHARES]
     members += [Member(f"quantised loop {lv} (held out 2)", "imprecise search", quantised_loop_solver(lv),
-                       held_out=True) for lv in QUANTISED_LEVELS]
+                       held_out=True) for lv in QUANTISED_LEVELS if loops]
     members += [Member(f"tournament {sg:g} (held out 2)", "imprecise search", tournament_solver(sg, seed=2),
-                       held_out=True) for sg in TOURNAMENT_SIGMAS]
+                       held_out=True) for sg in TOURNAMENT_SIGMAS if loops]
     width = _candidates_shown(train.with_sizes(exp.train_sizes[1], exp.train_sizes[1]))
     widest = _candidates_shown(search_task(exp.eval_task(max(exp.eval_sizes))))
     if widest > width:  # the number of candidates grows with the size: a fixed window is blind beyond training
