@@ -319,6 +319,10 @@ def test_calibration_pools_reports_by_part_and_signature(tmp_path, capsys, monke
     assert f"**{2 * rep['zoo_correct']}/{2 * rep['zoo_total']}**" in md and "| imprecise search | 24 |" in md
     assert run_cli(eval_cli.main, ["detect", "--calibration", str(tmp_path / "missing")]) == 2
     assert "not a readable detect report" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "detect.json").write_text("{}")
+    assert run_cli(eval_cli.main, ["detect", "--calibration", str(tmp_path / "other")]) == 2
+    assert "is not a detect report" in capsys.readouterr().err
 
 
 def test_detect_bad_input_exits_2(tmp_path, capsys):
