@@ -24,7 +24,10 @@ none of its training distribution: ``load_run``'s task), prints and returns:
 - for an NTM, its write head on the steps where the running maximum improves against the other
   shown steps (the largest write weight; ``lab.compare.write_on_improvement``), the row the
   improvement writes go to most often (the "register") and the mean write weight that row receives
-  on the other steps (1 / rows would be a uniform smear).
+  on the other steps (1 / rows would be a uniform smear);
+- with ``--swap-at T`` (an NTM): the causal test of that register (``register_swap``). Midway through
+  each list, before step T, the register row is swapped with another list's; if the model keeps its best
+  there, its answer follows the loop run from the other list's running best, not from its own.
 """
 from __future__ import annotations
 
@@ -156,6 +159,84 @@ def modsquare_values(workdir: str, bits: tuple[int, ...] = (4, 6, 8), batch_size
     return out
 
 
+def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_size: int = 1024,
+                  seed: int = evaluation.EVAL_SEED, run: tuple | None = None) -> dict[str, Any]:
+    """Overwrite an argmax NTM's stored best mid-list and see whether its answer follows.
+
+    On a fixed batch of lists of ``size``, the model is stepped one step at a time (``ntm.core.step``, as
+    ``ntm.unroll`` does). Before step ``at`` (default size // 2: values 0..at-1 seen), the memory row that
+    the write heads use on improving steps (the register) is replaced by the same row of another list of
+    the batch (list b takes list b - 1's). If that row holds the running best, the answer becomes the
+    loop's answer started from the other list's running best over its first ``at`` values and continued
+    over this list's remaining values ("swap-predicted"). Reported over the lists where that differs
+    from the list's own answer: how often the model answers the swap-predicted label, and how often it
+    keeps its unswapped answer; and the same with the row written least on improving steps swapped
+    instead (a control)."""
+    import jax
+    import jax.numpy as jnp
+
+    from lab import models
+    from ntm import core
+
+    cfg, task, model, step = run or load_run(workdir)
+    if not isinstance(task, Argmax) or not isinstance(model, models.NTM):
+        raise ValueError(f"register swap needs an argmax NTM run; {workdir} is {cfg.model} on {cfg.task}")
+    task = task.with_sizes(size, size)
+    at = size // 2 if at is None else at
+    if not 1 <= at < size:
+        raise ValueError(f"--swap-at must be in 1..{size - 1} (a step inside the list), got {at}")
+    batch = evaluation.fixed_batch(task, batch_size, seed)
+    inputs = jnp.asarray(batch.inputs)  # [T, B, X]
+    if len(set(np.asarray(batch.steps).tolist())) != 1 or int(batch.steps[0]) != inputs.shape[0]:
+        raise ValueError("register swap needs every list to run the same number of steps")
+    logits, aux = evaluation.Evaluator.of(model).forward(batch)
+    w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
+    improved, _ = (np.asarray(x) for x in task.improvements(batch))
+    per_row = np.bincount(w[: improved.shape[0]].max(axis=2)[improved].argmax(-1), minlength=w.shape[-1])
+    register, control = int(per_row.argmax()), int(per_row.argmin())
+
+    params, ncfg = model.cell.pure_params(), model.cfg
+    step_fn = jax.jit(jax.vmap(lambda st, x: core.step(params, st, x, ncfg)))
+    B = inputs.shape[1]
+    other = np.roll(np.arange(B), 1)
+
+    def run_steps(row: int | None) -> np.ndarray:
+        state = model.cell.initialize_carry((B, inputs.shape[-1]), nnx_rngs())
+        ys = []
+        for t in range(inputs.shape[0]):
+            if t == at and row is not None:
+                state = state._replace(memory=state.memory.at[:, row].set(state.memory[other, row]))
+            state, y = step_fn(state, inputs[t])
+            ys.append(y)
+        return task.decode_answers(batch, jnp.stack(ys))
+
+    own = task.decode_answers(batch, logits)
+    stepped = run_steps(None)
+    values, labels = np.asarray(batch.aux[:, 0]), np.asarray(batch.aux[:, 1]).astype(np.int64)
+    first = values[:, :at].argmax(1)  # each list's running best after its first ``at`` values (first maximum)
+    best_v, best_l = values[other, first[other]], labels[other, first[other]]
+    for t in range(at, size):  # the loop continued over this list's remaining values from the swapped-in best
+        take = values[:, t] > best_v
+        best_v, best_l = np.where(take, values[:, t], best_v), np.where(take, labels[:, t], best_l)
+    loop = task.candidates(batch).first_best()
+    moved = best_l != loop  # lists where the swap changes the loop's answer
+    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "size": size, "swap_at": at,
+                           "examples": batch_size, "seed": seed, "register_row": register, "control_row": control,
+                           "stepped_equals_forward": float(np.mean(stepped == own)),
+                           "lists_where_the_swap_matters": int(moved.sum())}
+    for name, row in (("register", register), ("control", control)):
+        ans = run_steps(row)
+        out[name] = {"follows_swap": float(np.mean(ans[moved] == best_l[moved])),
+                     "keeps_own_answer": float(np.mean(ans[moved] == own[moved]))}
+    return out
+
+
+def nnx_rngs() -> Any:
+    from flax import nnx
+
+    return nnx.Rngs(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     from lab.cli import Parser
 
@@ -166,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--seed", type=int, default=evaluation.EVAL_SEED,
                    help="key of the fixed batch (default: the evaluation's; another one for a validation batch)")
+    p.add_argument("--swap-at", type=int, default=None, metavar="T",
+                   help="argmax NTM: swap the register row between lists before step T (register_swap)")
     a = p.parse_args(argv)
     use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     run = load_run(a.workdir)
-    if isinstance(run[1], ModSquare):  # the report of each task's loop: modsquare's value kinds, argmax's ties
+    if a.swap_at is not None:
+        out = register_swap(a.workdir, a.size, a.swap_at, a.batch_size, a.seed, run)
+    elif isinstance(run[1], ModSquare):  # the report of each task's loop: modsquare's value kinds, argmax's ties
         out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size, a.seed, run)
     else:
         out = diagnose(a.workdir, a.size, a.batch_size, a.seed, run)

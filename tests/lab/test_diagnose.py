@@ -43,6 +43,15 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
     d7 = json.loads(capsys.readouterr().out)
     assert d7["seed"] == 7 and sum(b["lists"] for b in d7["by_margin"]) == 64
     assert d7["write_on_improvement"] != d["write_on_improvement"]
+    # the register swap: stepping the NTM one step at a time reproduces its forward pass exactly, and both the
+    # register and the control row are swapped on lists where the swap changes the loop's answer
+    sw = diagnose.register_swap(str(tmp_path / "am"), size=12, at=6, batch_size=64)
+    assert sw["stepped_equals_forward"] == 1.0 and 0 < sw["lists_where_the_swap_matters"] <= 64
+    assert sw["register_row"] != sw["control_row"]
+    for part in ("register", "control"):
+        assert 0 <= sw[part]["follows_swap"] <= 1 and 0 <= sw[part]["keeps_own_answer"] <= 1
+    assert run_cli(diagnose.main, [str(tmp_path / "am"), "--size", "12", "--swap-at", "12"]) == 2
+    assert "--swap-at must be in 1..11" in capsys.readouterr().err
 
 
 def test_gap_breakdown_on_hand_built_lists():
