@@ -174,6 +174,7 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     instead (a control)."""
     import jax
     import jax.numpy as jnp
+    from flax import nnx
 
     from lab import models
     from ntm import core
@@ -201,7 +202,7 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     other = np.roll(np.arange(B), 1)
 
     def run_steps(row: int | None) -> np.ndarray:
-        state = model.cell.initialize_carry((B, inputs.shape[-1]), nnx_rngs())
+        state = model.cell.initialize_carry((B, inputs.shape[-1]), nnx.Rngs(0))
         ys = []
         for t in range(inputs.shape[0]):
             if t == at and row is not None:
@@ -229,12 +230,6 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
         out[name] = {"follows_swap": float(np.mean(ans[moved] == best_l[moved])),
                      "keeps_own_answer": float(np.mean(ans[moved] == own[moved]))}
     return out
-
-
-def nnx_rngs() -> Any:
-    from flax import nnx
-
-    return nnx.Rngs(0)
 
 
 def main(argv: list[str] | None = None) -> int:

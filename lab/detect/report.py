@@ -306,6 +306,20 @@ def weights_evidence(model: Any, plan: Plan) -> dict[str, Any] | None:
     return out
 
 
+def _register_swap(run: Any, exp: Experiment, examples: int, loaded: tuple) -> dict[str, Any] | None:
+    """The causal test of the register (lab.diagnose.register_swap) on lists of the largest training size,
+    swapped halfway, for an argmax NTM; None for any other run."""
+    from lab import diagnose, models
+    from tasks.argmax import Argmax
+
+    if not isinstance(loaded[1], Argmax) or not isinstance(loaded[2], models.NTM):
+        return None
+    hi = exp.train_sizes[1]
+    out = diagnose.register_swap(str(run), size=hi, at=hi // 2, batch_size=examples, run=loaded)
+    return {"follows": out["register"]["follows_swap"], "control_follows": out["control"]["follows_swap"],
+            "lists": out["lists_where_the_swap_matters"], "row": out["register_row"]}
+
+
 def detect_recipe(recipe: Any, seeds: list[int], root: str = "runs", examples: int = 1024,
                   out: str | None = None) -> dict[str, Any]:
     """``eval.py detect --recipe NAME``: the zoo of the recipe's headline preset (its calibration), then every
@@ -334,13 +348,14 @@ def detect_recipe(recipe: Any, seeds: list[int], root: str = "runs", examples: i
             res = measure(f"{stage} s{seed}", "trained", model_solver(model), plan)
             res.rec["verdict_bootstrap"] = bootstrap_verdict(res.rec, res.m)
             res.rec["weights"] = weights_evidence(model, plan)
+            res.rec["register_swap"] = _register_swap(d, exp, examples, (cfg, _, model, step))
             results.append(res)
             trained.append({"stage": str(stage), "model": cfg.model, "seed": seed, "run": str(d), "step": step,
                             "label": decide(res.rec), "bootstrap": res.rec["verdict_bootstrap"],
                             "error": res.rec["error"], "extrapolation": res.rec.get("extrapolation"),
                             "loop_fit": {k: res.rec["loop_fit"].get(k) for k in ("sigma", "sigma_interval", "leak",
                                                                                  "max_z", "beyond")},
-                            "weights": res.rec["weights"]})
+                            "weights": res.rec["weights"], "register_swap": res.rec["register_swap"]})
     if not trained:
         raise ValueError(f"recipe {recipe.name}: no finished runs under {root} for seeds {seeds} "
                          f"(train them with: python train.py --recipe {recipe.name})")
@@ -354,13 +369,17 @@ def detect_recipe(recipe: Any, seeds: list[int], root: str = "runs", examples: i
 
 
 def trained_markdown(trained: list[dict[str, Any]]) -> str:
-    """The trained models' verdicts beside the loop fit and the weights."""
+    """The trained models' verdicts beside the loop fit, the write heads and the register swap (the share of
+    lists whose answer follows the swapped-in best; in brackets, with a control row swapped instead)."""
     lines = ["| stage | seed | error | error largest | sigma (95%) | leak | max z | write peak: improving / other "
-             "| register share | rule says | bootstrap |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|---|"]
+             "| register share | swap: follows (control) | rule says | bootstrap |",
+             "|---|---:|---:|---:|---|---:|---:|---|---:|---|---|---|"]
     for t in trained:
         lf, w, ext = t["loop_fit"], t["weights"] or {}, t["extrapolation"] or {}
+        sw = t.get("register_swap") or {}
+        swap = f"{sw['follows']:.2f} ({sw['control_follows']:.2f})" if sw else "-"
         lines.append(f"| {t['stage']} | {t['seed']} | {t['error']:.4f} | {_f(ext.get('error'), 4)} | {lf['sigma']:g} "
                      f"[{lf['sigma_interval'][0]:g}, {lf['sigma_interval'][1]:g}] | {lf['leak']:g} | {lf['max_z']:.1f} | "
-                     f"{_f(w.get('improvement'))} / {_f(w.get('other'))} | {_f(w.get('register_share'))} | "
+                     f"{_f(w.get('improvement'))} / {_f(w.get('other'))} | {_f(w.get('register_share'))} | {swap} | "
                      f"**{t['label']}** | {format_shares(t['bootstrap'])} |")
     return "\n".join(lines)

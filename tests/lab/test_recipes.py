@@ -250,6 +250,10 @@ def test_detect_recipe_labels_every_stage_and_seed_beside_the_weights(tiny, trai
         assert (t["weights"] is None) == (t["stage"].endswith("lstm"))
         if t["weights"] is not None:
             assert 0 < t["weights"]["improvement"] <= 1 and 0 < t["weights"]["register_share"] <= 1
+        # the causal swap of the register (lab.diagnose.register_swap): argmax NTMs only
+        assert (t["register_swap"] is None) == (t["stage"].endswith("lstm"))
+        if t["register_swap"] is not None:
+            assert 0 <= t["register_swap"]["follows"] <= 1 and t["register_swap"]["lists"] > 0
     assert rep["zoo_total"] > 0 and "| stage | seed |" in (out / "detect.md").read_text()
     # a recipe with no finished run: one line, exit 2
     assert run_cli(eval_cli.main, ["detect", "--recipe", RECIPE.name, "--runs-root", str(tmp_path / "none")]) == 2
