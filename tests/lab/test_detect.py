@@ -281,7 +281,7 @@ def test_detect_end_to_end(tmp_path, capsys, monkeypatch):
     root = str(tmp_path)
     assert run_cli(train_cli.main, ["--experiment", TINY.name, "--steps", "10", "--no-progress", "--runs-root", root]) == 0
     capsys.readouterr()
-    assert run_cli(eval_cli.main, ["detect", "--experiment", TINY.name, "--runs-root", root, "--examples", "128"]) == 0
+    assert run_cli(eval_cli.main, ["detect", "--experiment", TINY.name, "--runs-root", root, "--examples", "64"]) == 0
     out = tmp_path / TINY.name / "detect"
     rep = json.loads((out / "detect.json").read_text())
     names = [r["model"] for r in rep["rows"]]

@@ -239,10 +239,10 @@ def test_detect_recipe_labels_every_stage_and_seed_beside_the_weights(tiny, trai
     root, _ = trained
     out = tmp_path / "detect"
     assert run_cli(eval_cli.main, ["detect", "--recipe", RECIPE.name, "--runs-root", str(root), "--examples", "64",
-                                   "--seeds", "0", "1", "--out", str(out)]) == 0
+                                   "--seeds", "1", "--out", str(out)]) == 0
     rep = json.loads((out / "detect.json").read_text())
     got = [(t["stage"], t["seed"]) for t in rep["trained"]]
-    assert got == [(f"tiny-{i}/{m}", s) for m in ("ntm", "lstm") for i in (1, 2) for s in (0, 1)]
+    assert got == [(f"tiny-{i}/{m}", 1) for m in ("ntm", "lstm") for i in (1, 2)]  # every stage of seed 1 only
     for t in rep["trained"]:
         assert t["label"] == detect.decide(rep["signatures"][f"{t['stage']} s{t['seed']}"])
         assert sum(t["bootstrap"].values()) == pytest.approx(1)
