@@ -69,18 +69,7 @@ def detect(argv: list[str]) -> int:
     from lab import detect as det
 
     if args.calibration:
-        import json
-
-        reports = []
-        for d in args.calibration:
-            path = Path(d) / "detect.json"
-            try:
-                rep = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise ValueError(f"--calibration: {path} is not a readable detect report ({e.__class__.__name__})") from None
-            if not isinstance(rep, dict) or not {"experiment", "rows", "signatures"} <= set(rep):
-                raise ValueError(f"--calibration: {path} is not a detect report (eval.py detect writes one)")
-            reports.append(rep)
+        reports = det.read_reports(args.calibration)  # every report checked before anything is written
         out = Path(args.out or ".")
         out.mkdir(parents=True, exist_ok=True)
         (out / "calibration.md").write_text(det.calibration_markdown(reports))

@@ -50,6 +50,13 @@ def write_on_improvement(weights: np.ndarray, improved: np.ndarray, shown: np.nd
             "improvement_steps": int(imp.sum()), "other_steps": int(other.sum())}
 
 
+def register_writes(weights: np.ndarray, improved: np.ndarray) -> np.ndarray:
+    """[N] how many improving steps put their largest write weight on each memory row (weights [T, B, heads, N],
+    improved [T, B]): the register is the argmax, the share of improving steps it takes the max over the sum."""
+    T = min(weights.shape[0], improved.shape[0])
+    return np.bincount(weights[:T].max(axis=2)[improved[:T]].argmax(-1), minlength=weights.shape[-1])
+
+
 def quantile_bins(difficulty: np.ndarray, values: np.ndarray, q: int = QUANTILES) -> list[dict[str, float]]:
     """Mean (and s.e.) of ``values`` in q equal-count bins of difficulty, easiest first."""
     order = np.argsort(difficulty, kind="stable")

@@ -39,7 +39,7 @@ import numpy as np
 
 from lab import evaluation
 from lab.cli import use_every_core
-from lab.compare import write_on_improvement
+from lab.compare import register_writes, write_on_improvement
 from lab.rundir import load_run
 from tasks.argmax import Argmax
 from tasks.base import bits_to_int, last_step
@@ -123,7 +123,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
         out["write_on_improvement"] = write_on_improvement(w, improved, shown)
         T = improved.shape[0]
         focus = w[:T].max(axis=2)  # [T, B, N]: the largest weight over write heads
-        register = int(np.bincount(focus[improved].argmax(-1), minlength=w.shape[-1]).argmax())
+        register = int(register_writes(w, improved).argmax())
         other = shown & ~improved
         out["register_row"] = register
         out["register_weight_on_other_steps"] = float(focus[other][:, register].mean())
@@ -193,7 +193,7 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     logits, aux = evaluation.Evaluator.of(model).forward(batch)
     w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
     improved, _ = (np.asarray(x) for x in task.improvements(batch))
-    per_row = np.bincount(w[: improved.shape[0]].max(axis=2)[improved].argmax(-1), minlength=w.shape[-1])
+    per_row = register_writes(w, improved)
     register, control = int(per_row.argmax()), int(per_row.argmin())
 
     params, ncfg = model.cell.pure_params(), model.cfg

@@ -36,7 +36,8 @@ fits and intervals, through scipy.stats), ``signatures``, ``rule`` (the decision
 ``report`` (tables, figure, and the drivers of ``eval.py detect``).
 """
 from lab.detect.report import (Result, calibration_markdown, detect_experiment, detect_recipe, detect_runs,
-                               experiment_for_run, format_shares, markdown, measure, plot, row, weights_evidence, write)
+                               experiment_for_run, format_shares, markdown, measure, plot, read_reports, row, weights_evidence,
+                               write)
 from lab.detect.rule import MIN_ERRORS, RULE, bootstrap_verdict, correct, decide
 from lab.detect.signatures import DETECT_SEED, Plan, per_example, signatures
 from lab.detect.stats import (K_GRID, ROUND_DECIMALS, SHARE_GRID, agreement, easy_hard, fit_families, fit_min_of_k,
@@ -45,7 +46,7 @@ from lab.detect.zoo import (Member, Solver, best_of_k_solver, compiled_solver, h
                             lookup_solver, loop_solver, model_solver, quantised_loop_solver, search_task, subset_loop_solver,
                             tournament_solver, window_solver, zoo)
 
-__all__ = ["Result", "calibration_markdown", "detect_experiment", "detect_recipe", "detect_runs", "weights_evidence", "experiment_for_run", "format_shares",
+__all__ = ["Result", "calibration_markdown", "detect_experiment", "detect_recipe", "detect_runs", "weights_evidence", "read_reports", "experiment_for_run", "format_shares",
            "markdown", "measure", "plot", "row", "write", "MIN_ERRORS", "RULE", "bootstrap_verdict", "correct",
            "decide", "DETECT_SEED", "Plan", "per_example", "signatures", "K_GRID", "ROUND_DECIMALS", "agreement",
            "easy_hard", "fit_families", "fit_min_of_k", "ks_critical", "min_of_k_cdf", "SHARE_GRID", "fit_min_of_share",

@@ -201,6 +201,25 @@ def _part(row: dict[str, Any]) -> str:
     return "held out 2" if "(held out 2)" in row["model"] else "held out" if row.get("held_out") else "calibration"
 
 
+def read_reports(dirs: list[str]) -> list[dict[str, Any]]:
+    """The detect.json of each directory (``eval.py detect --calibration``); a file that is missing, not JSON or
+    not a detect report is a ValueError naming it."""
+    import json
+    from pathlib import Path
+
+    reports = []
+    for d in dirs:
+        path = Path(d) / "detect.json"
+        try:
+            rep = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--calibration: {path} is not a readable detect report ({e.__class__.__name__})") from None
+        if not isinstance(rep, dict) or not {"experiment", "rows", "signatures"} <= set(rep):
+            raise ValueError(f"--calibration: {path} is not a detect report (eval.py detect writes one)")
+        reports.append(rep)
+    return reports
+
+
 def calibration_markdown(reports: list[dict[str, Any]]) -> str:
     """One account over several detect.json (``eval.py detect --calibration``): the rule's hit rate on the zoo by
     part (the members its thresholds were read off; those held out; those added once it was fixed), each member's
@@ -287,7 +306,7 @@ def weights_evidence(model: Any, plan: Plan) -> dict[str, Any] | None:
     the steps where the loop's best improves and on the other steps (lab.compare.write_on_improvement), and how
     much of the improving steps' writes go to one row (the register); None for a model without memory heads."""
     from lab import evaluation
-    from lab.compare import write_on_improvement
+    from lab.compare import register_writes, write_on_improvement
 
     task = plan.main_task()
     batch = _batch(task, plan.examples, DETECT_SEED)
@@ -300,9 +319,8 @@ def weights_evidence(model: Any, plan: Plan) -> dict[str, Any] | None:
         return None
     w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
     out = write_on_improvement(w, improved, shown)
-    focus = w[: improved.shape[0]].max(axis=2)  # [T, B, N]
-    rows = focus[improved].argmax(-1)
-    out["register_share"] = float(np.bincount(rows, minlength=w.shape[-1]).max() / max(len(rows), 1))
+    per_row = register_writes(w, improved)
+    out["register_share"] = float(per_row.max() / max(per_row.sum(), 1))
     return out
 
 

@@ -41,6 +41,11 @@ class Member:
         return self.mechanism == "search"
 
 
+def _answer(task: SearchTask, batch: Batch, c: Any, chosen: np.ndarray) -> jax.Array:
+    """Logits answering each example's ``chosen`` candidate index [B]."""
+    return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+
+
 def loop_solver(task: SearchTask, batch: Batch) -> jax.Array:
     """The search: the best candidate the example's steps show (polymax: the exact maximiser of the
     polynomial as shown), ties to the earliest, as the loop's strict '>'."""
@@ -59,7 +64,7 @@ def best_of_k_solver(k: int, seed: int = 0) -> Solver:
         picks = np.take_along_axis(order, ranks, 1)  # [B, K] candidate indices
         vals = np.take_along_axis(c.value, picks, 1)
         best = np.take_along_axis(picks, np.argmax(vals, 1)[:, None], 1)[:, 0]
-        return task.encode_answers(batch, np.take_along_axis(c.answer, best[:, None], 1)[:, 0])
+        return _answer(task, batch, c, best)
 
     return solve
 
@@ -70,7 +75,7 @@ def imprecise_loop_solver(sigma: float, leak: float, seed: int = 0) -> Solver:
     def solve(task: SearchTask, batch: Batch) -> jax.Array:
         c = task.candidates(batch)
         chosen = simulate(c.value, sigma, leak, np.random.default_rng(seed), 1)[0]
-        return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+        return _answer(task, batch, c, chosen)
 
     return solve
 
@@ -82,7 +87,7 @@ def subset_loop_solver(share: float, seed: int = 0) -> Solver:
         c = task.candidates(batch)
         rng = np.random.default_rng(seed)
         chosen = simulate(c.value, 0.0, 0.0, rng, 1, visit=rng.random((1, *c.value.shape)) < share)[0]
-        return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+        return _answer(task, batch, c, chosen)
 
     return solve
 
@@ -97,7 +102,7 @@ def quantised_loop_solver(levels: int) -> Solver:
         lo = np.where(shown, c.value, np.inf).min(1, keepdims=True)
         step = np.minimum(np.floor((c.value - lo) / value_range(c.value)[:, None] * levels), levels - 1)
         chosen = np.argmax(np.where(shown, step, -np.inf), 1)  # the first candidate of the top step
-        return task.encode_answers(batch, np.take_along_axis(c.answer, chosen[:, None], 1)[:, 0])
+        return _answer(task, batch, c, chosen)
 
     return solve
 
@@ -123,7 +128,7 @@ def tournament_solver(sigma: float, seed: int = 0) -> Solver:
             noise = sigma * span * rng.standard_normal((2, *a.shape))
             b_wins = (b >= 0) & ((a < 0) | (vb + noise[1] > va + noise[0]))
             idx = np.where(b_wins, b, a)
-        return task.encode_answers(batch, np.take_along_axis(c.answer, idx[:, :1], 1)[:, 0])
+        return _answer(task, batch, c, idx[:, 0])
 
     return solve
 
@@ -136,7 +141,7 @@ def window_solver(width: int) -> Solver:
         c = task.candidates(batch)
         seen = np.cumsum(np.isfinite(c.value), axis=1) <= width
         value = np.where(seen, c.value, -np.inf)
-        return task.encode_answers(batch, np.take_along_axis(c.answer, np.argmax(value, 1)[:, None], 1)[:, 0])
+        return _answer(task, batch, c, np.argmax(value, 1))
 
     return solve
 
