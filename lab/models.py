@@ -5,6 +5,11 @@ Steps t >= steps[b] do not change example b's state and output zeros. The recurr
 ``detach_at`` [B] (the progressive loss, lab.trainer): the state entering step detach_at[b] is
 treated as a constant by autodiff (values unchanged). ``aux`` holds inspection
 data (for the NTM, read/write weightings [T, B, heads, N]); under jit unused aux costs nothing.
+
+Closed loops (a task that answers the model's actions, tasks.base.feedback_of): the recurrent models are
+built with the task's ``feedback(x_t [X], y_prev [Y], inputs [T, X]) -> x_t [X]`` (one example) and feed
+each step's output back through it into the next step's input. The MLP has no steps to act on; it sees
+the open-loop inputs (the feedback channels stay zero), the fully amortised baseline.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from flax import nnx
 import ntm
 
 Array = jax.Array
+Feedback = Callable[[Array, Array, Array], Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,9 @@ class ModelConfig:
 class NTM(nnx.Module):
     """The project's NTM cell (ntm.NTMCell) unrolled over time, vmapped over the batch."""
 
-    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
+    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs,
+                 feedback: Feedback | None = None):
+        self.feedback = feedback
         self.cfg = ntm.NTMConfig(
             input_size=input_size, output_size=output_size, memory_rows=mc.memory_rows,
             memory_width=mc.memory_width, controller=mc.controller, controller_size=mc.controller_size,
@@ -70,7 +78,8 @@ class NTM(nnx.Module):
         keys = None if key is None else jax.random.split(key, B)
 
         def one(x: Array, n: Array, k: Array | None, d: Array | None) -> tuple[Array, ntm.Trace]:
-            ys, trace, _ = ntm.unroll(params, self.cfg, x, n, key=k, detach_at=d)
+            fb = None if self.feedback is None else (lambda xt, y: self.feedback(xt, y, x))
+            ys, trace, _ = ntm.unroll(params, self.cfg, x, n, key=k, detach_at=d, feedback=fb)
             return ys, trace
 
         in_axes = (1, 0, None if keys is None else 0, None if detach_at is None else 0)
@@ -81,7 +90,9 @@ class NTM(nnx.Module):
 class LSTM(nnx.Module):
     """LSTM baseline: same inputs and steps as the NTM, no external memory."""
 
-    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
+    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs,
+                 feedback: Feedback | None = None):
+        self.feedback = feedback
         self.cell = nnx.LSTMCell(input_size, mc.hidden_size, rngs=rngs)
         self.out = nnx.Linear(mc.hidden_size, output_size, rngs=rngs)
 
@@ -89,18 +100,25 @@ class LSTM(nnx.Module):
                  detach_at: Array | None = None) -> tuple[Array, dict[str, Array]]:
         T, B, _ = inputs.shape
         carry = self.cell.initialize_carry((B, inputs.shape[-1]), nnx.Rngs(0))
+        y0 = jnp.zeros((B, self.out.out_features), inputs.dtype)
+        fb = None if self.feedback is None else jax.vmap(self.feedback, in_axes=(0, 0, 1))
 
-        def body(c, tx):
+        def body(cy, tx):
+            c, y_prev = cy
             t, x = tx
             if detach_at is not None:
                 cut = ((t == detach_at) & (t > 0))[:, None]  # [B, 1]; 0: nothing detached (as ntm.unroll)
-                c = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), c)
+                c, y_prev = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), (c, y_prev))
+            if fb is not None:
+                x = fb(x, y_prev, inputs)
             new, h = self.cell(c, x)
             active = (t < steps)[:, None]  # [B, 1]
             c = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, c)
-            return c, jnp.where(active, h, 0.0)
+            h = jnp.where(active, h, 0.0)
+            # the output of a closed loop is needed inside the scan; an open loop's is computed once after it
+            return (c, jnp.where(active, self.out(h), 0.0) if fb is not None else y_prev), h
 
-        _, hs = jax.lax.scan(body, carry, (jnp.arange(T), inputs))  # [T, B, H]
+        _, hs = jax.lax.scan(body, (carry, y0), (jnp.arange(T), inputs))  # [T, B, H]
         logits = jnp.where((jnp.arange(T)[:, None] < steps[None, :])[..., None], self.out(hs), 0.0)
         return logits, {}
 
@@ -112,7 +130,8 @@ class MLP(nnx.Module):
     it emits all T outputs at once.
     """
 
-    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs):
+    def __init__(self, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, *, rngs: nnx.Rngs,
+                 feedback: Feedback | None = None):  # no steps to act on: open loop (see the module docstring)
         self.max_steps, self.output_size, self.one_output = max_steps, output_size, mc.mlp_one_output
         sizes = [max_steps * input_size] + [mc.hidden_size] * mc.mlp_layers
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
@@ -136,14 +155,15 @@ class MLP(nnx.Module):
 MODELS: dict[str, Callable[..., nnx.Module]] = {"ntm": NTM, "lstm": LSTM, "mlp": MLP}
 
 
-def make_model(name: str, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, seed: int) -> nnx.Module:
+def make_model(name: str, input_size: int, output_size: int, mc: ModelConfig, max_steps: int, seed: int,
+               feedback: Feedback | None = None) -> nnx.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     if mc.mlp_max_steps and name == "mlp":
         if mc.mlp_max_steps < max_steps:
             raise ValueError(f"mlp_max_steps={mc.mlp_max_steps} is shorter than the task's {max_steps} steps")
         max_steps = mc.mlp_max_steps
-    return MODELS[name](input_size, output_size, mc, max_steps, rngs=nnx.Rngs(seed))
+    return MODELS[name](input_size, output_size, mc, max_steps, rngs=nnx.Rngs(seed), feedback=feedback)
 
 
 def mlp_params(input_size: int, output_size: int, max_steps: int, hidden: int, layers: int,

@@ -29,6 +29,7 @@ from lab import models
 from lab.config import TrainConfig, migrate
 from lab.parallel import resolve_microbatches
 from tasks import SupervisedLoop, Task, make_task
+from tasks.base import feedback_of
 
 
 # Fields that may change when a run is resumed: they steer the loop, not what is computed.
@@ -122,7 +123,7 @@ def build_task(cfg: TrainConfig, training: bool = False) -> Task:
 
 def build_model(cfg: TrainConfig, task: Task, max_steps: int | None = None) -> nnx.Module:
     return models.make_model(cfg.model, task.input_size, task.output_size, cfg.model_config,
-                             max_steps or task.max_steps(), cfg.seed)
+                             max_steps or task.max_steps(), cfg.seed, feedback=feedback_of(task))
 
 
 def read_config(workdir: str | Path) -> TrainConfig:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -333,6 +333,7 @@ def unroll(
     state: NTMState | None = None,
     key: Array | None = None,
     detach_at: Array | int | None = None,
+    feedback: Callable[[Array, Array], Array] | None = None,
 ) -> tuple[Array, Trace, NTMState]:
     """Run ``step`` over inputs [T, X] with ``lax.scan``; one example.
 
@@ -342,6 +343,8 @@ def unroll(
     ``detach_at`` is a constant for differentiation (``stop_gradient``), so losses on later outputs
     train only the steps from there on, starting from whatever state the earlier steps left; the
     values computed are unchanged. ``detach_at`` = 0 detaches nothing (as Bansal et al.'s n = 0).
+    ``feedback`` closes the loop (an environment that answers the model's actions): step t sees
+    ``feedback(inputs[t], y[t-1])`` [X] instead of inputs[t], with y[-1] = 0; None: open loop.
     Returns (outputs [T, Y], Trace, final state). Unused Trace fields cost nothing under jit.
     """
     T = inputs.shape[0]
@@ -351,16 +354,20 @@ def unroll(
         num_steps = T
     num_steps = jnp.asarray(num_steps, jnp.int32)
 
-    def body(s: NTMState, tx: tuple[Array, Array]) -> tuple[NTMState, tuple[Array, Array, Array]]:
+    def body(carry: tuple[NTMState, Array], tx: tuple[Array, Array]
+             ) -> tuple[tuple[NTMState, Array], tuple[Array, Array, Array]]:
+        s, y_prev = carry
         t, x = tx
         if detach_at is not None:
             cut = (t == detach_at) & (t > 0)  # 0: nothing before it (the learned initial state keeps its gradient)
-            s = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), s)
+            s, y_prev = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), (s, y_prev))
+        if feedback is not None:
+            x = feedback(x, y_prev)
         new, y = _step_t(params, s, x, cfg)
         active = t < num_steps
         s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s)
         y = jnp.where(active, y, jnp.zeros_like(y))
-        return s, (y, s.read_weights, s.write_weights)
+        return (s, y), (y, s.read_weights, s.write_weights)
 
     # Rematerialise each step in the backward pass, keeping only the matmul outputs: the scan
     # then stores the carry and a few dot results per step instead of ~100 residual arrays
@@ -368,7 +375,8 @@ def unroll(
     body = jax.checkpoint(body, policy=_REMAT_POLICY)
     # The carry holds memory transposed ([M, N], see _step_t); transpose once at each end.
     state = state._replace(memory=state.memory.T)
-    final, (ys, rw, ww) = jax.lax.scan(body, state, (jnp.arange(T), inputs))
+    y0 = jnp.zeros((cfg.output_size,), inputs.dtype)
+    (final, _), (ys, rw, ww) = jax.lax.scan(body, (state, y0), (jnp.arange(T), inputs))
     return ys, Trace(rw, ww), final._replace(memory=final.memory.T)
 
 

@@ -100,6 +100,22 @@ class SupervisedLoop(Protocol):
     def check_trace_loss(self) -> None: ...  # a ValueError where the running answer is not the scored one
 
 
+@runtime_checkable
+class ClosedLoop(Protocol):
+    """A task that answers the model's actions (a query oracle): the recurrent models run step t on
+    ``feedback(inputs[t], y[t-1], inputs)`` (one example: x_t [X], the previous output [Y] (zeros at t = 0),
+    the example's whole inputs [T, X]) -> [X]. ``closed_loop`` is False where the options leave it open."""
+
+    closed_loop: bool
+
+    def feedback(self, x: Array, y_prev: Array, inputs: Array) -> Array: ...
+
+
+def feedback_of(task: Task) -> Callable[[Array, Array, Array], Array] | None:
+    """The task's feedback function where its loop is closed, else None (an open-loop task)."""
+    return task.feedback if isinstance(task, ClosedLoop) and task.closed_loop else None
+
+
 BIG_LOGIT = 20.0  # the logit magnitude an encoded answer bit gets (sigmoid(20) = 1 - 2e-9)
 
 

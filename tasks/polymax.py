@@ -10,7 +10,7 @@ x* = argmax_{x in [0, 1]} P(x) (unique with probability 1). It is an endpoint fo
 the instances at the default degrees 2..6 (58% at degree 2, 31% at 6, 21% at 12), and P has a
 single local maximum for 16% of them (58% at degree 2, under 1% from degree 6).
 
-Input channels (X = 2 + index_bits):
+Input channels (X = 2 + index_bits, 4 more with a query oracle):
   0       c_t (step t <= d shows coefficient t);
   1       1 on the steps that show a coefficient ("present");
   2..     t in binary, `index_bits` bits, least significant first (index_bits = 4: degree <= 15).
@@ -20,9 +20,23 @@ Step schedule: steps = ceil(step_scale * (d + 1)) + step_offset (default offset 
 are shown on steps t < min(d + 1, steps); later steps have zero inputs. Only the last step,
 steps - 1, is scored (mask 1 there); there is no "answer now" signal. With step_scale < 1 an
 example may see only its first `steps` coefficients and is still scored on the whole polynomial
-(the instance does not depend on the schedule). Every batch is padded to
-max_steps() = ceil(step_scale * (max_size + 1)) + step_offset; steps past an example's `steps`
-have zero inputs, targets and mask.
+(the instance does not depend on the schedule). Every batch is padded to max_steps(); steps past an
+example's `steps` have zero inputs, targets and mask.
+
+Thinking steps (``think`` = c > 0): after the d + 1 coefficient steps come K = ceil(step_scale * c *
+(d + 1)) steps with no new input, then the step_offset steps, so
+    steps = (d + 1) + ceil(step_scale * c * (d + 1)) + step_offset.
+The step multiplier then scales the thinking steps only: every coefficient is always shown, and a
+test-time multiplier of 0.25x-4x gives the model a quarter to four times the K it was trained with.
+``extra_steps`` = E (a training option) adds U{0..E} blank steps per example, so that a model learns to
+hold its answer past the steps it is scored at.
+
+A query oracle (``oracle`` = "value" or "slope", with think = c > 0: the thinking steps become queries):
+four more input channels, [query, x, P(x), asinh P'(x)] (the last 0 for "value"). The query flag is 1
+on every step after the coefficients; on those steps the task's ``feedback`` (tasks.base.ClosedLoop)
+fills the other three with the model's previous output x = sigmoid(logit) and the polynomial there, so
+an example makes steps - (d + 1) queries (its outputs on steps d .. steps - 2) and answers at the last
+step. Nothing tracks the best query for the model: its answer is its own last output.
 
 Targets: x* at the last step (targets[steps - 1, b, 0]). The coefficients travel in
 `Batch.aux` ([B, D + 1], zero past d) because the loss and metrics need P even where the inputs
@@ -53,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import ClassVar
 
 import jax
@@ -61,7 +76,7 @@ import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 
 from tasks.base import (Batch, Candidates, SizeRange, check_range, check_schedule, int_to_bits, last_step,
-                        sample_sizes, scaled_steps, steps_table, time_index)
+                        sample_sizes, scaled_steps, time_index)
 
 Array = jax.Array
 
@@ -190,12 +205,17 @@ class PolyMax(SizeRange):
     compiled_program: ClassVar[str | None] = None
     candidate_grid: ClassVar[int] = 257  # candidates: x on a uniform grid of [0, 1]
     objectives: ClassVar[tuple[str, ...]] = ("gap", "supervised")
+    oracles: ClassVar[tuple[str, ...]] = ("none", "value", "slope")
     min_size: int = 2
     max_size: int = 6
     index_bits: int = 4
     objective: str = "gap"
     step_scale: float = 1.0
     step_offset: int = 2
+    think: float = 0.0  # thinking steps per coefficient (c); 0: none, step_scale scales the whole schedule
+    oracle: str = "none"  # "value" / "slope": the thinking steps query P (and P') at the model's last output
+    extra_steps: int = 0  # training only: each example gets U{0..extra_steps} more blank steps
+    training_options: ClassVar[frozenset[str]] = frozenset({"extra_steps"})
 
     def __post_init__(self) -> None:
         check_range("polymax degree", self.min_size, self.max_size)
@@ -206,17 +226,50 @@ class PolyMax(SizeRange):
         if self.objective not in self.objectives:
             raise ValueError(f"polymax: objective must be one of {self.objectives}, got {self.objective!r}")
         check_schedule("polymax", self.step_scale, self.step_offset)
+        if not (isinstance(self.think, (int, float)) and math.isfinite(self.think) and self.think >= 0):
+            raise ValueError(f"polymax: think must be a finite number >= 0, got {self.think!r}")
+        if self.oracle not in self.oracles:
+            raise ValueError(f"polymax: oracle must be one of {self.oracles}, got {self.oracle!r}")
+        if self.oracle != "none" and not self.think:
+            raise ValueError("polymax: a query oracle needs thinking steps to query on (think > 0)")
+        if not isinstance(self.extra_steps, int) or isinstance(self.extra_steps, bool) or self.extra_steps < 0:
+            raise ValueError(f"polymax: extra_steps must be an integer >= 0, got {self.extra_steps!r}")
 
     @property
     def input_size(self) -> int:
-        return 2 + self.index_bits
+        return 2 + self.index_bits + (4 if self.closed_loop else 0)
+
+    @property
+    def closed_loop(self) -> bool:
+        return self.oracle != "none"
+
+    def feedback(self, x: Array, y_prev: Array, inputs: Array) -> Array:
+        """tasks.base.ClosedLoop for one example: on a query step (flag 1), the previous output's x and P(x)
+        (and asinh P'(x) with the slope oracle) in the three channels after the flag. The polynomial is read
+        from the example's own coefficient steps (coefficient t on step t), so any degree works."""
+        q = 2 + self.index_bits
+        c = inputs[:, 0] * inputs[:, 1]  # [T]: coefficient t on step t, zero on the other steps
+        xp = jax.nn.sigmoid(y_prev[0])
+        u = jnp.clip(2 * xp - 1, -1 + 1e-6, 1 - 1e-6)  # the endpoints' derivative stays finite
+        theta = jnp.arccos(u)
+        j = jnp.arange(c.shape[0], dtype=x.dtype)
+        p = (c * jnp.cos(j * theta)).sum()  # T_j(u) = cos(j theta)
+        dp = 2 * (c * j * jnp.sin(j * theta)).sum() / jnp.sin(theta)  # d/dx T_j(2x - 1) = 2 j U_{j-1}(u)
+        slope = jnp.arcsinh(dp) if self.oracle == "slope" else jnp.zeros_like(dp)
+        return x.at[q + 1:q + 4].set(x[q] * jnp.stack([xp, p, slope]))
 
     @property
     def output_size(self) -> int:
         return 1
 
+    def schedule(self, coefficients: int) -> int:
+        """Steps of an example with this many coefficients (d + 1), before any extra training steps."""
+        if self.think:
+            return coefficients + scaled_steps(coefficients, self.step_scale * self.think, self.step_offset)
+        return scaled_steps(coefficients, self.step_scale, self.step_offset)
+
     def max_steps(self) -> int:
-        return scaled_steps(self.max_size + 1, self.step_scale, self.step_offset)
+        return self.schedule(self.max_size + 1) + self.extra_steps
 
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are x on a grid of [0, 1] ----
 
@@ -279,13 +332,21 @@ class PolyMax(SizeRange):
         inv_root = jnp.asarray(1 / np.sqrt(np.arange(1, D + 2)), jnp.float32)[degree]  # [B] 1/sqrt(d+1)
         c = jnp.where(used, z * inv_root[:, None], 0.0)  # [B, D+1]
         x_star, _, difficulty = maximise(c)
-        steps = jnp.asarray(steps_table(D + 1, self.step_scale, self.step_offset))[degree + 1]  # [B]
+        table = np.array([self.schedule(b) for b in range(D + 2)], np.int32)
+        steps = jnp.asarray(table)[degree + 1]  # [B]
+        if self.extra_steps:
+            k_extra = jax.random.fold_in(key, 0x6578)  # its own stream: the instance does not depend on it
+            steps = steps + jax.random.randint(k_extra, (B,), 0, self.extra_steps + 1, dtype=jnp.int32)
 
         t = time_index(T, B)  # [T, B]
         shown = (t <= degree[None, :]) & (t < steps[None, :])  # [T, B]
         coef = jnp.take_along_axis(c.T, jnp.clip(t, 0, D), axis=0) * shown  # [T, B]
         index = int_to_bits(t, self.index_bits) * shown[..., None]  # [T, B, index_bits]
-        inputs = jnp.concatenate([coef[..., None], shown[..., None].astype(jnp.float32), index], axis=-1)
+        parts = [coef[..., None], shown[..., None].astype(jnp.float32), index]
+        if self.closed_loop:  # the query flag after the coefficients; feedback fills the other three
+            query = (t > degree[None, :]) & (t < steps[None, :])
+            parts += [query[..., None].astype(jnp.float32), jnp.zeros((T, B, 3), jnp.float32)]
+        inputs = jnp.concatenate(parts, axis=-1)
         last = t == steps[None, :] - 1  # [T, B]
         targets = (x_star[None, :] * last)[..., None]  # [T, B, 1]
         return Batch(inputs, targets, last.astype(jnp.float32), steps, degree, difficulty, aux=c)
@@ -324,9 +385,10 @@ class PolyMax(SizeRange):
         if shown == steps and self.step_scale < 1:
             raise ValueError("polymax reference: every step shows a coefficient, the polynomial may be truncated")
         weights = 2 ** np.arange(self.index_bits)
-        if [int(round(float(inputs[t, 2:] @ weights))) for t in range(shown)] != list(range(shown)):
+        index = inputs[:, 2:2 + self.index_bits]
+        if [int(round(float(index[t] @ weights))) for t in range(shown)] != list(range(shown)):
             raise ValueError("polymax reference: coefficient indices are not 0..d")
-        if steps != scaled_steps(shown, self.step_scale, self.step_offset):
+        if not 0 <= steps - self.schedule(shown) <= self.extra_steps:
             raise ValueError(f"polymax reference: {steps} steps for degree {shown - 1}")
         x_star, _ = maximise_reference(inputs[:shown, 0])
         targets = np.zeros((T, 1), np.float32)
