@@ -12,6 +12,7 @@ Shapes: B batch, D + 1 coefficients, Q queries.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -86,3 +87,112 @@ def regret(c: Array, x: Array) -> np.ndarray:
     """max P - P(x) for coefficients c [B, D+1] and answers x [B] (the task's regret, clipped at 0)."""
     _, best, _ = maximise(c)
     return np.maximum(np.asarray(best - cheb_eval(c, x[:, None])[0][:, 0]), 0.0)
+
+
+# ---- a trained model with the query oracle against the classical optimisers, at equal numbers of queries ----
+
+
+def model_queries(model, task, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A model's run on a closed-loop polymax batch of one degree d: (answer x [B], queries [B, Q], regret of the
+    answer [B]), its queries being its outputs on steps d .. steps - 2 (each answered on the next step)."""
+    from lab.evaluation import Evaluator, task_metrics
+
+    logits, _ = Evaluator.of(model).forward(batch)
+    x = np.asarray(jax.nn.sigmoid(logits[..., 0]))  # [T, B]
+    d, steps = int(batch.size[0]), np.asarray(batch.steps)
+    if not (steps == steps[0]).all() or not (np.asarray(batch.size) == d).all():
+        raise ValueError("model_queries: needs a batch of one degree and one step count")
+    queries = x[d:steps[0] - 1].T  # [B, Q]
+    answer = x[steps[0] - 1]
+    return answer, queries, np.asarray(task_metrics(task)(logits, batch)["regret"])
+
+
+def best_so_far(c: Array, queries: np.ndarray) -> np.ndarray:
+    """Median over examples of the regret of the best query among the first k, for k = 1 .. Q -> [Q]."""
+    p = np.asarray(cheb_eval(c, jnp.asarray(queries, jnp.float32))[0])  # [B, Q]
+    _, best, _ = maximise(c)
+    return np.median(np.maximum(np.asarray(best)[:, None] - np.maximum.accumulate(p, 1), 0.0), 0)
+
+
+def compare(run: str, degrees: tuple[int, ...], scales: tuple[float, ...] = (1.0,), batch_size: int = 4096,
+            seed: int = 2) -> list[dict]:
+    """One row per (degree, step multiplier, strategy): the model of ``run`` (a polymax run with a query oracle)
+    and every classical strategy with the same queries, on a fresh batch of key ``seed``: median and mean regret,
+    the share within the task's match tolerance, and (for the model) how far its answer is from its best query."""
+    from lab.evaluation import fixed_batch
+    from lab.rundir import load_run
+    from tasks.polymax import MATCH_REGRET
+
+    cfg, task, model, _ = load_run(run)
+    if not getattr(task, "closed_loop", False):
+        raise ValueError(f"{run}: not a polymax run with a query oracle (task options {cfg.task_options})")
+    rows = []
+    for d in degrees:
+        for scale in scales:
+            t = dataclasses.replace(task.with_sizes(d, d), step_scale=scale)
+            batch = fixed_batch(t, batch_size, seed)
+            answer, queries, r_model = model_queries(model, t, batch)
+            c = batch.aux
+            q = queries.shape[1]
+            p_queries = np.asarray(cheb_eval(c, jnp.asarray(queries))[0]).max(1)
+            p_answer = np.asarray(cheb_eval(c, jnp.asarray(answer[:, None]))[0])[:, 0]
+            base = {"degree": d, "scale": scale, "queries": q}
+            rows.append({**base, "strategy": "model", "median": float(np.median(r_model)), "mean": float(r_model.mean()),
+                         "match": float((r_model < MATCH_REGRET).mean()),
+                         "answer_below_best_query": float(np.median(p_queries - p_answer)),
+                         "curve": best_so_far(c, queries).tolist()})
+            for name, f in STRATEGIES.items():
+                x, xs = f(c, q, jax.random.key(seed))
+                r = regret(c, x)
+                rows.append({**base, "strategy": name, "median": float(np.median(r)), "mean": float(r.mean()),
+                             "match": float((r < MATCH_REGRET).mean()), "curve": best_so_far(c, np.asarray(xs)).tolist()})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(r["strategy"] for r in rows))
+    out = ["| degree | scale | queries | " + " | ".join(names) + " |", "|---:|---:|---:|" + "---:|" * len(names)]
+    keys = list(dict.fromkeys((r["degree"], r["scale"], r["queries"]) for r in rows))
+    for k in keys:
+        cells = {r["strategy"]: r for r in rows if (r["degree"], r["scale"], r["queries"]) == k}
+        out.append(f"| {k[0]} | {k[1]:g} | {k[2]} | " + " | ".join(
+            f"{cells[n]['median']:.3g} ({cells[n]['mean']:.3g})" for n in names) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from lab.rundir import RunDirError
+
+    p = argparse.ArgumentParser(prog="python -m lab.optimisers", description="A polymax run with a query oracle "
+                                "against grid, random, golden-section and gradient ascent with the same queries: "
+                                "median (mean) regret per degree and test-time step multiplier.")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 6, 8, 12])
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--json", default="")
+    a = p.parse_args(argv)
+    try:
+        if a.batch_size < 1 or min(a.sizes) < 1 or min(a.scales) <= 0:
+            raise ValueError("--batch-size and --sizes need integers >= 1, --scales positive numbers")
+        rows = []
+        for run in a.runs:
+            rs = compare(run, tuple(a.sizes), tuple(a.scales), a.batch_size, a.seed)
+            rows += [{**r, "run": run} for r in rs]
+            print(f"\n{run}: median (mean) regret\n\n{markdown(rs)}")
+    except (ValueError, RunDirError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -132,3 +132,27 @@ def test_classical_optimisers_query_their_budget_and_find_the_maximum():
     cq = jnp.array([[-(1 / 8 + (0.5 - x0) ** 2), -(0.5 - x0), -1 / 8]])
     assert abs(float(optimisers.golden(cq, 30)[0][0]) - x0) < 1e-4
     assert abs(float(maximise(cq)[0][0]) - x0) < 1e-4
+
+
+def test_a_tiny_oracle_run_learns_and_is_compared_at_equal_queries(tmp_path, capsys):
+    """Training runs the closed loop end to end (the model is rebuilt with the task's feedback from its run
+    directory), the regret falls, and python -m lab.optimisers puts it beside every classical strategy."""
+    import json
+
+    from lab.config import TrainConfig
+    from lab.trainer import train
+
+    cfg = TrainConfig(task="polymax", model="ntm", steps=200, log_every=100, batch_size=32, lr=1e-2, min_size=2,
+                      max_size=3, eval_batch_size=256, checkpoint_every=100,
+                      task_options={"think": 1.0, "oracle": "slope", "step_offset": 0, "index_bits": 4},
+                      model_config=ModelConfig(memory_rows=8, memory_width=4, controller_size=16))
+    train(cfg, tmp_path / "run", progress=False)
+    evals = [r["eval/regret"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if "eval/regret" in r]
+    assert evals[-1] < 0.7 * evals[0]
+    rows = optimisers.compare(str(tmp_path / "run"), (2, 5), (1.0, 2.0), batch_size=128)
+    assert {r["strategy"] for r in rows} == {"model", *optimisers.STRATEGIES}
+    assert {(r["degree"], r["scale"], r["queries"]) for r in rows} == {(2, 1.0, 3), (2, 2.0, 6), (5, 1.0, 6), (5, 2.0, 12)}
+    assert optimisers.main([str(tmp_path / "run"), "--sizes", "0"]) == 2
+    assert optimisers.main([str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err

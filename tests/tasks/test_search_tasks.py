@@ -643,8 +643,10 @@ def test_training_signals_are_training_configuration():
         make_task("argmax", near_ties=0.5, levels=16)
     with pytest.raises(ValueError, match="not options of its training distribution"):
         make_task("argmax", training={"levels": 16})
-    with pytest.raises(ValueError, match="none"):
+    with pytest.raises(ValueError, match="extra_steps"):
         make_task("polymax", training={"near_ties": 0.5})
+    with pytest.raises(ValueError, match="none"):
+        make_task("copy", training={"near_ties": 0.5})
     cfg = TrainConfig(task="argmax", task_options={"levels": 16}, train_distribution={"near_ties": 0.5, "extra_steps": 2},
                       trace_loss=1.0)
     assert (build_task(cfg).near_ties, build_task(cfg).extra_steps) == (0.0, 0)
