@@ -114,23 +114,45 @@ def best_so_far(c: Array, queries: np.ndarray) -> np.ndarray:
     return np.median(np.maximum(np.asarray(best)[:, None] - np.maximum.accumulate(p, 1), 0.0), 0)
 
 
+def describe(c: Array, queries: np.ndarray) -> dict[str, float]:
+    """How a sequence of queries [B, Q] moves: the median spread (max - min: a grid covers [0, 1], a local method
+    does not), the share of moves (|step| > 1e-3) that go the way P' pointed at the point they left (gradient
+    ascent: 1; a grid or random search about 0.5), and the median size of the last move (0: settled)."""
+    q = np.asarray(queries, np.float64)
+    slope = np.asarray(cheb_eval(c, jnp.asarray(queries, jnp.float32))[1])[:, :-1]  # [B, Q-1]
+    move = np.diff(q, axis=1)
+    big = np.abs(move) > 1e-3
+    uphill = (np.sign(move) == np.sign(slope)) & big
+    return {"spread": float(np.median(q.max(1) - q.min(1))),
+            "uphill": float(uphill.sum() / max(big.sum(), 1)) if q.shape[1] > 1 else float("nan"),
+            "last_move": float(np.median(np.abs(move[:, -1]))) if q.shape[1] > 1 else float("nan")}
+
+
 def compare(run: str, degrees: tuple[int, ...], scales: tuple[float, ...] = (1.0,), batch_size: int = 4096,
             seed: int = 2) -> list[dict]:
-    """One row per (degree, step multiplier, strategy): the model of ``run`` (a polymax run with a query oracle)
-    and every classical strategy with the same queries, on a fresh batch of key ``seed``: median and mean regret,
+    """One row per (degree, step multiplier, strategy): the model of ``run`` (a polymax run) and, where it has a
+    query oracle, every classical strategy with the same queries (without one, "queries" counts the steps after
+    the coefficients), on a fresh batch of key ``seed``: median and mean regret,
     the share within the task's match tolerance, and (for the model) how far its answer is from its best query."""
     from lab.evaluation import fixed_batch
     from lab.rundir import load_run
     from tasks.polymax import MATCH_REGRET
 
     cfg, task, model, _ = load_run(run)
-    if not getattr(task, "closed_loop", False):
-        raise ValueError(f"{run}: not a polymax run with a query oracle (task options {cfg.task_options})")
+    if cfg.task != "polymax":
+        raise ValueError(f"{run}: not a polymax run (task {cfg.task})")
     rows = []
     for d in degrees:
         for scale in scales:
             t = dataclasses.replace(task.with_sizes(d, d), step_scale=scale)
             batch = fixed_batch(t, batch_size, seed)
+            if not task.closed_loop:  # thinking steps (or none): the model alone, K = the steps after the coefficients
+                from lab.evaluation import Evaluator
+                r_model = Evaluator.of(model).metrics(t, batch)["regret"]
+                rows.append({"degree": d, "scale": scale, "queries": int(batch.steps[0]) - (d + 1), "strategy": "model",
+                             "median": float(np.median(r_model)), "mean": float(r_model.mean()),
+                             "match": float((r_model < MATCH_REGRET).mean())})
+                continue
             answer, queries, r_model = model_queries(model, t, batch)
             c = batch.aux
             q = queries.shape[1]
@@ -140,12 +162,13 @@ def compare(run: str, degrees: tuple[int, ...], scales: tuple[float, ...] = (1.0
             rows.append({**base, "strategy": "model", "median": float(np.median(r_model)), "mean": float(r_model.mean()),
                          "match": float((r_model < MATCH_REGRET).mean()),
                          "answer_below_best_query": float(np.median(p_queries - p_answer)),
-                         "curve": best_so_far(c, queries).tolist()})
+                         "curve": best_so_far(c, queries).tolist(), **describe(c, queries)})
             for name, f in STRATEGIES.items():
                 x, xs = f(c, q, jax.random.key(seed))
                 r = regret(c, x)
                 rows.append({**base, "strategy": name, "median": float(np.median(r)), "mean": float(r.mean()),
-                             "match": float((r < MATCH_REGRET).mean()), "curve": best_so_far(c, np.asarray(xs)).tolist()})
+                             "match": float((r < MATCH_REGRET).mean()), "curve": best_so_far(c, np.asarray(xs)).tolist(),
+                             **describe(c, np.asarray(xs))})
     return rows
 
 
@@ -160,6 +183,18 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def behaviour_markdown(rows: list[dict]) -> str:
+    """How each strategy's queries move (``describe``), per degree and multiplier."""
+    out = ["| degree | scale | strategy | spread | uphill moves | last move | answer below best query |",
+           "|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if "spread" in r:
+            below = f"{r['answer_below_best_query']:.3g}" if "answer_below_best_query" in r else ""
+            out.append(f"| {r['degree']} | {r['scale']:g} | {r['strategy']} | {r['spread']:.2f} | {r['uphill']:.2f} | "
+                       f"{r['last_move']:.3g} | {below} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
@@ -167,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lab.rundir import RunDirError
 
-    p = argparse.ArgumentParser(prog="python -m lab.optimisers", description="A polymax run with a query oracle "
-                                "against grid, random, golden-section and gradient ascent with the same queries: "
+    p = argparse.ArgumentParser(prog="python -m lab.optimisers", description="A polymax run's regret per degree "
+                                "and test-time step multiplier; with a query oracle, beside grid, random, golden-section and gradient ascent with the same queries: "
                                 "median (mean) regret per degree and test-time step multiplier.")
     p.add_argument("runs", nargs="+")
     p.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 6, 8, 12])
@@ -185,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             rs = compare(run, tuple(a.sizes), tuple(a.scales), a.batch_size, a.seed)
             rows += [{**r, "run": run} for r in rs]
             print(f"\n{run}: median (mean) regret\n\n{markdown(rs)}")
+            if any("spread" in r for r in rs):
+                print(f"\nhow the queries move\n\n{behaviour_markdown(rs)}")
     except (ValueError, RunDirError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
