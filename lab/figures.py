@@ -115,3 +115,37 @@ def metric_vs_size(reports: Sequence[dict[str, Any]], path: str | Path, metric: 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def query_trajectories(curves: dict[str, np.ndarray], polys: np.ndarray, queries: dict[str, np.ndarray],
+                       path: str | Path, title: str = "") -> Path:
+    """Where each strategy queries a few polynomials: one panel per polynomial (P on [0, 1], grey; each
+    strategy's queries in order, joined) and a last panel of the median regret of the best query so far vs
+    the number of queries. ``polys`` [n, G] is P on an even grid; ``queries`` name -> [n, Q] (x, and P(x) as
+    [2, n, Q]); ``curves`` name -> [Q] median best-so-far regret."""
+    plt = _plt()
+    n = polys.shape[0]
+    fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.2))
+    grid = np.linspace(0, 1, polys.shape[1])
+    colors = dict(zip(queries, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for i in range(n):
+        ax = axes[i]
+        ax.plot(grid, polys[i], color="0.6", lw=1)
+        for name, (x, p) in queries.items():
+            ax.plot(x[i], p[i], "o-", ms=3, lw=0.6, color=colors[name], label=name, alpha=0.8)
+        ax.set_xlabel("x")
+        ax.set_title(f"polynomial {i + 1}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    for name, c in curves.items():
+        ax.plot(np.arange(1, len(c) + 1), np.maximum(c, 1e-6), "o-", ms=3, color=colors.get(name), label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("queries")
+    ax.set_title("median regret of the best query so far", fontsize=9)
+    ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -172,6 +172,33 @@ def compare(run: str, degrees: tuple[int, ...], scales: tuple[float, ...] = (1.0
     return rows
 
 
+def figure(run: str, degree: int, path: str, scale: float = 1.0, shown: int = 3, batch_size: int = 4096,
+           seed: int = 2) -> str:
+    """The query trajectories of a run with an oracle and of the classical strategies on ``shown`` polynomials of
+    ``degree`` (the first of the key-``seed`` batch), beside each one's median best-so-far regret curve."""
+    from lab import figures
+    from lab.evaluation import fixed_batch
+    from lab.rundir import load_run
+
+    _, task, model, _ = load_run(run)
+    if not getattr(task, "closed_loop", False):
+        raise ValueError(f"{run}: the figure needs a polymax run with a query oracle")
+    t = dataclasses.replace(task.with_sizes(degree, degree), step_scale=scale)
+    batch = fixed_batch(t, batch_size, seed)
+    c = batch.aux
+    _, model_q, _ = model_queries(model, t, batch)
+    q = model_q.shape[1]
+    found = {"model": model_q, **{n: np.asarray(f(c, q, jax.random.key(seed))[1]) for n, f in STRATEGIES.items()
+                                  if n != "random"}}
+    xs = np.linspace(0, 1, 201)
+    polys = np.asarray(cheb_eval(c[:shown], jnp.broadcast_to(jnp.asarray(xs, jnp.float32), (shown, len(xs))))[0])
+    pairs = {n: (v[:shown], np.asarray(cheb_eval(c[:shown], jnp.asarray(v[:shown], jnp.float32))[0]))
+             for n, v in found.items()}
+    curves = {n: best_so_far(c, v) for n, v in found.items()}
+    figures.query_trajectories(curves, polys, pairs, path, title=f"{run}: degree {degree}, {q} queries")
+    return path
+
+
 def markdown(rows: list[dict]) -> str:
     names = list(dict.fromkeys(r["strategy"] for r in rows))
     out = ["| degree | scale | queries | " + " | ".join(names) + " |", "|---:|---:|---:|" + "---:|" * len(names)]
@@ -202,15 +229,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from lab.rundir import RunDirError
 
-    p = argparse.ArgumentParser(prog="python -m lab.optimisers", description="A polymax run's regret per degree "
-                                "and test-time step multiplier; with a query oracle, beside grid, random, golden-section and gradient ascent with the same queries: "
-                                "median (mean) regret per degree and test-time step multiplier.")
+    p = argparse.ArgumentParser(prog="python -m lab.optimisers", description="A polymax run's median (mean) regret "
+                                "per degree and test-time step multiplier; with a query oracle, beside grid, random, "
+                                "golden-section and gradient ascent given the same queries, and how the queries move.")
     p.add_argument("runs", nargs="+")
     p.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 6, 8, 12])
     p.add_argument("--scales", type=float, nargs="+", default=[1.0])
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--json", default="")
+    p.add_argument("--figure", default="", help="PNG of the first run's queries at --figure-degree beside the "
+                   "classical strategies'")
+    p.add_argument("--figure-degree", type=int, default=6)
     a = p.parse_args(argv)
     try:
         if a.batch_size < 1 or min(a.sizes) < 1 or min(a.scales) <= 0:
@@ -222,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{run}: median (mean) regret\n\n{markdown(rs)}")
             if any("spread" in r for r in rs):
                 print(f"\nhow the queries move\n\n{behaviour_markdown(rs)}")
+        if a.figure:
+            print(f"\nfigure: {figure(a.runs[0], a.figure_degree, a.figure, batch_size=a.batch_size, seed=a.seed)}")
     except (ValueError, RunDirError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -372,6 +372,29 @@ class PolyMax(SizeRange):
         return {"regret": regret, "x_error": jnp.abs(x - x_star), "exact_match": match, "error": 1.0 - match,
                 "loss": self.loss(logits, batch)}
 
+    # ---- step supervision (tasks.base.SupervisedLoop): an anytime loss on every output after the coefficients ----
+
+    def trace_loss(self, logits: Array, batch: Batch) -> Array:
+        """[B]: the objective (gap: (max P - P(x_t))^2; supervised: (x_t - x*)^2) of the output x_t of every step
+        from the last coefficient's on (with an oracle, every query and the answer), averaged over those steps: a
+        loss that asks for a good point at any time, where the task's own loss scores the last step only."""
+        T = logits.shape[0]
+        x = jax.nn.sigmoid(logits[..., 0]).T  # [B, T]
+        x_star = last_step(batch.targets, batch.mask)[:, 0]  # [B]
+        if self.objective == "gap":
+            p = cheb_eval(batch.aux, jnp.concatenate([x, x_star[:, None]], 1))[0]  # [B, T + 1]
+            err = (p[:, -1:] - p[:, :-1]) ** 2
+        else:
+            err = (x - x_star[:, None]) ** 2
+        t = jnp.arange(T)[None, :]
+        on = ((t >= batch.size[:, None]) & (t < batch.steps[:, None])).astype(err.dtype)  # [B, T]
+        return (err * on).sum(1) / jnp.maximum(on.sum(1), 1.0)
+
+    def check_trace_loss(self) -> None:
+        if not self.think:
+            raise ValueError("polymax: trace_loss scores the running answer on the steps after the coefficients; "
+                             "it needs thinking steps (think > 0)")
+
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, Y] and score mask [T], x* from the roots of P'.
 

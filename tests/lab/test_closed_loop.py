@@ -25,7 +25,7 @@ def test_thinking_steps_follow_the_schedule_and_show_every_coefficient():
         np.testing.assert_array_equal(np.asarray(b.steps), want)
         present = np.asarray(b.inputs[..., 1])  # [T, B]
         np.testing.assert_array_equal(present.sum(0), d + 1)  # all coefficients, even at 0.25x
-        for i in range(8):  # the reference (roots of P') agrees with the sampler
+        for i in range(3):  # the reference (roots of P') agrees with the sampler
             targets, mask = task.reference(np.asarray(b.inputs[:, i]), int(b.steps[i]))
             np.testing.assert_allclose(targets[:, 0], np.asarray(b.targets[:, i, 0]), atol=1e-5)
 
@@ -98,7 +98,7 @@ def test_closed_loop_models_batched_equal_one_by_one_and_jit_equal_eager(name):
     for i in range(5):
         assert diff[: d[i] + 1, i].max() == 0 and diff[d[i] + 1:int(b.steps[i]), i].max() > 0
     if name == "ntm":
-        for i in range(2):
+        for i in range(1):
             want = _hand_loop(task, model.cell.pure_params(), model.cfg, b.inputs[:, i], int(b.steps[i]))
             np.testing.assert_allclose(np.asarray(logits[:, i]), np.asarray(want), atol=1e-5)
 
@@ -117,10 +117,10 @@ def test_gradients_flow_through_the_environment():
 
 def test_classical_optimisers_query_their_budget_and_find_the_maximum():
     task = make_task("polymax").with_sizes(4, 4)
-    c = task.sample(jax.random.key(5), 512).aux
+    c = task.sample(jax.random.key(5), 256).aux
     for name, f in optimisers.STRATEGIES.items():
         x, xs = f(c, 12)
-        assert xs.shape == (512, 12) and bool(((xs >= 0) & (xs <= 1)).all()), name
+        assert xs.shape == (256, 12) and bool(((xs >= 0) & (xs <= 1)).all()), name
         p = cheb_eval(c, xs)[0]
         np.testing.assert_allclose(np.asarray(cheb_eval(c, x[:, None])[0][:, 0]), np.asarray(p.max(1)), rtol=1e-6)
     # more queries never hurt the grid, and a fine grid is near the maximum
@@ -150,9 +150,37 @@ def test_a_tiny_oracle_run_learns_and_is_compared_at_equal_queries(tmp_path, cap
     evals = [r["eval/regret"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
              if "eval/regret" in r]
     assert evals[-1] < 0.7 * evals[0]
-    rows = optimisers.compare(str(tmp_path / "run"), (2, 5), (1.0, 2.0), batch_size=128)
+    rows = optimisers.compare(str(tmp_path / "run"), (2, 5), (1.0, 2.0), batch_size=32)
     assert {r["strategy"] for r in rows} == {"model", *optimisers.STRATEGIES}
     assert {(r["degree"], r["scale"], r["queries"]) for r in rows} == {(2, 1.0, 3), (2, 2.0, 6), (5, 1.0, 6), (5, 2.0, 12)}
+    png = tmp_path / "queries.png"
+    assert optimisers.main([str(tmp_path / "run"), "--sizes", "3", "--batch-size", "32", "--figure", str(png),
+                            "--figure-degree", "3"]) == 0
+    assert png.stat().st_size > 0
     assert optimisers.main([str(tmp_path / "run"), "--sizes", "0"]) == 2
     assert optimisers.main([str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_anytime_loss_scores_every_output_after_the_coefficients():
+    """trace_loss (step supervision of an optimiser: its running answer is its latest proposal) is the mean gap of
+    the outputs on steps d .. steps - 1, zero when every one of them is x*, and needs thinking steps."""
+    from lab.config import TrainConfig
+    from lab.rundir import build_task
+
+    task = make_task("polymax", think=1.0, oracle="slope").with_sizes(2, 5)
+    b = task.sample(jax.random.key(6), 6)
+    logits = jax.random.normal(jax.random.key(7), b.targets.shape)
+    got = np.asarray(task.trace_loss(logits, b))
+    for i in range(6):
+        d, n = int(b.size[i]), int(b.steps[i])
+        xs = jax.nn.sigmoid(logits[d:n, i, 0])
+        p = cheb_eval(b.aux[i:i + 1], xs[None])[0][0]
+        best = float(maximise(b.aux[i:i + 1])[1][0])
+        np.testing.assert_allclose(got[i], float(jnp.mean((best - p) ** 2)), rtol=1e-4, atol=1e-6)
+    x_star = (b.targets[..., 0] * b.mask).sum(0)
+    perfect = jnp.broadcast_to(jnp.log(x_star / (1 - x_star + 1e-12) + 1e-12)[None, :, None], b.targets.shape)
+    assert float(jnp.abs(task.trace_loss(perfect, b)).max()) < 1e-6
+    with pytest.raises(ValueError, match="running answer"):
+        build_task(TrainConfig(task="polymax", trace_loss=1.0))
+    assert build_task(TrainConfig(task="polymax", task_options={"think": 1.0}, trace_loss=1.0)).think == 1.0
