@@ -283,14 +283,16 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment(
         name="polymax-oracle",
         description="polymax with a query oracle: after the d + 1 coefficients, d + 1 steps on which the model's last "
-                    "output x comes back with P(x) and asinh P'(x) (in training 0-2 more), the answer its output at "
-                    "the last step, gap loss, degrees 2-6, 20,000 steps x 32 at lr 3e-3 halved every 7,000; the MLP "
-                    "sees the coefficients only; evaluated at degrees 2-12 with 0.5x-4x the queries (python -m "
-                    "lab.optimisers compares the same queries spent by classical optimisers)",
+                    "output x comes back with P(x) and asinh P'(x) (in training 0-14 more, so that extra queries occur), "
+                    "the answer its output at the last step, gap loss plus the same gap on every output from the last "
+                    "coefficient on (trace_loss 1: an anytime loss), degrees 2-6, 20,000 steps x 32 at lr 3e-3 halved "
+                    "every 7,000; the MLP sees the coefficients only; evaluated at degrees 2-12 with 0.5x-4x the queries "
+                    "(python -m lab.optimisers compares the same queries spent by classical optimisers)",
         task="polymax", task_options={"index_bits": 4, "think": 1.0, "oracle": "slope", "step_offset": 0},
-        train_distribution={"extra_steps": 2}, train_sizes=(2, 6), eval_sizes=(2, 4, 6, 8, 12), ntm=SMALL_NTM,
+        train_distribution={"extra_steps": 14}, trace_loss=1.0, train_sizes=(2, 6), eval_sizes=(2, 4, 6, 8, 12),
+        ntm=SMALL_NTM,
         models=(ModelSpec("ntm", "ntm"), ModelSpec("lstm", "lstm"), ModelSpec("mlp-10x", "mlp", match_ntm_params=10.0)),
-        steps=20000, batch_size=32, lr=3e-3, lr_half_life=7000, seeds=(0, 1, 2), scales=(0.5, 1.0, 2.0, 4.0),
+        steps=20000, batch_size=32, lr=3e-3, lr_half_life=7000, seeds=(0, 1, 2, 3, 4), scales=(0.5, 1.0, 2.0, 4.0),
     ),
 ]}
 

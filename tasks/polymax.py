@@ -13,7 +13,8 @@ single local maximum for 16% of them (58% at degree 2, under 1% from degree 6).
 Input channels (X = 2 + index_bits, 4 more with a query oracle):
   0       c_t (step t <= d shows coefficient t);
   1       1 on the steps that show a coefficient ("present");
-  2..     t in binary, `index_bits` bits, least significant first (index_bits = 4: degree <= 15).
+  2..     t in binary, `index_bits` bits, least significant first (index_bits = 4: degree <= 15;
+          0: no index, so that no input unit is tied to a degree: coefficient t is the t-th present step).
 Output channel (Y = 1): x = sigmoid(logit) at the last step.
 
 Step schedule: steps = ceil(step_scale * (d + 1)) + step_offset (default offset 2). Coefficients
@@ -219,8 +220,9 @@ class PolyMax(SizeRange):
 
     def __post_init__(self) -> None:
         check_range("polymax degree", self.min_size, self.max_size)
-        check_range("polymax index_bits", self.index_bits, self.index_bits)
-        if self.max_size >= 2**self.index_bits:
+        if not isinstance(self.index_bits, int) or isinstance(self.index_bits, bool) or self.index_bits < 0:
+            raise ValueError(f"polymax: index_bits must be an integer >= 0, got {self.index_bits!r}")
+        if self.index_bits and self.max_size >= 2**self.index_bits:
             raise ValueError(f"polymax: degree {self.max_size} has coefficient indices up to {self.max_size}, "
                              f"which do not fit in index_bits={self.index_bits}; raise index_bits")
         if self.objective not in self.objectives:
@@ -409,7 +411,7 @@ class PolyMax(SizeRange):
             raise ValueError("polymax reference: every step shows a coefficient, the polynomial may be truncated")
         weights = 2 ** np.arange(self.index_bits)
         index = inputs[:, 2:2 + self.index_bits]
-        if [int(round(float(index[t] @ weights))) for t in range(shown)] != list(range(shown)):
+        if self.index_bits and [int(round(float(index[t] @ weights))) for t in range(shown)] != list(range(shown)):
             raise ValueError("polymax reference: coefficient indices are not 0..d")
         if not 0 <= steps - self.schedule(shown) <= self.extra_steps:
             raise ValueError(f"polymax reference: {steps} steps for degree {shown - 1}")

@@ -184,3 +184,20 @@ def test_the_anytime_loss_scores_every_output_after_the_coefficients():
     with pytest.raises(ValueError, match="running answer"):
         build_task(TrainConfig(task="polymax", trace_loss=1.0))
     assert build_task(TrainConfig(task="polymax", task_options={"think": 1.0}, trace_loss=1.0)).think == 1.0
+
+
+def test_without_an_index_no_input_unit_is_tied_to_a_degree():
+    """index_bits=0: coefficient t is the t-th present step; every degree has the same input units, the reference
+    and the oracle still work, and a negative count is refused."""
+    task = make_task("polymax", think=1.0, oracle="value", index_bits=0).with_sizes(2, 12)
+    assert task.input_size == 2 + 4
+    b = task.sample(jax.random.key(8), 6)
+    for i in range(3):
+        targets, _ = task.reference(np.asarray(b.inputs[:, i]), int(b.steps[i]))
+        np.testing.assert_allclose(targets[:, 0], np.asarray(b.targets[:, i, 0]), atol=1e-5)
+        d = int(b.size[i])
+        out = task.feedback(b.inputs[d + 1, i], jnp.array([0.0]), b.inputs[:, i])
+        np.testing.assert_allclose(float(out[4]), float(cheb_eval(b.aux[i:i + 1], jnp.array([[0.5]]))[0][0, 0]),
+                                   rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="index_bits"):
+        make_task("polymax", index_bits=-1)
