@@ -86,10 +86,15 @@ def head_picture(trace: dict[str, np.ndarray], path: str | Path, title: str = ""
         ax.set_title(label, fontsize=9, loc="left")
         ax.set_yticks([])
     axes[-1].set_xlabel("time step")
+    return _save(plt, fig, path, title, dpi=120)
+
+
+def _save(plt: Any, fig: Any, path: str | Path, title: str = "", dpi: int = 110) -> Path:
+    """Title, tight layout, write the PNG, close the figure."""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)
 
@@ -143,9 +148,4 @@ def query_trajectories(curves: dict[str, np.ndarray], polys: np.ndarray, queries
     ax.set_xlabel("queries")
     ax.set_title("median regret of the best query so far", fontsize=9)
     ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, title)
