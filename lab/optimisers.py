@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.polymax import cheb_eval, maximise
+from tasks import feedback_of
+from tasks.polymax import MATCH_REGRET, cheb_eval, maximise
 
 Array = jax.Array
 GOLDEN = (math.sqrt(5) - 1) / 2  # 0.618...
@@ -83,34 +84,41 @@ STRATEGIES: dict[str, Callable[..., tuple[Array, Array]]] = {
     "grid": grid, "random": random, "golden": golden, "gradient": gradient}
 
 
-def regret(c: Array, x: Array) -> np.ndarray:
-    """max P - P(x) for coefficients c [B, D+1] and answers x [B] (the task's regret, clipped at 0)."""
-    _, best, _ = maximise(c)
-    return np.maximum(np.asarray(best - cheb_eval(c, x[:, None])[0][:, 0]), 0.0)
+def regret(c: Array, x: Array, best: Array | None = None) -> np.ndarray:
+    """max P - P(x) for coefficients c [B, D+1] and answers x [B] (the task's regret, clipped at 0); ``best``:
+    max P where the caller has it already."""
+    best = maximise(c)[1] if best is None else best
+    return np.maximum(np.asarray(best - cheb_eval(c, jnp.asarray(x)[:, None])[0][:, 0]), 0.0)
 
 
 # ---- a trained model with the query oracle against the classical optimisers, at equal numbers of queries ----
 
 
-def model_queries(model, task, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A model's run on a closed-loop polymax batch of one degree d: (answer x [B], queries [B, Q], regret of the
-    answer [B]), its queries being its outputs on steps d .. steps - 2 (each answered on the next step)."""
-    from lab.evaluation import Evaluator, task_metrics
-
-    logits, _ = Evaluator.of(model).forward(batch)
+def model_queries(ev: Any, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A model's run (``ev``: a lab.evaluation.Evaluator) on a closed-loop polymax batch of one degree d:
+    (answer x [B], queries [B, Q]), its queries being its outputs on steps d .. steps - 2 (each answered on the
+    next step) and its answer its output on the last step."""
+    logits, _ = ev.forward(batch)
     x = np.asarray(jax.nn.sigmoid(logits[..., 0]))  # [T, B]
     d, steps = int(batch.size[0]), np.asarray(batch.steps)
     if not (steps == steps[0]).all() or not (np.asarray(batch.size) == d).all():
         raise ValueError("model_queries: needs a batch of one degree and one step count")
-    queries = x[d:steps[0] - 1].T  # [B, Q]
-    answer = x[steps[0] - 1]
-    return answer, queries, np.asarray(task_metrics(task)(logits, batch)["regret"])
+    return x[steps[0] - 1], x[d:steps[0] - 1].T
 
 
-def best_so_far(c: Array, queries: np.ndarray) -> np.ndarray:
+def searches(ev: Any, batch: Any, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(answer [B], queries [B, Q]) of the model and of every classical strategy given its Q queries."""
+    out = {"model": model_queries(ev, batch)}
+    q = out["model"][1].shape[1]
+    for name, f in STRATEGIES.items():
+        x, xs = f(batch.aux, q, jax.random.key(seed))
+        out[name] = (np.asarray(x), np.asarray(xs))
+    return out
+
+
+def best_so_far(c: Array, queries: np.ndarray, best: Array) -> np.ndarray:
     """Median over examples of the regret of the best query among the first k, for k = 1 .. Q -> [Q]."""
     p = np.asarray(cheb_eval(c, jnp.asarray(queries, jnp.float32))[0])  # [B, Q]
-    _, best, _ = maximise(c)
     return np.median(np.maximum(np.asarray(best)[:, None] - np.maximum.accumulate(p, 1), 0.0), 0)
 
 
@@ -128,73 +136,77 @@ def describe(c: Array, queries: np.ndarray) -> dict[str, float]:
             "last_move": float(np.median(np.abs(move[:, -1]))) if q.shape[1] > 1 else float("nan")}
 
 
-def compare(run: str, degrees: tuple[int, ...], scales: tuple[float, ...] = (1.0,), batch_size: int = 4096,
-            seed: int = 2) -> list[dict]:
-    """One row per (degree, step multiplier, strategy): the model of ``run`` (a polymax run) and, where it has a
-    query oracle, every classical strategy with the same queries (without one, "queries" counts the steps after
-    the coefficients), on a fresh batch of key ``seed``: median and mean regret,
-    the share within the task's match tolerance, and (for the model) how far its answer is from its best query."""
-    from lab.evaluation import fixed_batch
+def _load(run: str) -> tuple[Any, Any]:
+    """(evaluation task, Evaluator) of a polymax run: one Evaluator, so one compile per batch shape."""
+    from lab.evaluation import Evaluator
     from lab.rundir import load_run
-    from tasks.polymax import MATCH_REGRET
 
     cfg, task, model, _ = load_run(run)
     if cfg.task != "polymax":
         raise ValueError(f"{run}: not a polymax run (task {cfg.task})")
+    return task, Evaluator.of(model)
+
+
+def _batch(task: Any, degree: int, scale: float, batch_size: int, seed: int) -> tuple[Any, Any]:
+    """The task at one degree and step multiplier, and its fixed batch of key ``seed``."""
+    from lab.evaluation import fixed_batch
+
+    t = dataclasses.replace(task.with_sizes(degree, degree), step_scale=scale)
+    return t, fixed_batch(t, batch_size, seed)
+
+
+def compare(run: str, degrees: tuple[int, ...], scales: tuple[float, ...] = (1.0,), batch_size: int = 4096,
+            seed: int = 2) -> list[dict]:
+    """One row per (degree, step multiplier, strategy): the model of ``run`` (a polymax run) and, where it has a
+    query oracle, every classical strategy with the same queries (without one, "queries" counts the steps after
+    the coefficients), on a fresh batch of key ``seed``: median and mean regret, the share within the task's
+    match tolerance, how the queries move (``describe``), the best-so-far curve and, for the model, how far its
+    answer is below its best query."""
+    task, ev = _load(run)
     rows = []
     for d in degrees:
         for scale in scales:
-            t = dataclasses.replace(task.with_sizes(d, d), step_scale=scale)
-            batch = fixed_batch(t, batch_size, seed)
-            if not task.closed_loop:  # thinking steps (or none): the model alone, K = the steps after the coefficients
-                from lab.evaluation import Evaluator
-                r_model = Evaluator.of(model).metrics(t, batch)["regret"]
-                rows.append({"degree": d, "scale": scale, "queries": int(batch.steps[0]) - (d + 1), "strategy": "model",
-                             "median": float(np.median(r_model)), "mean": float(r_model.mean()),
-                             "match": float((r_model < MATCH_REGRET).mean())})
-                continue
-            answer, queries, r_model = model_queries(model, t, batch)
+            t, batch = _batch(task, d, scale, batch_size, seed)
             c = batch.aux
-            q = queries.shape[1]
-            p_queries = np.asarray(cheb_eval(c, jnp.asarray(queries))[0]).max(1)
-            p_answer = np.asarray(cheb_eval(c, jnp.asarray(answer[:, None]))[0])[:, 0]
-            base = {"degree": d, "scale": scale, "queries": q}
-            rows.append({**base, "strategy": "model", "median": float(np.median(r_model)), "mean": float(r_model.mean()),
-                         "match": float((r_model < MATCH_REGRET).mean()),
-                         "answer_below_best_query": float(np.median(p_queries - p_answer)),
-                         "curve": best_so_far(c, queries).tolist(), **describe(c, queries)})
-            for name, f in STRATEGIES.items():
-                x, xs = f(c, q, jax.random.key(seed))
-                r = regret(c, x)
-                rows.append({**base, "strategy": name, "median": float(np.median(r)), "mean": float(r.mean()),
-                             "match": float((r < MATCH_REGRET).mean()), "curve": best_so_far(c, np.asarray(xs)).tolist(),
-                             **describe(c, np.asarray(xs))})
+            best = maximise(c)[1]
+            base = {"degree": d, "scale": scale, "queries": int(batch.steps[0]) - (d + 1)}
+            if feedback_of(task) is None:  # thinking steps (or none): the model alone
+                x = ev.metrics(t, batch)["regret"]  # the task's own regret
+                rows.append({**base, "strategy": "model", "median": float(np.median(x)), "mean": float(x.mean()),
+                             "match": float((x < MATCH_REGRET).mean())})
+                continue
+            for name, (x, xs) in searches(ev, batch, seed).items():
+                r = regret(c, x, best)
+                row = {**base, "strategy": name, "median": float(np.median(r)), "mean": float(r.mean()),
+                       "match": float((r < MATCH_REGRET).mean()), "curve": best_so_far(c, xs, best).tolist(),
+                       **describe(c, xs)}
+                if name == "model":
+                    p_queries = np.asarray(cheb_eval(c, jnp.asarray(xs))[0]).max(1)
+                    p_answer = np.asarray(cheb_eval(c, jnp.asarray(x)[:, None])[0])[:, 0]
+                    row["answer_below_best_query"] = float(np.median(p_queries - p_answer))
+                rows.append(row)
     return rows
 
 
 def figure(run: str, degree: int, path: str, scale: float = 1.0, shown: int = 3, batch_size: int = 4096,
            seed: int = 2) -> str:
-    """The query trajectories of a run with an oracle and of the classical strategies on ``shown`` polynomials of
-    ``degree`` (the first of the key-``seed`` batch), beside each one's median best-so-far regret curve."""
+    """The query trajectories of a run with an oracle and of the classical strategies (random search left out)
+    on ``shown`` polynomials of ``degree`` (the first of the key-``seed`` batch), beside each one's median
+    best-so-far regret curve."""
     from lab import figures
-    from lab.evaluation import fixed_batch
-    from lab.rundir import load_run
 
-    _, task, model, _ = load_run(run)
-    if not getattr(task, "closed_loop", False):
+    task, ev = _load(run)
+    if feedback_of(task) is None:
         raise ValueError(f"{run}: the figure needs a polymax run with a query oracle")
-    t = dataclasses.replace(task.with_sizes(degree, degree), step_scale=scale)
-    batch = fixed_batch(t, batch_size, seed)
-    c = batch.aux
-    _, model_q, _ = model_queries(model, t, batch)
-    q = model_q.shape[1]
-    found = {"model": model_q, **{n: np.asarray(f(c, q, jax.random.key(seed))[1]) for n, f in STRATEGIES.items()
-                                  if n != "random"}}
-    xs = np.linspace(0, 1, 201)
-    polys = np.asarray(cheb_eval(c[:shown], jnp.broadcast_to(jnp.asarray(xs, jnp.float32), (shown, len(xs))))[0])
+    _, batch = _batch(task, degree, scale, batch_size, seed)
+    c, best = batch.aux, maximise(batch.aux)[1]
+    found = {n: xs for n, (_, xs) in searches(ev, batch, seed).items() if n != "random"}
+    grid = jnp.broadcast_to(jnp.linspace(0, 1, 201, dtype=jnp.float32), (shown, 201))
+    polys = np.asarray(cheb_eval(c[:shown], grid)[0])
     pairs = {n: (v[:shown], np.asarray(cheb_eval(c[:shown], jnp.asarray(v[:shown], jnp.float32))[0]))
              for n, v in found.items()}
-    curves = {n: best_so_far(c, v) for n, v in found.items()}
+    curves = {n: best_so_far(c, v, best) for n, v in found.items()}
+    q = found["model"].shape[1]
     figures.query_trajectories(curves, polys, pairs, path, title=f"{run}: degree {degree}, {q} queries")
     return path
 

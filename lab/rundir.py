@@ -28,8 +28,7 @@ from flax import nnx
 from lab import models
 from lab.config import TrainConfig, migrate
 from lab.parallel import resolve_microbatches
-from tasks import SupervisedLoop, Task, make_task
-from tasks.base import feedback_of
+from tasks import SupervisedLoop, Task, feedback_of, make_task
 
 
 # Fields that may change when a run is resumed: they steer the loop, not what is computed.
