@@ -7,6 +7,7 @@ from tasks.associative_recall import AssociativeRecall
 from tasks.base import Batch, Candidates, ClosedLoop, SearchTask, SupervisedLoop, Task, feedback_of
 from tasks.copy import Copy
 from tasks.modsquare import ModSquare
+from tasks.modsquare_serial import ModSquareSerial
 from tasks.polymax import PolyMax
 from tasks.priority_sort import PrioritySort
 from tasks.repeat_copy import RepeatCopy
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type] = {
     "priority_sort": PrioritySort,
     "argmax": Argmax,
     "modsquare": ModSquare,
+    "modsquare_serial": ModSquareSerial,
     "polymax": PolyMax,
 }
 
@@ -53,4 +55,4 @@ def make_task(name: str, training: dict[str, Any] | None = None, **options: Any)
 
 
 __all__ = ["Batch", "Task", "SearchTask", "SupervisedLoop", "ClosedLoop", "feedback_of", "Candidates", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",
-           "Argmax", "ModSquare", "PolyMax"]
+           "Argmax", "ModSquare", "ModSquareSerial", "PolyMax"]

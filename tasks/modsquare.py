@@ -213,6 +213,56 @@ def batch_n(batch: Batch) -> Array:
     return batch.aux[:, 0].astype(jnp.int32)
 
 
+def sample_n(task, key: Array, batch_size: int) -> tuple[Array, Array]:
+    """[B] int32 n and its bit length, exactly uniform over the allowed n (``task``'s split, hold-out and
+    ``valid_sizes``) of a uniform valid bit length."""
+    k_size, k_n = jax.random.split(key)
+    sizes = jnp.asarray(task.valid_sizes(), jnp.int32)
+    size = sizes[jax.random.randint(k_size, (batch_size,), 0, sizes.shape[0])]  # [B]
+    low = jnp.left_shift(jnp.int32(1), size - 1)  # [B] 2^(s-1)
+
+    def draw(k: Array) -> Array:
+        return jax.random.randint(k, (batch_size,), low, 2 * low, dtype=jnp.int32)
+
+    if task.split == "all":
+        return draw(k_n), size
+    want = task.split == "holdout"
+
+    def body(state):
+        k, n, done = state
+        k, sub = jax.random.split(k)
+        cand = draw(sub)
+        take = ~done & (_held_out_device(cand, task.holdout_fraction, task.holdout_seed) == want)
+        return k, jnp.where(take, cand, n), done | take
+
+    init = (k_n, low, jnp.zeros((batch_size,), bool))
+    _, n, _ = jax.lax.while_loop(lambda s: ~jnp.all(s[2]), body, init)
+    return n, size
+
+
+def heuristic_k(batch: Batch) -> np.ndarray:
+    """The largest i with i*i < n (capped at the loop bound): often a large i*i mod n, found without a loop."""
+    n = np.asarray(batch_n(batch)).astype(np.int64)
+    return np.array([min(math.isqrt(int(x) - 1), loop_bound(int(x))) for x in n])
+
+
+def memoriser_of(task) -> Callable[[Batch], np.ndarray]:
+    """A table of every instance of ``task`` (its split and size range) and its answer; any other n gets the
+    answer of the nearest stored n."""
+    ns = np.arange(max(2 ** (task.min_size - 1), 2), 2**task.max_size)
+    if task.split != "all":
+        out = np.asarray(held_out(ns, task.holdout_fraction, task.holdout_seed), bool)
+        ns = ns[out] if task.split == "holdout" else ns[~out]
+    table_k = np.array([solve(int(x)) for x in ns])
+
+    def lookup(batch: Batch) -> np.ndarray:
+        n = np.asarray(batch_n(batch)).astype(np.int64)
+        j = np.clip(np.searchsorted(ns, n), 1, len(ns) - 1)
+        return table_k[np.where(np.abs(ns[j - 1] - n) <= np.abs(ns[j] - n), j - 1, j)]
+
+    return lookup
+
+
 @dataclasses.dataclass(frozen=True)
 class ModSquare(SizeRange, BitAnswers):
     name: ClassVar[str] = "modsquare"
@@ -314,54 +364,17 @@ class ModSquare(SizeRange, BitAnswers):
         return Candidates(answer, value, regret, ref)
 
     def heuristic_answers(self, batch: Batch) -> np.ndarray:
-        """The largest i with i*i < n (capped at the loop bound): often a large i*i mod n, found without a loop."""
-        n = np.asarray(batch_n(batch)).astype(np.int64)
-        return np.array([min(math.isqrt(int(x) - 1), loop_bound(int(x))) for x in n])
+        return heuristic_k(batch)
 
     def memoriser(self) -> Callable[[Batch], np.ndarray]:
-        """A table of every instance of this task (its split and size range) and its answer; any other n gets
-        the answer of the nearest stored n."""
-        ns = np.arange(max(2 ** (self.min_size - 1), 2), 2**self.max_size)
-        if self.split != "all":
-            out = np.asarray(held_out(ns, self.holdout_fraction, self.holdout_seed), bool)
-            ns = ns[out] if self.split == "holdout" else ns[~out]
-        table_k = np.array([solve(int(x)) for x in ns])
-
-        def lookup(batch: Batch) -> np.ndarray:
-            n = np.asarray(batch_n(batch)).astype(np.int64)
-            j = np.clip(np.searchsorted(ns, n), 1, len(ns) - 1)
-            return table_k[np.where(np.abs(ns[j - 1] - n) <= np.abs(ns[j] - n), j - 1, j)]
-
-        return lookup
+        return memoriser_of(self)
 
     def extrapolation_sizes(self, hi: int) -> tuple[int, ...]:
         """Up to two more bits of n, as far as the input width (``bits``) allows."""
         return tuple(sorted({min(s, self.bits) for s in (hi, hi + 1, hi + 2)}))
 
     def _sample_n(self, key: Array, batch_size: int) -> tuple[Array, Array]:
-        """[B] int32 n and its bit length, exactly uniform over allowed n of a uniform valid bit length."""
-        k_size, k_n = jax.random.split(key)
-        sizes = jnp.asarray(self.valid_sizes(), jnp.int32)
-        size = sizes[jax.random.randint(k_size, (batch_size,), 0, sizes.shape[0])]  # [B]
-        low = jnp.left_shift(jnp.int32(1), size - 1)  # [B] 2^(s-1)
-
-        def draw(k: Array) -> Array:
-            return jax.random.randint(k, (batch_size,), low, 2 * low, dtype=jnp.int32)
-
-        if self.split == "all":
-            return draw(k_n), size
-        want = self.split == "holdout"
-
-        def body(state):
-            k, n, done = state
-            k, sub = jax.random.split(k)
-            cand = draw(sub)
-            take = ~done & (_held_out_device(cand, self.holdout_fraction, self.holdout_seed) == want)
-            return k, jnp.where(take, cand, n), done | take
-
-        init = (k_n, low, jnp.zeros((batch_size,), bool))
-        _, n, _ = jax.lax.while_loop(lambda s: ~jnp.all(s[2]), body, init)
-        return n, size
+        return sample_n(self, key, batch_size)
 
     def sample(self, key: Array, batch_size: int) -> Batch:
         B, T = batch_size, self.max_steps()
