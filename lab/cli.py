@@ -100,6 +100,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="start from the newest parameters of this run directory (same model shapes; fresh optimizer)")
     p.add_argument("--head-entropy", type=float, default=d.head_entropy,
                    help="NTM only: add this times the mean entropy of the head weightings to the loss (sharper heads)")
+    p.add_argument("--head-hint", type=float, default=d.head_hint, metavar="W",
+                   help="NTM only: add W times the cross-entropy of the head weightings against the rows the task's tape "
+                        "algorithm uses (modsquare_serial) to the loss: a training hint")
     p.add_argument("--microbatches", type=int, default=d.microbatches, metavar="K",
                    help="gradient accumulation: split each batch into K equal micro-batches run one after another "
                         "(0: auto: on CPU, each device holds at most lab.parallel.MICROBATCH_PER_DEVICE examples)")

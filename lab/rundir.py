@@ -28,7 +28,7 @@ from flax import nnx
 from lab import models
 from lab.config import TrainConfig, migrate
 from lab.parallel import resolve_microbatches
-from tasks import SupervisedLoop, Task, feedback_of, make_task
+from tasks import SupervisedLoop, TapeHints, Task, feedback_of, make_task
 
 
 # Fields that may change when a run is resumed: they steer the loop, not what is computed.
@@ -117,6 +117,8 @@ def build_task(cfg: TrainConfig, training: bool = False) -> Task:
         if not isinstance(task, SupervisedLoop):
             raise ValueError(f"trace_loss: task {cfg.task} has no loop whose running answer could be supervised")
         task.check_trace_loss()
+    if cfg.head_hint and not isinstance(task, TapeHints):
+        raise ValueError(f"head_hint: task {cfg.task} has no tape algorithm whose head rows could be supervised")
     return task
 
 

@@ -117,6 +117,18 @@ def head_entropy(aux: dict[str, jax.Array], steps: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(active, ent, 0.0)) / jnp.maximum(jnp.sum(active), 1)
 
 
+def head_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, ...]) -> jax.Array:
+    """Mean cross-entropy (nats) of the NTM's first read and first write weighting [T, B, N] against the rows
+    a tape algorithm uses (``TapeHints.head_targets``: rows and where they count, each [T, B])."""
+    read_row, read_on, write_row, write_on = targets
+    total, count = 0.0, 0.0
+    for w, row, on in ((aux["read_weights"][:, :, 0], read_row, read_on), (aux["write_weights"][:, :, 0], write_row, write_on)):
+        p = jnp.take_along_axis(w, row[..., None].astype(jnp.int32), axis=-1)[..., 0]  # [T, B]
+        total = total + jnp.sum(jnp.where(on, -jnp.log(jnp.maximum(p, 1e-30)), 0.0))
+        count = count + jnp.sum(on)
+    return total / jnp.maximum(count, 1)
+
+
 def microbatch(batch: Batch, i: jax.Array, k: int) -> Batch:
     """The i-th of k equal consecutive slices of a batch along its batch axis."""
     def take(x: jax.Array, axis: int) -> jax.Array:
@@ -143,6 +155,8 @@ def make_loss(cfg: TrainConfig, task: Task, forward: Callable[..., tuple[jax.Arr
         loss = loss.mean()
         if cfg.head_entropy:
             loss = loss + cfg.head_entropy * head_entropy(aux, batch.steps)
+        if cfg.head_hint:  # build_task checked that the task is a TapeHints
+            loss = loss + cfg.head_hint * head_hint(aux, task.head_targets(batch))
         return loss
 
     def loss_fn(params: Any, batch: Batch, key: jax.Array) -> jax.Array:

@@ -101,6 +101,15 @@ class SupervisedLoop(Protocol):
 
 
 @runtime_checkable
+class TapeHints(Protocol):
+    """A task with a tape algorithm (a machine whose heads walk memory rows): the rows its read and write heads
+    are at on each step, for supervising an NTM's heads toward them (TrainConfig.head_hint, a hint in CLRS's
+    sense: a training signal; nothing at test time sees it)."""
+
+    def head_targets(self, batch: Batch) -> tuple[Array, Array, Array, Array]: ...  # read row, on, write row, on [T, B]
+
+
+@runtime_checkable
 class ClosedLoop(Protocol):
     """A task that answers the model's actions (a query oracle): the recurrent models run step t on
     ``feedback(inputs[t], y[t-1], inputs)`` (one example: x_t [X], the previous output [Y] (zeros at t = 0),

@@ -41,7 +41,10 @@ number of steps.
 
 Training distribution (``training_options``; evaluation never sees them):
   values="random": candidate i's value uniform on [0, n) instead of i*i mod n (the same loop over values that
-    do not identify n); "modsquare" (default) the real values.
+    do not identify n); "random-wide": uniform on [0, 2^w), so that every bit of the width is exercised (regret
+    and difficulty are then divided by 2^w instead of n); "modsquare" (default) the real values.
+  labels="random": the write pass shows a random w-bit label for each candidate in place of i, and the answer is
+    the best candidate's label: a model cannot count candidates to find k, so it must store what it is shown.
   pad=P: each example's width is w = s + U{0..P} (high zero bits), so that short loops also meet wide numbers
     and the answer's high bits are exercised.
   max_candidates=C (0: no cap): the loop runs over the first min(L, C) candidates, and k is that loop's answer.
@@ -52,8 +55,8 @@ trained toward whether that candidate improves on the best so far (strictly, fro
 of each comparison of the loop. ``targets`` carries those flags on the end-compare steps, where the mask is 0,
 so that metrics and the main loss never see them.
 
-Batch.aux is [B, 3 + M] int32: n, w, the number of candidates shown, then the candidates' values (-1 past the
-loop). Difficulty = -(v1 - v2) / n as in ModSquare (random values: also divided by n).
+Batch.aux is [B, 3 + 2M] int32: n, w, the number of candidates shown, the candidates' values (-1 past the loop),
+then their labels (i, or random labels). Difficulty = -(v1 - v2) / n as in ModSquare (random values: also divided by n).
 
 Metrics (each [B]): exact_match, error = 1 - exact_match (main), bits_per_seq, regret = (v1 - value(k)) / n
 (an out-of-range answer counts as k = 0, value 0), out_of_range (k > the loop's last candidate), loss.
@@ -84,6 +87,12 @@ def _bit(x: Array, j: Array) -> Array:
     return ((x >> jnp.clip(j, 0, 30)) & 1).astype(jnp.float32)
 
 
+def _values_labels(aux: Array) -> tuple[Array, Array]:
+    """Batch.aux -> (values, labels), each [B, M]."""
+    M = (aux.shape[1] - 3) // 2
+    return aux[:, 3: 3 + M], aux[:, 3 + M:]
+
+
 def serial_steps(candidates: int, width: int, scale: float = 1.0) -> int:
     """Steps of one example: ceil(scale * candidates) blocks of 2 * width + 2 steps, then width answer steps."""
     return math.ceil(round(scale * candidates, 9)) * (2 * width + 2) + width
@@ -96,8 +105,8 @@ class ModSquareSerial(SizeRange):
     has_split: ClassVar[bool] = True
     compiled_program: ClassVar[str | None] = None
     splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
-    value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random")
-    training_options: ClassVar[frozenset[str]] = frozenset({"values", "pad", "max_candidates"})
+    value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide")
+    training_options: ClassVar[frozenset[str]] = frozenset({"values", "labels", "pad", "max_candidates"})
     min_size: int = 4
     max_size: int = 8
     split: str = "train"
@@ -105,6 +114,7 @@ class ModSquareSerial(SizeRange):
     holdout_seed: int = 0
     step_scale: float = 1.0
     values: str = "modsquare"
+    labels: str = "index"
     pad: int = 0
     max_candidates: int = 0
 
@@ -116,6 +126,8 @@ class ModSquareSerial(SizeRange):
             raise ValueError(f"modsquare_serial: split must be one of {self.splits}, got {self.split!r}")
         if self.values not in self.value_kinds:
             raise ValueError(f"modsquare_serial: values must be one of {self.value_kinds}, got {self.values!r}")
+        if self.labels not in ("index", "random"):
+            raise ValueError(f"modsquare_serial: labels must be 'index' or 'random', got {self.labels!r}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"modsquare_serial: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not (math.isfinite(self.step_scale) and self.step_scale > 0):
@@ -163,17 +175,22 @@ class ModSquareSerial(SizeRange):
         w = size + jax.random.randint(jax.random.fold_in(key, 5), (B,), 0, self.pad + 1, dtype=jnp.int32)  # [B]
         i = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = i[None, :] <= loop[:, None]  # [B, M]
-        if self.values == "random":
-            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, n[:, None], dtype=jnp.int32)
+        scale = jnp.left_shift(1, w) if self.values == "random-wide" else n  # [B] the values' range
+        if self.values != "modsquare":
+            drawn = jax.random.randint(jax.random.fold_in(key, 1), (B, M), 0, scale[:, None], dtype=jnp.int32)
         else:
             drawn = (i * i)[None, :] % n[:, None]
         value = jnp.where(valid, drawn, -1)  # [B, M]
+        label = jnp.broadcast_to(i[None, :], (B, M))
+        if self.labels == "random":
+            label = jax.random.randint(jax.random.fold_in(key, 6), (B, M), 0, jnp.left_shift(1, w)[:, None],
+                                       dtype=jnp.int32)
         v1 = value.max(1)
         first = jnp.argmax(value, axis=1)
-        k = jnp.where(v1 > 0, first + 1, 0).astype(jnp.int32)  # [B] the loop's answer (earliest best)
+        k = jnp.where(v1 > 0, jnp.take_along_axis(label, first[:, None], axis=1)[:, 0], 0)  # [B] the loop's answer
         others = jnp.where(jnp.arange(M)[None, :] == first[:, None], -1, value)
         v2 = jnp.maximum(others.max(1), 0)
-        difficulty = (v2 - v1).astype(jnp.float32) / n.astype(jnp.float32)
+        difficulty = (v2 - v1).astype(jnp.float32) / scale.astype(jnp.float32)
         improves = running_best_improves(value.T, valid.T, 0).T  # [B, M]
 
         shown = jnp.minimum(jnp.ceil(jnp.round(self.step_scale * loop.astype(jnp.float32), 4)).astype(jnp.int32), loop)
@@ -191,14 +208,14 @@ class ModSquareSerial(SizeRange):
                 ANSWER: (t >= loop_steps[None, :]) & (t < steps[None, :])}
         j_write = 2 * w[None, :] - r  # [T, B] bit shown on a write step (w-1 down to 0)
         bit_v = jnp.where(flag[COMPARE], _bit(v, r), 0.0) + jnp.where(flag[WRITE], _bit(v, j_write), 0.0)
-        bit_i = jnp.where(flag[WRITE], _bit(cc + 1, j_write), 0.0)
+        bit_i = jnp.where(flag[WRITE], _bit(jnp.take_along_axis(label.T, cc, axis=0), j_write), 0.0)
         channels = [bit_v, bit_i] + [flag[ch].astype(jnp.float32) for ch in range(COMPARE, X_SIZE)]
         inputs = jnp.stack(channels, axis=-1)  # [T, B, X]
 
         answer_bit = _bit(jnp.broadcast_to(k[None, :], (T, B)), t - loop_steps[None, :])
         improved = jnp.take_along_axis(improves.T, cc, axis=0)  # [T, B]
         targets = jnp.where(flag[ANSWER], answer_bit, 0.0) + jnp.where(flag[END_COMPARE] & improved, 1.0, 0.0)
-        aux = jnp.concatenate([n[:, None], w[:, None], shown[:, None], value], axis=1).astype(jnp.int32)
+        aux = jnp.concatenate([n[:, None], w[:, None], shown[:, None], value, label], axis=1).astype(jnp.int32)
         return Batch(inputs, targets[..., None], flag[ANSWER].astype(jnp.float32), steps, size, difficulty,
                      aux=aux)
 
@@ -227,34 +244,40 @@ class ModSquareSerial(SizeRange):
     def metrics(self, logits: Array, batch: Batch) -> dict[str, Array]:
         m = bitwise_metrics(logits, batch)
         m["error"] = 1.0 - m["exact_match"]
-        n, loop = batch.aux[:, 0], (batch.aux[:, 3:] >= 0).sum(1)
-        vals = batch.aux[:, 3:]  # [B, M]
+        vals, labels = _values_labels(batch.aux)  # [B, M] each
         pred = self._answers(logits, batch.mask)
         best = self._answers(batch.targets * 40.0 - 20.0, batch.mask)
-        feasible = pred <= loop
+        match = (labels == pred[:, None]) & (vals >= 0)  # [B, M]
+        feasible = (pred == 0) | match.any(1)
 
-        def value(k: Array) -> Array:
-            at = jnp.take_along_axis(vals, jnp.clip(k - 1, 0, vals.shape[1] - 1)[:, None], axis=1)[:, 0]
-            return jnp.where(k > 0, at, 0)
+        def value(k: Array) -> Array:  # the value of the first candidate labelled k (0 for k = 0 or none)
+            hit = (labels == k[:, None]) & (vals >= 0)
+            at = jnp.take_along_axis(vals, jnp.argmax(hit, axis=1)[:, None], axis=1)[:, 0]
+            return jnp.where(hit.any(1), at, 0)
 
-        m["regret"] = (value(best) - value(jnp.where(feasible, pred, 0))).astype(jnp.float32) / n.astype(jnp.float32)
-        m["out_of_range"] = (~feasible).astype(jnp.float32)
+        m["regret"] = (value(best) - value(jnp.where(feasible, pred, 0))).astype(jnp.float32) / self._range(batch.aux)
+        m["out_of_range"] = (~feasible).astype(jnp.float32)  # no candidate has that label
         return m
+
+    def _range(self, aux: Array) -> Array:
+        """[B] float32 what regret and difficulty are divided by: n, or 2^w for values="random-wide"."""
+        return (jnp.left_shift(1, aux[:, 1]) if self.values == "random-wide" else aux[:, 0]).astype(jnp.float32)
 
     # ---- the search-task protocol (tasks.base.SearchTask) ----
 
     def candidates(self, batch: Batch) -> Candidates:
         """k = 0 (value 0) and i = 1..L; values as the blocks show them (-inf past the shown ones)."""
         aux = np.asarray(batch.aux).astype(np.int64)
-        n, shown, vals = aux[:, 0], aux[:, 2], aux[:, 3:]
+        shown = aux[:, 2]
+        vals, labels = (np.asarray(a).astype(np.int64) for a in _values_labels(aux))
         B, M = vals.shape
         i = np.arange(1, M + 1)[None, :]
         valid = vals >= 0
         best = np.where(valid, vals, 0).max(1)
-        answer = np.concatenate([np.zeros((B, 1), np.int64), np.broadcast_to(i, (B, M))], 1)
+        answer = np.concatenate([np.zeros((B, 1), np.int64), labels], 1)
         value = np.concatenate([np.zeros((B, 1)), np.where(valid & (i <= shown[:, None]), vals, -np.inf)], 1)
-        regret = np.concatenate([best[:, None] / n[:, None],
-                                 np.where(valid, (best[:, None] - vals) / n[:, None], np.nan)], 1)
+        top = np.asarray(self._range(jnp.asarray(aux)), np.float64)[:, None]
+        regret = np.concatenate([best[:, None] / top, np.where(valid, (best[:, None] - vals) / top, np.nan)], 1)
         return Candidates(answer, value, regret, self.decode_answers(batch, batch.targets * 40.0 - 20.0))
 
     def encode_answers(self, batch: Batch, answers: np.ndarray) -> Array:
@@ -280,6 +303,30 @@ class ModSquareSerial(SizeRange):
         """(improved, shown) [T, B]: the end-compare steps, and those of candidates that beat the best so far."""
         shown = batch.inputs[..., END_COMPARE] > 0.5
         return shown & (batch.targets[..., 0] > 0.5), shown
+
+    def head_targets(self, batch: Batch) -> tuple[Array, Array, Array, Array]:
+        """(read_row, read_on, write_row, write_on) [T, B]: where the tape machine of the module docstring keeps
+        its head (row j holds bit j of the stored best value and of its k). The write head is on the row of the
+        bit each step shows (compare, write and answer steps; the last bit's row on an end-compare step, row 0
+        on an end-write step). The read head leads by one step, as the NTM's controller sees the reads of the
+        step before: on the row of the next compare step's bit, and on an answer step on that step's bit (the
+        output is computed from the same step's reads)."""
+        T, B = batch.mask.shape
+        w, shown = batch.aux[:, 1], batch.aux[:, 2]
+        block = 2 * w + 2
+        t = time_index(T, B)
+        loop_steps = batch.steps - w  # [B] (step_scale > 1: the blank blocks count)
+        r = t % block[None, :]
+        in_loop = t < loop_steps[None, :]
+        on_block = in_loop & (t // block[None, :] < shown[None, :])
+        row = jnp.where(r < w[None, :], r, jnp.where(r == w[None, :], w[None, :] - 1, 2 * w[None, :] - r))
+        row = jnp.where(r == 2 * w[None, :] + 1, 0, row)
+        answer = batch.mask > 0
+        row = jnp.where(answer, t - loop_steps[None, :], row)  # [T, B]
+        write_on = on_block | answer
+        nxt = jnp.concatenate([batch.inputs[1:, :, COMPARE], jnp.zeros((1, B), batch.inputs.dtype)]) > 0
+        read_row = jnp.where(answer, row, jnp.concatenate([row[1:], row[-1:]]))
+        return read_row, nxt | answer, jnp.clip(row, 0), write_on
 
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, 1] and mask [T], by reading the numbers back from

@@ -87,6 +87,9 @@ def test_init_from_or_eval_of_a_run_without_checkpoints(run, tmp_path, capsys):
     ["--train-option", "near_ties=abc"],
     ["--train-option", "extra_steps=1.5"],
     ["--trace-loss", "nan"],
+    ["--head-hint", "1"],  # argmax has no tape algorithm
+    ["--head-hint", "-1"],
+    ["--model", "lstm", "--head-hint", "1"],
     ["--memory-rows", "8", "--read-heads", "0"],
     ["--model", "lstm", "--hidden-size", "0"],
     ["--seed", "-1"],

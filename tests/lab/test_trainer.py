@@ -15,7 +15,7 @@ from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.models import ModelConfig
 from lab.rundir import build_model, build_task, load_run
-from lab.trainer import TrainingError, head_entropy, make_program, train
+from lab.trainer import TrainingError, head_entropy, head_hint, make_program, train
 
 TINY = TrainConfig(
     steps=300, log_every=50, batch_size=16, lr=1e-2, min_size=1, max_size=4, eval_batch_size=64,
@@ -391,6 +391,34 @@ def test_head_entropy_is_the_mean_entropy_over_active_steps():
     # steps past an example's end do not count, whatever the weightings hold there
     late = {k: v.at[2:, 0].set(0.5).at[1:, 1].set(0.5) for k, v in aux.items()}
     assert float(head_entropy(late, jnp.array([2, 1]))) == pytest.approx(np.log(N) / 2, rel=1e-6)
+
+def test_head_hint_is_the_cross_entropy_at_the_hinted_rows():
+    T, B, N = 4, 2, 8
+    one_hot = jnp.zeros((T, B, 1, N)).at[..., 3].set(1.0)
+    uniform = jnp.full((T, B, 1, N), 1.0 / N)
+    rows, on = jnp.full((T, B), 3), jnp.ones((T, B), bool)
+    assert float(head_hint({"read_weights": one_hot, "write_weights": one_hot}, (rows, on, rows, on))) == 0.0
+    # read exact, write uniform on half the steps it counts: mean over the 8 + 4 counted (step, example) pairs
+    half = on.at[2:].set(False)
+    got = head_hint({"read_weights": one_hot, "write_weights": uniform}, (rows, on, rows, half))
+    assert float(got) == pytest.approx(4 * np.log(N) / 12, rel=1e-6)
+
+
+def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):
+    """A short modsquare_serial run with the hint puts the heads on the tape machine's rows far more than one
+    without it (which leaves them near uniform)."""
+    base = TrainConfig(task="modsquare_serial", model="ntm", min_size=3, max_size=5, steps=60, log_every=20,
+                       checkpoint_every=60, batch_size=16, lr=1e-2, train_distribution={"max_candidates": 3},
+                       model_config=ModelConfig(memory_rows=8, memory_width=2, controller_size=16))
+    mass = {}
+    for w in (0.0, 1.0):
+        train(dataclasses.replace(base, head_hint=w), tmp_path / str(w), progress=False)
+        _, task, model, _ = load_run(tmp_path / str(w))
+        batch = build_task(base, training=True).sample(jax.random.key(7), 32)
+        aux = model(batch.inputs, batch.steps)[1]
+        mass[w] = float(head_hint(aux, task.head_targets(batch)))
+    assert mass[1.0] < 0.5 * mass[0.0], mass
+
 
 def test_head_entropy_penalty_sharpens_the_heads(tmp_path):
     """Same tiny copy run with and without the penalty: the penalised heads end up sharper."""

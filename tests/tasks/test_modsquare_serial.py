@@ -18,12 +18,15 @@ def sample(task, seed, batch_size=32):
     return jax.tree.map(np.asarray, fn(jax.random.key(seed), batch_size))
 
 
-def tape_machine(x):
+def tape_machine(x, rows=None):
     """The loop as a streaming machine over one example's inputs [T, X]: one comparison bit of state and a
     tape of (value bit, index bit) rows under a head that moves at most one row per step. It never counts
-    bits, so it has no notion of the width. Returns its output bits on the answer steps."""
+    bits, so it has no notion of the width. Returns its output bits on the answer steps; ``rows`` (a list)
+    gets the row it uses on each step (None on the marker steps)."""
     tape, head, greater, out = {}, 0, False, []
     for row in np.asarray(x).round().astype(int):
+        if rows is not None:
+            rows.append(head if row[COMPARE] or row[WRITE] or row[ANSWER] else None)
         if row[COMPARE]:
             stored = tape.get(head, (0, 0))[0]
             greater = row[VALUE] > stored or (greater and row[VALUE] == stored)
@@ -49,9 +52,11 @@ def test_instances_are_modsquare_and_a_tape_machine_solves_every_width(size):
     n, w = b.aux[:, 0], b.aux[:, 1]
     assert (w == size).all() and (b.size == size).all()
     assert (np.array([int(v).bit_length() for v in n]) == size).all()
+    wide = sample(dataclasses.replace(task, values="random-wide"), size, 8)
+    assert (wide.aux[:, 3:3 + wide.aux.shape[1] // 2 - 1] < 2**size).all() and (wide.aux[:, 3:3 + wide.aux.shape[1] // 2 - 1] >= 2 ** (size - 1)).any()
     for e in range(len(n)):
         L = loop_bound(int(n[e]))
-        vals = b.aux[e, 3:]
+        vals = b.aux[e, 3:3 + b.aux.shape[1] // 2 - 1]
         np.testing.assert_array_equal(vals[:L], (np.arange(1, L + 1) ** 2) % n[e])
         assert (vals[L:] == -1).all() and b.steps[e] == serial_steps(L, size)
         k = solve(int(n[e]))
@@ -67,7 +72,7 @@ def test_training_distribution():
     t = make_task("modsquare_serial", training={"values": "random", "pad": 3, "max_candidates": 5},
                   min_size=4, max_size=8)
     b = sample(t, 1, 64)
-    n, w, vals = b.aux[:, 0], b.aux[:, 1], b.aux[:, 3:]
+    n, w, vals = b.aux[:, 0], b.aux[:, 1], b.aux[:, 3:8]
     assert vals.shape[1] == 5 and ((w >= b.size) & (w <= b.size + 3)).all() and len(set(w - b.size)) > 1
     L = np.array([min(loop_bound(int(x)), 5) for x in n])
     assert ((vals >= 0).sum(1) == L).all() and (vals < n[:, None]).all()
@@ -77,6 +82,25 @@ def test_training_distribution():
         assert t.decode_answers(b, b.targets * 40 - 20)[e] == k
         assert sum(bit << j for j, bit in enumerate(tape_machine(b.inputs[: b.steps[e], e]))) == k
         assert b.mask[:, e].sum() == w[e]
+
+
+def test_head_targets_are_the_tape_machines_rows():
+    task = make_task("modsquare_serial", training={"values": "random", "labels": "random", "pad": 2},
+                     min_size=3, max_size=6)
+    b = sample(task, 4, 8)
+    read_row, read_on, write_row, write_on = (np.asarray(a) for a in task.head_targets(b))
+    for e in range(8):
+        rows = []
+        bits = tape_machine(b.inputs[: b.steps[e], e], rows)
+        used = [t for t, r in enumerate(rows) if r is not None]
+        np.testing.assert_array_equal(write_row[used, e], [rows[t] for t in used])
+        assert write_on[used, e].all() and not write_on[b.steps[e]:, e].any()
+        compare = [t for t in used if b.inputs[t, e, COMPARE] > 0 and t > 0]  # t = 0 reads the initial state
+        np.testing.assert_array_equal(read_row[np.array(compare) - 1, e], [rows[t] for t in compare])  # leads by one
+        answer = [t for t in used if b.inputs[t, e, ANSWER] > 0]
+        np.testing.assert_array_equal(read_row[answer, e], [rows[t] for t in answer])
+        assert read_on[np.array(compare) - 1, e].all() and read_on[answer, e].all()
+        assert sum(bit << j for j, bit in enumerate(bits)) == task.decode_answers(b, b.targets * 40 - 20)[e]
 
 
 def test_step_scales_show_a_prefix_or_hold():
@@ -101,7 +125,7 @@ def test_metrics_encode_and_trace_loss():
     m = jax.tree.map(np.asarray, task.metrics(logits, b))
     k = task.loop_answers(b)
     np.testing.assert_array_equal(m["error"], (answers != k).astype(np.float32))
-    n, vals = b.aux[:, 0], b.aux[:, 3:]
+    n, vals = b.aux[:, 0], b.aux[:, 3:3 + b.aux.shape[1] // 2 - 1]
     value = np.where(answers > 0, vals[np.arange(len(n)), np.maximum(answers - 1, 0)], 0)
     best = vals.max(1)
     np.testing.assert_allclose(m["regret"], (best - value) / n, rtol=1e-6)
