@@ -225,7 +225,8 @@ def report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Con
     control = control or Control()
     rep: dict[str, Any] = {"recipe": recipe.name, "description": recipe.description, "seeds": list(seeds),
                            "sizes": list(recipe.sizes), "headline_size": recipe.headline_size,
-                           "success_error": recipe.success_error, "eval_keys": list(recipe.eval_keys),
+                           "success_error": recipe.success_error, "also": [list(c) for c in recipe.also],
+                           "eval_keys": list(recipe.eval_keys),
                            "eval_examples": recipe.eval_batch * len(recipe.eval_keys),
                            "steps_override": control.steps, "overrides": list(control.overrides), "models": {}}
     for final in recipe.final:
@@ -248,7 +249,7 @@ def report(recipe: Recipe, seeds: list[int], runs_root: str | Path, control: Con
             rows.append({"seed": seed, "run": str(last), "errors": errors, "stages": stages,
                          "train_wall_s": round(sum(s["wall_s"] or 0.0 for s in stages), 1)})
         label = final.model
-        ok = [r for r in rows if r["errors"] and r["errors"][str(recipe.headline_size)]["error"] <= recipe.success_error]
+        ok = [r for r in rows if r["errors"] and all(r["errors"][str(n)]["error"] <= e for n, e in recipe.criteria())]
         rep["models"][label] = {"final": str(final), "seeds": rows, "successes": len(ok), "of": len(rows)}
     return rep
 
@@ -258,7 +259,8 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Recipe {rep['recipe']}", "", rep["description"] + ".", "",
              f"Error (1 - exact match) on {rep['eval_examples']:,} fresh examples per size (keys "
              f"{', '.join(map(str, rep['eval_keys']))}: never used in training or to choose anything); a seed "
-             f"succeeds when its error at {rep['headline_size']} is at most {rep['success_error']:g}."]
+             f"succeeds when its error at {rep['headline_size']} is at most {rep['success_error']:g}"
+             + "".join(f", at {n} at most {e:g}" for n, e in rep.get("also", [])) + "."]
     if rep.get("steps_override"):
         lines.append(f"Every stage trained for only {rep['steps_override']} steps (--steps): a check of the recipe, "
                      "not its result.")

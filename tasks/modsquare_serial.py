@@ -49,6 +49,8 @@ Training distribution (``training_options``; evaluation never sees them):
     and the answer's high bits are exercised.
   max_candidates=C (0: no cap): the loop runs over the first min(L, C) candidates, and k is that loop's answer.
     Long loops cost steps; the keep-the-best rule is the same over 12 candidates as over 2,353.
+  loop_length=C (0: off; needs random values): each loop has U{1..C} candidates whatever n, so that long loops
+    come with narrow numbers (n then sets only the width).
 
 Step supervision (``trace_loss``, weighted by TrainConfig.trace_loss): the output on each end-compare step is
 trained toward whether that candidate improves on the best so far (strictly, from k = 0's value 0): the outcome
@@ -106,7 +108,7 @@ class ModSquareSerial(SizeRange):
     compiled_program: ClassVar[str | None] = None
     splits: ClassVar[tuple[str, ...]] = ("train", "holdout", "all")
     value_kinds: ClassVar[tuple[str, ...]] = ("modsquare", "random", "random-wide")
-    training_options: ClassVar[frozenset[str]] = frozenset({"values", "labels", "pad", "max_candidates"})
+    training_options: ClassVar[frozenset[str]] = frozenset({"values", "labels", "pad", "max_candidates", "loop_length"})
     min_size: int = 4
     max_size: int = 8
     split: str = "train"
@@ -117,6 +119,7 @@ class ModSquareSerial(SizeRange):
     labels: str = "index"
     pad: int = 0
     max_candidates: int = 0
+    loop_length: int = 0
 
     def __post_init__(self) -> None:
         check_range("modsquare_serial bits of n", self.min_size, self.max_size, minimum=2)
@@ -136,6 +139,9 @@ class ModSquareSerial(SizeRange):
             raise ValueError(f"modsquare_serial: pad must be in [0, {30 - self.max_size}], got {self.pad}")
         if self.max_candidates < 0:
             raise ValueError(f"modsquare_serial: max_candidates must be >= 0 (0: no cap), got {self.max_candidates}")
+        if self.loop_length < 0 or (self.loop_length and (self.values == "modsquare" or self.max_candidates)):
+            raise ValueError(f"modsquare_serial: loop_length must be >= 0, needs random values and no max_candidates, "
+                             f"got loop_length={self.loop_length}")
         if not self.valid_sizes():
             raise ValueError(f"modsquare_serial: no n of {self.min_size}..{self.max_size} bits in split "
                              f"{self.split!r} (holdout_fraction={self.holdout_fraction}, "
@@ -158,6 +164,8 @@ class ModSquareSerial(SizeRange):
         return tuple(sorted({min(s, MAX_DEVICE_BITS) for s in (hi, hi + hi // 2, 2 * hi)}))
 
     def _max_candidates(self) -> int:
+        if self.loop_length:
+            return self.loop_length
         m = loop_bound(2**self.max_size - 1)
         return min(m, self.max_candidates) if self.max_candidates else m
 
@@ -172,6 +180,8 @@ class ModSquareSerial(SizeRange):
         th = jnp.asarray(_thresholds(2**self.max_size - 1))
         bound = jnp.searchsorted(th, n, side="right").astype(jnp.int32)  # [B] loop_bound(n)
         loop = jnp.minimum(bound, M)  # [B] candidates of the loop (capped in training)
+        if self.loop_length:
+            loop = jax.random.randint(jax.random.fold_in(key, 7), (B,), 1, M + 1, dtype=jnp.int32)
         w = size + jax.random.randint(jax.random.fold_in(key, 5), (B,), 0, self.pad + 1, dtype=jnp.int32)  # [B]
         i = jnp.arange(1, M + 1, dtype=jnp.int32)  # [M]
         valid = i[None, :] <= loop[:, None]  # [B, M]

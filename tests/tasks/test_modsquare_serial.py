@@ -84,6 +84,26 @@ def test_training_distribution():
         assert b.mask[:, e].sum() == w[e]
 
 
+def test_long_loops_and_random_labels():
+    t = make_task("modsquare_serial", training={"values": "random", "labels": "random", "loop_length": 12},
+                  min_size=3, max_size=4)
+    b = sample(t, 3, 64)
+    M = (b.aux.shape[1] - 3) // 2
+    vals, labels, w = b.aux[:, 3:3 + M], b.aux[:, 3 + M:], b.aux[:, 1]
+    L = (vals >= 0).sum(1)
+    assert M == 12 and L.min() >= 1 and L.max() == 12 and (L > np.array([loop_bound(int(n)) for n in b.aux[:, 0]])).any()
+    assert ((labels >= 0) & (labels < 2 ** w[:, None])).all()
+    best = np.argmax(vals, axis=1)
+    want = np.where(vals.max(1) > 0, labels[np.arange(64), best], 0)
+    np.testing.assert_array_equal(t.decode_answers(b, b.targets * 40 - 20), want)
+    np.testing.assert_array_equal(t.loop_answers(b), want)
+    m = jax.tree.map(np.asarray, t.metrics(t.encode_answers(b, want), b))
+    assert (m["error"] == 0).all() and (m["regret"] == 0).all()
+    for bad in [dict(loop_length=5), dict(loop_length=5, values="random", max_candidates=3)]:
+        with pytest.raises(ValueError):
+            make_task("modsquare_serial", training=bad)
+
+
 def test_head_targets_are_the_tape_machines_rows():
     task = make_task("modsquare_serial", training={"values": "random", "labels": "random", "pad": 2},
                      min_size=3, max_size=6)
