@@ -186,28 +186,31 @@ def _modsquare_trace(name: str, what: str, parent: str = "", lr: float = 1e-2) -
 
 # the bit-serial modsquare loop: 20 memory rows (numbers of up to 20 bits, one bit per row), 4 columns, write gate
 SERIAL_NTM = ModelConfig(memory_rows=20, memory_width=4, controller="lstm", controller_size=64, write_gate=True)
-_SERIAL = {"values": "random", "labels": "random", "pad": 4}
 
 
-def _modsquare_serial(name: str, what: str, cap: int, steps: int, lr: float, lr_half_life: int = 0,
-                      parent: str = "") -> Experiment:
-    """A stage of the bit-serial modsquare loop: random values and random labels, widths 3-12 (n of 3-8 bits plus
-    0-4 high zero bits), at most ``cap`` candidates per loop, each comparison's outcome supervised (trace_loss 1),
-    the NTM's heads hinted toward the tape machine's rows (head_hint 1); evaluated on the real values (i*i mod n,
-    labels i) of held-out n at 6 and 8 bits and of every n at 10-16 bits."""
+def _modsquare_serial(name: str, what: str, loops: dict[str, int], steps: int, lr: float, lr_half_life: int = 0,
+                      parent: str = "", batch_size: int = 32, pad: int = 4) -> Experiment:
+    """A stage of the bit-serial modsquare loop: random values with random labels, n of 3-8 bits written with 0-``pad``
+    extra high zero bits, loops as ``loops`` says (max_candidates: cut to that many; loop_length: U{1..C} candidates
+    whatever n), each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted toward the tape
+    machine's rows (head_hint 1); evaluated on the real values (i*i mod n, labels i) of held-out n at 6 and 8 bits
+    and of every n at 10-16 bits."""
     ntm, lstm = (ModelSpec("ntm", "ntm", head_hint=1.0, parent=Stage(parent, "ntm") if parent else None),
                  ModelSpec("lstm", "lstm", parent=Stage(parent, "lstm") if parent else None))
+    loop_text = (f"loops cut to {loops['max_candidates']} candidates" if "max_candidates" in loops
+                 else f"loops of 1-{loops['loop_length']} candidates whatever n")
     return Experiment(
         name=name,
         description=f"{what}: the modsquare loop with every number one bit per step (modsquare_serial), learnt on random "
-                    f"values with random labels, n of 3-8 bits written with 0-4 extra high zero bits, loops cut to "
-                    f"{cap} candidates, each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted "
-                    f"toward the rows of the tape machine (head_hint 1), {steps:,} steps x 32 at lr {lr:g}; evaluated "
-                    "on the real values (i*i mod n, labels i, every candidate) of held-out n at 6-8 bits and every n "
-                    "at 10-16 bits",
-        task="modsquare_serial", task_options={}, train_distribution={**_SERIAL, "max_candidates": cap},
+                    f"values with random labels, n of 3-8 bits" + (f" written with 0-{pad} extra high zero bits" if pad else "")
+                    + f", {loop_text}, each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted "
+                    f"toward the rows of the tape machine (head_hint 1), {steps:,} steps x {batch_size} at lr {lr:g}; "
+                    "evaluated on the real values (i*i mod n, labels i, every candidate) of held-out n at 6-8 bits and "
+                    "every n at 10-16 bits",
+        task="modsquare_serial", task_options={},
+        train_distribution={"values": "random", "labels": "random", "pad": pad, **loops},
         trace_loss=1.0, train_sizes=(3, 8), eval_sizes=(6, 8, 10, 12, 16), ntm=SERIAL_NTM, models=(ntm, lstm),
-        steps=steps, batch_size=32, lr=lr, lr_half_life=lr_half_life, seeds=(0, 1, 2, 3, 4), scales=(1.0,),
+        steps=steps, batch_size=batch_size, lr=lr, lr_half_life=lr_half_life, seeds=(0, 1, 2, 3, 4), scales=(1.0,),
         in_range_options={"split": "holdout"}, beyond_options={"split": "all"}, log_every=500,
     )
 
@@ -304,9 +307,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                      parent="modsquare-trace-n2", lr=1e-3),
     _modsquare_trace("modsquare-trace-n4", "stage 4 of modsquare-search: 24,000 more steps at lr 3e-4",
                      parent="modsquare-trace-n3", lr=3e-4),
-    _modsquare_serial("modsquare-serial", "stage 1 of modsquare-serial", cap=6, steps=6000, lr=3e-3),
-    _modsquare_serial("modsquare-serial-long", "stage 2 of modsquare-serial: longer loops", cap=16, steps=8000,
+    _modsquare_serial("modsquare-serial", "stage 1 of modsquare-serial", {"max_candidates": 6}, steps=6000, lr=3e-3),
+    _modsquare_serial("modsquare-serial-2", "stage 2 of modsquare-serial", {"max_candidates": 16}, steps=8000,
                       lr=1e-3, lr_half_life=3000, parent="modsquare-serial"),
+    _modsquare_serial("modsquare-serial-3", "stage 3 of modsquare-serial", {"loop_length": 64}, steps=4000, lr=1e-3,
+                      lr_half_life=2000, parent="modsquare-serial-2", pad=0),
+    _modsquare_serial("modsquare-serial-4", "stage 4 of modsquare-serial", {"loop_length": 160}, steps=3000,
+                      lr=5e-4, lr_half_life=1500, parent="modsquare-serial-3", batch_size=16, pad=0),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",
@@ -433,13 +440,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         headline_size=6, success_error=0.0, seeds=(0,)),
     Recipe(
         name="modsquare-serial",
-        description="the modsquare loop with every number one bit per step (modsquare_serial), two stages "
-                    "(modsquare-serial: loops of at most 6 candidates; modsquare-serial-long: at most 16), trained on "
-                    "n of at most 8 bits, the NTM (heads hinted toward the tape machine's rows in training) and the "
+        description="the modsquare loop with every number one bit per step (modsquare_serial), four stages "
+                    "(modsquare-serial: loops of at most 6 candidates; -2: at most 16; -3: 1-64; -4: 1-160), trained "
+                    "on n of at most 8 bits, the NTM (heads hinted toward the tape machine's rows in training) and the "
                     "LSTM; error (exact match of k, every answer bit) on the real values of held-out n at 8 bits and "
                     "of every n at 10, 12, 14 and 16 bits; a seed succeeds at <= 1% error at 12 bits, <= 5% at 16 "
                     "and <= 1% on held-out 8-bit n",
-        final=(Stage("modsquare-serial-long", "ntm"), Stage("modsquare-serial-long", "lstm")),
+        final=(Stage("modsquare-serial-4", "ntm"), Stage("modsquare-serial-4", "lstm")),
         sizes=(8, 10, 12, 14, 16), headline_size=12, success_error=0.01, also=((16, 0.05), (8, 0.01)),
         eval_batch=128),
 ]}
