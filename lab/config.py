@@ -35,6 +35,9 @@ class TrainConfig:
     # Head hints: add this times the cross-entropy of the NTM's read and write weightings against the rows the
     # task's tape algorithm uses on each step (tasks.base.TapeHints) to the loss; 0: off.
     head_hint: float = 0.0
+    # Write hints: add this times the cross-entropy of the NTM's write gate (ModelConfig.write_gate) against the
+    # steps on which the task's tape algorithm writes (tasks.base.TapeHints.write_targets); 0: off.
+    write_hint: float = 0.0
     model_config: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     steps_per_dispatch: int = 10  # optimizer steps per jitted call (lax.scan)
     log_every: int = 50  # must be a multiple of steps_per_dispatch
@@ -68,7 +71,7 @@ class TrainConfig:
     microbatches: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("lr", "clip_norm", "head_entropy", "head_hint", "progressive_loss", "target", "trace_loss"):
+        for name in ("lr", "clip_norm", "head_entropy", "head_hint", "write_hint", "progressive_loss", "target", "trace_loss"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -95,6 +98,10 @@ class TrainConfig:
             raise ValueError(f"head_hint must be >= 0, got {self.head_hint}")
         if self.head_hint and self.model != "ntm":
             raise ValueError(f"head_hint supervises NTM head weightings; model {self.model!r} has none")
+        if self.write_hint < 0:
+            raise ValueError(f"write_hint must be >= 0, got {self.write_hint}")
+        if self.write_hint and (self.model != "ntm" or not self.model_config.write_gate):
+            raise ValueError("write_hint supervises the NTM's write gate: it needs model ntm with write_gate")
         if self.head_entropy and self.model != "ntm":
             raise ValueError(f"head_entropy penalises NTM head weightings; model {self.model!r} has none")
         if self.microbatches < 0 or (self.microbatches and self.batch_size % self.microbatches):

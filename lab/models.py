@@ -84,7 +84,8 @@ class NTM(nnx.Module):
 
         in_axes = (1, 0, None if keys is None else 0, None if detach_at is None else 0)
         ys, trace = jax.vmap(one, in_axes=in_axes, out_axes=1)(inputs, steps, keys, detach_at)
-        return ys, {"read_weights": trace.read_weights, "write_weights": trace.write_weights}  # [T, B, R|W, N]
+        return ys, {"read_weights": trace.read_weights, "write_weights": trace.write_weights,  # [T, B, R|W, N]
+                    "write_gates": trace.write_gates}  # [T, B, W]
 
 
 class LSTM(nnx.Module):

@@ -34,7 +34,7 @@ PRESETS = {
               "experiments": ("argmax-quick-hard",), "detect": ("argmax-quick-hard",), "copy_seeds": 0,
               "sweep": False, "assoc": False, "bench": False},
     "full": {"runs": "runs", "docs": "docs/full", "recipes": ("argmax-quick", "argmax-direct", "argmax-search",
-                                                      "modsquare-search"),
+                                                      "modsquare-search", "modsquare-serial"),
              "recipe_seeds": ["0", "1", "2", "3", "4"],
              "experiments": ("argmax-quick-hard", "modsquare-value", "polymax"),
              "detect": ("argmax-quick-hard", "modsquare-value", "polymax", "argmax-ties2"),

@@ -117,8 +117,8 @@ def build_task(cfg: TrainConfig, training: bool = False) -> Task:
         if not isinstance(task, SupervisedLoop):
             raise ValueError(f"trace_loss: task {cfg.task} has no loop whose running answer could be supervised")
         task.check_trace_loss()
-    if cfg.head_hint and not isinstance(task, TapeHints):
-        raise ValueError(f"head_hint: task {cfg.task} has no tape algorithm whose head rows could be supervised")
+    if (cfg.head_hint or cfg.write_hint) and not isinstance(task, TapeHints):
+        raise ValueError(f"head_hint / write_hint: task {cfg.task} has no tape algorithm whose heads could be supervised")
     return task
 
 

@@ -129,6 +129,15 @@ def head_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, ...]) -> jax.
     return total / jnp.maximum(count, 1)
 
 
+def write_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Mean binary cross-entropy (nats) of the NTM's first write gate [T, B] against the steps a tape algorithm
+    writes on (``TapeHints.write_targets``: writes and where they count, each [T, B])."""
+    writes, on = targets
+    g = jnp.clip(aux["write_gates"][:, :, 0], 1e-7, 1.0 - 1e-7)
+    ce = -jnp.where(writes, jnp.log(g), jnp.log1p(-g))
+    return jnp.sum(jnp.where(on, ce, 0.0)) / jnp.maximum(jnp.sum(on), 1)
+
+
 def microbatch(batch: Batch, i: jax.Array, k: int) -> Batch:
     """The i-th of k equal consecutive slices of a batch along its batch axis."""
     def take(x: jax.Array, axis: int) -> jax.Array:
@@ -157,6 +166,8 @@ def make_loss(cfg: TrainConfig, task: Task, forward: Callable[..., tuple[jax.Arr
             loss = loss + cfg.head_entropy * head_entropy(aux, batch.steps)
         if cfg.head_hint:  # build_task checked that the task is a TapeHints
             loss = loss + cfg.head_hint * head_hint(aux, task.head_targets(batch))
+        if cfg.write_hint:
+            loss = loss + cfg.write_hint * write_hint(aux, task.write_targets(batch))
         return loss
 
     def loss_fn(params: Any, batch: Batch, key: jax.Array) -> jax.Array:

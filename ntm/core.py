@@ -130,6 +130,9 @@ class NTMState(NamedTuple):
     write_weights: Array  # [W, N]
     reads: Array  # [R, M]
     controller: tuple[Array, ...]  # LSTM: (h [H], c [H]); feedforward: ()
+    # [W] each write head's gate on the step that made this state (NTMConfig.write_gate; 1 without the option,
+    # 0 before the first step): how much of its erase and add reached the memory
+    write_gate: Array | None = None
 
 
 def _dense_init(key: Array, fan_in: int, fan_out: int) -> dict[str, Array]:
@@ -191,6 +194,7 @@ def initial_state(params: Params, cfg: NTMConfig, key: Array | None = None) -> N
         write_weights=jax.nn.softmax(init["write_logits"], axis=-1),
         reads=reads,
         controller=controller,
+        write_gate=jnp.zeros((cfg.num_write_heads,), params["heads"]["w"].dtype),
     )
 
 
@@ -228,6 +232,15 @@ def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParam
         gate = jax.nn.sigmoid(write_flat[:, P + 2 * M :])  # [W, 1]
         erase, add = erase * gate, add * gate
     return reads, writes, erase, add
+
+
+def write_gates(cfg: NTMConfig, flat: Array) -> Array:
+    """[W] each write head's gate (NTMConfig.write_gate) from the controller's flat head vector; ones without it."""
+    if not cfg.write_gate:
+        return jnp.ones((cfg.num_write_heads,), flat.dtype)
+    R, W = cfg.num_read_heads, cfg.num_write_heads
+    write_flat = flat[R * cfg.read_head_size:].reshape(W, cfg.write_head_size)
+    return jax.nn.sigmoid(write_flat[:, -1])
 
 
 def step(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTMState, Array]:
@@ -281,7 +294,7 @@ def _step_t_body(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> t
 
     out_in = jnp.concatenate([h, reads.reshape(-1)])  # [H + R*M]
     y = jnp.clip(out_in @ params["output"]["w"] + params["output"]["b"], -cfg.clip_value, cfg.clip_value)
-    return NTMState(memory_t, read_w, write_w, reads, ctrl_state), y
+    return NTMState(memory_t, read_w, write_w, reads, ctrl_state, write_gates(cfg, flat)), y
 
 
 _FUSED_WARNED: set[str] = set()
@@ -323,6 +336,7 @@ class Trace(NamedTuple):
 
     read_weights: Array  # [T, R, N]
     write_weights: Array  # [T, W, N]
+    write_gates: Array | None = None  # [T, W] (NTMState.write_gate)
 
 
 def unroll(
@@ -367,7 +381,7 @@ def unroll(
         active = t < num_steps
         s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s)
         y = jnp.where(active, y, jnp.zeros_like(y))
-        return (s, y), (y, s.read_weights, s.write_weights)
+        return (s, y), (y, s.read_weights, s.write_weights, s.write_gate)
 
     # Rematerialise each step in the backward pass, keeping only the matmul outputs: the scan
     # then stores the carry and a few dot results per step instead of ~100 residual arrays
@@ -376,8 +390,8 @@ def unroll(
     # The carry holds memory transposed ([M, N], see _step_t); transpose once at each end.
     state = state._replace(memory=state.memory.T)
     y0 = jnp.zeros((cfg.output_size,), inputs.dtype)
-    (final, _), (ys, rw, ww) = jax.lax.scan(body, (state, y0), (jnp.arange(T), inputs))
-    return ys, Trace(rw, ww), final._replace(memory=final.memory.T)
+    (final, _), (ys, rw, ww, wg) = jax.lax.scan(body, (state, y0), (jnp.arange(T), inputs))
+    return ys, Trace(rw, ww, wg), final._replace(memory=final.memory.T)
 
 
 def num_params(params: Params) -> int:

@@ -107,6 +107,7 @@ class TapeHints(Protocol):
     sense: a training signal; nothing at test time sees it)."""
 
     def head_targets(self, batch: Batch) -> tuple[Array, Array, Array, Array]: ...  # read row, on, write row, on [T, B]
+    def write_targets(self, batch: Batch) -> tuple[Array, Array]: ...  # (writes [T, B] bool, on [T, B] bool)
 
 
 @runtime_checkable

@@ -338,6 +338,19 @@ class ModSquareSerial(SizeRange):
         read_row = jnp.where(answer, row, jnp.concatenate([row[1:], row[-1:]]))
         return read_row, nxt | answer, jnp.clip(row, 0), write_on
 
+    def write_targets(self, batch: Batch) -> tuple[Array, Array]:
+        """(writes, on) [T, B]: the tape machine writes on the write-pass steps of the candidates that beat the best
+        so far, and on no other step of the example."""
+        T, B = batch.mask.shape
+        w = batch.aux[:, 1]
+        block = 2 * w + 2
+        t = time_index(T, B)
+        ends = (batch.inputs[..., END_COMPARE] > 0) & (batch.targets[..., 0] > 0.5)  # [T, B] end of a winning compare
+        start = jnp.where(ends, t, -1)
+        last_win = jax.lax.cummax(start, axis=0)  # [T, B] the latest winning end-compare step so far
+        writes = (batch.inputs[..., WRITE] > 0) & (last_win >= 0) & (t - last_win <= w[None, :]) & (t // block[None, :] == last_win // block[None, :])
+        return writes, t < batch.steps[None, :]
+
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, 1] and mask [T], by reading the numbers back from
         their bits and running the loop in Python (needs step_scale >= 1: every candidate shown)."""

@@ -15,7 +15,7 @@ from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.models import ModelConfig
 from lab.rundir import build_model, build_task, load_run
-from lab.trainer import TrainingError, head_entropy, head_hint, make_program, train
+from lab.trainer import TrainingError, head_entropy, head_hint, make_program, train, write_hint
 
 TINY = TrainConfig(
     steps=300, log_every=50, batch_size=16, lr=1e-2, min_size=1, max_size=4, eval_batch_size=64,
@@ -402,6 +402,14 @@ def test_head_hint_is_the_cross_entropy_at_the_hinted_rows():
     half = on.at[2:].set(False)
     got = head_hint({"read_weights": one_hot, "write_weights": uniform}, (rows, on, rows, half))
     assert float(got) == pytest.approx(4 * np.log(N) / 12, rel=1e-6)
+
+
+def test_write_hint_is_the_gate_cross_entropy():
+    writes = jnp.array([[True], [False], [False]])
+    on = jnp.array([[True], [True], [False]])
+    gates = jnp.array([[0.5], [0.25], [0.9]])[..., None]  # [T, B, W]
+    got = write_hint({"write_gates": gates}, (writes, on))
+    assert float(got) == pytest.approx((np.log(2) + np.log(4 / 3)) / 2, rel=1e-6)
 
 
 def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):

@@ -18,15 +18,17 @@ def sample(task, seed, batch_size=32):
     return jax.tree.map(np.asarray, fn(jax.random.key(seed), batch_size))
 
 
-def tape_machine(x, rows=None):
+def tape_machine(x, rows=None, writes=None):
     """The loop as a streaming machine over one example's inputs [T, X]: one comparison bit of state and a
     tape of (value bit, index bit) rows under a head that moves at most one row per step. It never counts
     bits, so it has no notion of the width. Returns its output bits on the answer steps; ``rows`` (a list)
-    gets the row it uses on each step (None on the marker steps)."""
+    gets the row it uses on each step (None on the marker steps), ``writes`` whether it writes on each step."""
     tape, head, greater, out = {}, 0, False, []
     for row in np.asarray(x).round().astype(int):
         if rows is not None:
             rows.append(head if row[COMPARE] or row[WRITE] or row[ANSWER] else None)
+        if writes is not None:
+            writes.append(bool(row[WRITE] and greater))
         if row[COMPARE]:
             stored = tape.get(head, (0, 0))[0]
             greater = row[VALUE] > stored or (greater and row[VALUE] == stored)
@@ -109,9 +111,13 @@ def test_head_targets_are_the_tape_machines_rows():
                      min_size=3, max_size=6)
     b = sample(task, 4, 8)
     read_row, read_on, write_row, write_on = (np.asarray(a) for a in task.head_targets(b))
+    gate, gate_on = (np.asarray(a) for a in task.write_targets(b))
+    assert gate.sum() > 0
     for e in range(8):
-        rows = []
-        bits = tape_machine(b.inputs[: b.steps[e], e], rows)
+        rows, writes = [], []
+        bits = tape_machine(b.inputs[: b.steps[e], e], rows, writes)
+        np.testing.assert_array_equal(gate[: b.steps[e], e], writes)
+        assert gate_on[: b.steps[e], e].all() and not gate_on[b.steps[e]:, e].any()
         used = [t for t, r in enumerate(rows) if r is not None]
         np.testing.assert_array_equal(write_row[used, e], [rows[t] for t in used])
         assert write_on[used, e].all() and not write_on[b.steps[e]:, e].any()
