@@ -390,6 +390,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.candidates < 1:
             raise ValueError(f"recipe {self.name}: candidates must be >= 1, got {self.candidates}")
+        missing = sorted({n for n, _ in self.criteria()} - set(self.sizes))
+        if missing:
+            raise ValueError(f"recipe {self.name}: success sizes {missing} are not among its sizes {self.sizes}")
         if self.select_key in self.eval_keys:
             raise ValueError(f"recipe {self.name}: the validation key {self.select_key} is an evaluation key")
 

@@ -364,6 +364,8 @@ def unroll(
     T = inputs.shape[0]
     if state is None:
         state = initial_state(params, cfg, key)
+    if state.write_gate is None:  # a state built by hand without the gate: none written yet
+        state = state._replace(write_gate=jnp.zeros((cfg.num_write_heads,), state.memory.dtype))
     if num_steps is None:
         num_steps = T
     num_steps = jnp.asarray(num_steps, jnp.int32)

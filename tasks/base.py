@@ -108,6 +108,7 @@ class TapeHints(Protocol):
 
     def head_targets(self, batch: Batch) -> tuple[Array, Array, Array, Array]: ...  # read row, on, write row, on [T, B]
     def write_targets(self, batch: Batch) -> tuple[Array, Array]: ...  # (writes [T, B] bool, on [T, B] bool)
+    def tape_rows(self) -> int: ...  # the most memory rows the tape machine uses on this task's examples
 
 
 @runtime_checkable

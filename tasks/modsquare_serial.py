@@ -61,7 +61,9 @@ Batch.aux is [B, 3 + 2M] int32: n, w, the number of candidates shown, the candid
 then their labels (i, or random labels). Difficulty = -(v1 - v2) / n as in ModSquare (random values: also divided by n).
 
 Metrics (each [B]): exact_match, error = 1 - exact_match (main), bits_per_seq, regret = (v1 - value(k)) / n
-(an out-of-range answer counts as k = 0, value 0), out_of_range (k > the loop's last candidate), loss.
+(value(k): the value of the first candidate labelled k; an answer that labels no candidate counts as k = 0,
+value 0; random labels can repeat, so under labels="random" regret is approximate), out_of_range (an answer
+that labels no candidate), loss.
 """
 from __future__ import annotations
 
@@ -337,6 +339,10 @@ class ModSquareSerial(SizeRange):
         nxt = jnp.concatenate([batch.inputs[1:, :, COMPARE], jnp.zeros((1, B), batch.inputs.dtype)]) > 0
         read_row = jnp.where(answer, row, jnp.concatenate([row[1:], row[-1:]]))
         return read_row, nxt | answer, jnp.clip(row, 0), write_on
+
+    def tape_rows(self) -> int:
+        """One row per bit of the widest number: max_size + pad."""
+        return self.max_size + self.pad
 
     def write_targets(self, batch: Batch) -> tuple[Array, Array]:
         """(writes, on) [T, B]: the tape machine writes on the write-pass steps of the candidates that beat the best

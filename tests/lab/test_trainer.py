@@ -412,6 +412,16 @@ def test_write_hint_is_the_gate_cross_entropy():
     assert float(got) == pytest.approx((np.log(2) + np.log(4 / 3)) / 2, rel=1e-6)
 
 
+def test_hints_need_a_tape_the_ntm_has():
+    base = TrainConfig(task="modsquare_serial", model="ntm", min_size=3, max_size=10, head_hint=1.0,
+                       model_config=ModelConfig(memory_rows=8))
+    with pytest.raises(ValueError, match="10 memory rows"):
+        build_task(base)
+    build_task(dataclasses.replace(base, max_size=8))
+    with pytest.raises(ValueError, match="write_gate"):
+        TrainConfig(task="modsquare_serial", model="ntm", write_hint=1.0)
+
+
 def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):
     """A short modsquare_serial run with the hint puts the heads on the tape machine's rows far more than one
     without it (which leaves them near uniform)."""
