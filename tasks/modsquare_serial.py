@@ -97,6 +97,14 @@ def _values_labels(aux: Array) -> tuple[Array, Array]:
     return aux[:, 3: 3 + M], aux[:, 3 + M:]
 
 
+def _block_position(T: int, w: Array) -> tuple[Array, Array, Array]:
+    """(t, c, r) [T, B] for widths w [B]: the step, the candidate whose block (2w + 2 steps) it falls in, and
+    its offset there."""
+    t = time_index(T, w.shape[0])
+    block = (2 * w + 2)[None, :]
+    return t, t // block, t % block
+
+
 def serial_steps(candidates: int, width: int, scale: float = 1.0) -> int:
     """Steps of one example: ceil(scale * candidates) blocks of 2 * width + 2 steps, then width answer steps."""
     return math.ceil(round(scale * candidates, 9)) * (2 * width + 2) + width
@@ -205,13 +213,12 @@ class ModSquareSerial(SizeRange):
         difficulty = (v2 - v1).astype(jnp.float32) / scale.astype(jnp.float32)
         improves = running_best_improves(value.T, valid.T, 0).T  # [B, M]
 
-        shown = jnp.minimum(jnp.ceil(jnp.round(self.step_scale * loop.astype(jnp.float32), 4)).astype(jnp.int32), loop)
-        block = 2 * w + 2  # [B]
-        loop_steps = jnp.ceil(jnp.round(self.step_scale * loop.astype(jnp.float32), 4)).astype(jnp.int32) * block
+        blocks = jnp.ceil(jnp.round(self.step_scale * loop.astype(jnp.float32), 4)).astype(jnp.int32)  # [B]
+        shown = jnp.minimum(blocks, loop)  # blocks past the loop are blank
+        loop_steps = blocks * (2 * w + 2)
         steps = loop_steps + w  # [B]
 
-        t = time_index(T, B)  # [T, B]
-        c, r = t // block[None, :], t % block[None, :]  # [T, B] candidate (0-based) and offset in its block
+        t, c, r = _block_position(T, w)  # [T, B] step, candidate (0-based), offset in its block
         on = c < shown[None, :]  # [T, B] inside a shown candidate's block
         cc = jnp.clip(c, 0, M - 1)
         v = jnp.take_along_axis(value.T, cc, axis=0)  # [T, B]
@@ -325,12 +332,9 @@ class ModSquareSerial(SizeRange):
         output is computed from the same step's reads)."""
         T, B = batch.mask.shape
         w, shown = batch.aux[:, 1], batch.aux[:, 2]
-        block = 2 * w + 2
-        t = time_index(T, B)
+        t, c, r = _block_position(T, w)
         loop_steps = batch.steps - w  # [B] (step_scale > 1: the blank blocks count)
-        r = t % block[None, :]
-        in_loop = t < loop_steps[None, :]
-        on_block = in_loop & (t // block[None, :] < shown[None, :])
+        on_block = c < shown[None, :]
         row = jnp.where(r < w[None, :], r, jnp.where(r == w[None, :], w[None, :] - 1, 2 * w[None, :] - r))
         row = jnp.where(r == 2 * w[None, :] + 1, 0, row)
         answer = batch.mask > 0
@@ -347,15 +351,10 @@ class ModSquareSerial(SizeRange):
     def write_targets(self, batch: Batch) -> tuple[Array, Array]:
         """(writes, on) [T, B]: the tape machine writes on the write-pass steps of the candidates that beat the best
         so far, and on no other step of the example."""
-        T, B = batch.mask.shape
-        w = batch.aux[:, 1]
-        block = 2 * w + 2
-        t = time_index(T, B)
-        ends = (batch.inputs[..., END_COMPARE] > 0) & (batch.targets[..., 0] > 0.5)  # [T, B] end of a winning compare
-        start = jnp.where(ends, t, -1)
-        last_win = jax.lax.cummax(start, axis=0)  # [T, B] the latest winning end-compare step so far
-        writes = (batch.inputs[..., WRITE] > 0) & (last_win >= 0) & (t - last_win <= w[None, :]) & (t // block[None, :] == last_win // block[None, :])
-        return writes, t < batch.steps[None, :]
+        t, c, _ = _block_position(batch.mask.shape[0], batch.aux[:, 1])
+        won = (batch.inputs[..., END_COMPARE] > 0) & (batch.targets[..., 0] > 0.5)  # [T, B] a winning compare ends
+        last_won = jax.lax.cummax(jnp.where(won, c, -1), axis=0)  # [T, B] the latest winning candidate so far
+        return (batch.inputs[..., WRITE] > 0) & (last_won == c), t < batch.steps[None, :]
 
     def reference(self, inputs: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """From one example's inputs [T, X]: the targets [T, 1] and mask [T], by reading the numbers back from
