@@ -28,6 +28,9 @@ none of its training distribution: ``load_run``'s task), prints and returns:
 - with ``--swap-at T`` (an NTM): the causal test of that register (``register_swap``). Midway through
   each list, before step T, the register row is swapped with another list's; if the model keeps its best
   there, its answer follows the loop run from the other list's running best, not from its own.
+
+For a **modsquare_serial** NTM (``tape_swap``; ``--size`` in bits of n, default 12; ``--swap-at`` a candidate):
+the same causal test of its tape, the memory rows that hold the stored best's bits and its label.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from lab.rundir import load_run
 from tasks.argmax import Argmax
 from tasks.base import bits_to_int, last_step
 from tasks.modsquare import ModSquare
+from tasks.modsquare_serial import ModSquareSerial
 
 MARGIN_BINS = ((0, 0), (1, 1), (2, 4), (5, None))  # margins in grid levels, inclusive
 JUMP_BINS = (("first", -1, -1), ("<=8", 0, 8), ("9-32", 9, 32), (">=33", 33, 1 << 30))  # grid levels, inclusive
@@ -214,11 +218,7 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     own = task.decode_answers(batch, logits)
     stepped = run_steps(None)
     values, labels = np.asarray(batch.aux[:, 0]), np.asarray(batch.aux[:, 1]).astype(np.int64)
-    first = values[:, :at].argmax(1)  # each list's running best after its first ``at`` values (first maximum)
-    best_v, best_l = values[other, first[other]], labels[other, first[other]]
-    for t in range(at, size):  # the loop continued over this list's remaining values from the swapped-in best
-        take = values[:, t] > best_v
-        best_v, best_l = np.where(take, values[:, t], best_v), np.where(take, labels[:, t], best_l)
+    best_l = swapped_loop(values, labels, np.full(B, size), at, other, start=-np.inf)
     loop = task.candidates(batch).first_best()
     moved = best_l != loop  # lists where the swap changes the loop's answer
     out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "size": size, "swap_at": at,
@@ -232,27 +232,124 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     return out
 
 
+def swapped_loop(values: np.ndarray, labels: np.ndarray, shown: np.ndarray, at: int, other: np.ndarray,
+                 start: float = 0.0) -> np.ndarray:
+    """[B] the loop's answer (strict improvement, from label 0 at value ``start``: 0 for modsquare's k = 0,
+    -inf for argmax) when example b's running best after its first ``at`` candidates is replaced by example
+    other[b]'s, and b's own candidates at..shown-1 follow (values, labels [B, M], shown [B])."""
+    B = values.shape[0]
+    best_v, best_l = np.full(B, start, np.float64), np.zeros(B, np.int64)
+    for c in range(at):  # each example's running best after its first ``at`` candidates
+        take = values[:, c] > best_v
+        best_v, best_l = np.where(take, values[:, c], best_v), np.where(take, labels[:, c], best_l)
+    best_v, best_l = best_v[other], best_l[other]
+    for c in range(at, values.shape[1]):  # the loop continued over this example's own candidates
+        take = (c < shown) & (values[:, c] > best_v)
+        best_v, best_l = np.where(take, values[:, c], best_v), np.where(take, labels[:, c], best_l)
+    return best_l
+
+
+def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: int = 256,
+              seed: int = evaluation.EVAL_SEED, run: tuple | None = None) -> dict[str, Any]:
+    """Overwrite a bit-serial modsquare NTM's stored best mid-loop and see whether its answer follows.
+
+    On a fixed batch of n of ``size`` bits (every n), the tape is the ``size`` memory rows the write heads
+    use most on the tape machine's write steps (``ModSquareSerial.write_targets``): one row per bit of the
+    stored best value and its label. At the start of candidate ``at``'s block (default: half the shortest
+    loop of the batch), those rows are replaced by the same rows of another example (b takes b - 1's) and
+    the rest of the loop runs on (``ntm.unroll`` from that state). If the tape holds the running best, the
+    answer becomes the loop's answer started from the other example's best over its first ``at``
+    candidates and continued over this example's own later candidates ("swap-predicted"). Reported over
+    the examples where that differs from the loop's own answer: how often the model answers the
+    swap-predicted k and how often it keeps its unswapped answer; and the same with the rows outside the
+    tape swapped instead (a control; they are the rows its write heads use least)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from lab import models
+    from ntm import core
+    from tasks.modsquare_serial import _values_labels
+
+    cfg, task, model, step = run or load_run(workdir)
+    if not isinstance(task, ModSquareSerial) or not isinstance(model, models.NTM):
+        raise ValueError(f"tape swap needs a modsquare_serial NTM run; {workdir} is {cfg.model} on {cfg.task}")
+    task = dataclasses.replace(task.with_sizes(size, size), split="all")
+    if size > model.cfg.memory_rows:
+        raise ValueError(f"--size {size}: the tape needs {size} memory rows and the NTM has {model.cfg.memory_rows}")
+    batch = evaluation.fixed_batch(task, batch_size, seed)
+    aux = np.asarray(batch.aux).astype(np.int64)
+    w, shown = int(aux[0, 1]), aux[:, 2]
+    at = int(shown.min()) // 2 if at is None else at
+    if not 1 <= at < int(shown.min()):
+        raise ValueError(f"--swap-at must be in 1..{int(shown.min()) - 1} (a candidate inside every loop of "
+                         f"the batch), got {at}")
+    logits, fwd = evaluation.Evaluator.of(model).forward(batch)
+    writes, _ = task.write_targets(batch)
+    per_row = np.bincount(np.asarray(fwd["write_weights"]).max(axis=2)[np.asarray(writes)].argmax(-1),
+                          minlength=model.cfg.memory_rows)  # [N] write steps whose largest weight is on each row
+    order = np.argsort(-per_row, kind="stable")
+    tape, control = np.sort(order[:w]), np.sort(order[w:])
+    own = task.decode_answers(batch, logits)
+
+    params, ncfg = model.cell.pure_params(), model.cfg
+    T0 = at * (2 * w + 2)
+    inputs = jnp.asarray(batch.inputs)
+    B = inputs.shape[1]
+    other = np.roll(np.arange(B), 1)
+    first = jax.jit(jax.vmap(lambda st, x: core.unroll(params, ncfg, x, state=st)[2], in_axes=(0, 1)))
+    rest = jax.jit(jax.vmap(lambda st, x, n: core.unroll(params, ncfg, x, n, state=st)[0], in_axes=(0, 1, 0)))
+    state = first(model.cell.initialize_carry((B, inputs.shape[-1]), nnx.Rngs(0)), inputs[:T0])
+    steps_left = jnp.asarray(batch.steps) - T0
+
+    def answers(rows: np.ndarray | None) -> np.ndarray:
+        st = state
+        if rows is not None:
+            st = st._replace(memory=st.memory.at[:, rows].set(st.memory[other][:, rows]))
+        ys = jnp.concatenate([jnp.zeros((T0,) + logits.shape[1:], logits.dtype),
+                              jnp.moveaxis(rest(st, inputs[T0:], steps_left), 0, 1)])
+        return task.decode_answers(batch, ys)
+
+    best_l = swapped_loop(*_values_labels(aux), shown, at, other)
+    moved = best_l != task.loop_answers(batch)
+    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "bits": size, "swap_at": at,
+                           "examples": batch_size, "seed": seed, "tape_rows": tape.tolist(),
+                           "tape_share_of_write_steps": float(per_row[tape].sum() / max(per_row.sum(), 1)),
+                           "error": float(np.mean(own != task.loop_answers(batch))),
+                           "stepped_equals_forward": float(np.mean(answers(None) == own)),
+                           "examples_where_the_swap_matters": int(moved.sum())}
+    for name, rows in (("tape", tape), ("control", control)):
+        ans = answers(rows)
+        out[name] = {"follows_swap": float(np.mean(ans[moved] == best_l[moved])),
+                     "keeps_own_answer": float(np.mean(ans[moved] == own[moved]))}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from lab.cli import Parser
 
     p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("workdir")
-    p.add_argument("--size", type=int, default=64, help="argmax: list length")
+    p.add_argument("--size", type=int, default=None,
+                   help="argmax: list length (default 64); modsquare_serial: bits of n (default 12)")
     p.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8], help="modsquare: bit lengths of n")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=None, help="examples (default 1024; modsquare_serial 256)")
     p.add_argument("--seed", type=int, default=evaluation.EVAL_SEED,
                    help="key of the fixed batch (default: the evaluation's; another one for a validation batch)")
     p.add_argument("--swap-at", type=int, default=None, metavar="T",
-                   help="argmax NTM: swap the register row between lists before step T (register_swap)")
+                   help="argmax NTM: swap the register row between lists before step T (register_swap); "
+                        "modsquare_serial NTM: swap the tape rows between examples before candidate T (tape_swap)")
     a = p.parse_args(argv)
     use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     run = load_run(a.workdir)
-    if a.swap_at is not None:
-        out = register_swap(a.workdir, a.size, a.swap_at, a.batch_size, a.seed, run)
+    if isinstance(run[1], ModSquareSerial):  # the causal test of its tape; --size is in bits (default 12)
+        out = tape_swap(a.workdir, 12 if a.size is None else a.size, a.swap_at, a.batch_size or 256, a.seed, run)
+    elif a.swap_at is not None:
+        out = register_swap(a.workdir, a.size or 64, a.swap_at, a.batch_size or 1024, a.seed, run)
     elif isinstance(run[1], ModSquare):  # the report of each task's loop: modsquare's value kinds, argmax's ties
-        out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size, a.seed, run)
+        out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size or 1024, a.seed, run)
     else:
-        out = diagnose(a.workdir, a.size, a.batch_size, a.seed, run)
+        out = diagnose(a.workdir, a.size or 64, a.batch_size or 1024, a.seed, run)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -49,6 +49,7 @@ class ModelSpec:
     parent: Stage | None = None
     head_entropy: float = 0.0  # NTM only: TrainConfig.head_entropy (a penalty for diffuse heads)
     head_hint: float = 0.0  # NTM only: TrainConfig.head_hint (heads trained toward the task's tape rows)
+    write_hint: float = 0.0  # NTM with a write gate only: TrainConfig.write_hint (gate trained toward the tape's writes)
     progressive_loss: float = 0.0  # NTM / LSTM: TrainConfig.progressive_loss (Bansal et al. 2022)
 
 
@@ -117,7 +118,7 @@ class Experiment:
                            trace_loss=self.trace_loss, model_config=mc, log_every=self.log_every,
                            checkpoint_every=max(self.log_every, self.steps // 4),
                            init_from=str(spec.parent.run_dir(seed, runs_root)) if spec.parent else "",
-                           head_entropy=spec.head_entropy, head_hint=spec.head_hint,
+                           head_entropy=spec.head_entropy, head_hint=spec.head_hint, write_hint=spec.write_hint,
                            progressive_loss=spec.progressive_loss)
 
     def runs(self, models_: list[str] | None = None, seeds: list[int] | None = None,
@@ -193,9 +194,9 @@ def _modsquare_serial(name: str, what: str, loops: dict[str, int], steps: int, l
     """A stage of the bit-serial modsquare loop: random values with random labels, n of 3-8 bits written with 0-``pad``
     extra high zero bits, loops as ``loops`` says (max_candidates: cut to that many; loop_length: U{1..C} candidates
     whatever n), each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted toward the tape
-    machine's rows (head_hint 1); evaluated on the real values (i*i mod n, labels i) of held-out n at 6 and 8 bits
-    and of every n at 10-16 bits."""
-    ntm, lstm = (ModelSpec("ntm", "ntm", head_hint=1.0, parent=Stage(parent, "ntm") if parent else None),
+    machine's rows (head_hint 1) and its write gate toward the steps that machine writes on (write_hint 1);
+    evaluated on the real values (i*i mod n, labels i) of held-out n at 6 and 8 bits and of every n at 10-16 bits."""
+    ntm, lstm = (ModelSpec("ntm", "ntm", head_hint=1.0, write_hint=1.0, parent=Stage(parent, "ntm") if parent else None),
                  ModelSpec("lstm", "lstm", parent=Stage(parent, "lstm") if parent else None))
     loop_text = (f"loops cut to {loops['max_candidates']} candidates" if "max_candidates" in loops
                  else f"loops of 1-{loops['loop_length']} candidates whatever n")
@@ -204,7 +205,8 @@ def _modsquare_serial(name: str, what: str, loops: dict[str, int], steps: int, l
         description=f"{what}: the modsquare loop with every number one bit per step (modsquare_serial), learnt on random "
                     f"values with random labels, n of 3-8 bits" + (f" written with 0-{pad} extra high zero bits" if pad else "")
                     + f", {loop_text}, each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted "
-                    f"toward the rows of the tape machine (head_hint 1), {steps:,} steps x {batch_size} at lr {lr:g}; "
+                    f"toward the rows of the tape machine (head_hint 1) and its write gate toward that machine's write "
+                    f"steps (write_hint 1), {steps:,} steps x {batch_size} at lr {lr:g}; "
                     "evaluated on the real values (i*i mod n, labels i, every candidate) of held-out n at 6-8 bits and "
                     "every n at 10-16 bits",
         task="modsquare_serial", task_options={},

@@ -436,6 +436,17 @@ def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):
         aux = model(batch.inputs, batch.steps)[1]
         mass[w] = float(head_hint(aux, task.head_targets(batch)))
     assert mass[1.0] < 0.5 * mass[0.0], mass
+    # lab.diagnose's tape swap on the hinted run: the unroll cut at the swap equals the forward pass unswapped,
+    # the tape is one row per bit and the control the other rows; a candidate outside every loop exits 2
+    from lab import diagnose
+    from lab.cli import run_cli
+
+    sw = diagnose.tape_swap(str(tmp_path / "1.0"), size=5, at=5, batch_size=32)
+    assert sw["stepped_equals_forward"] == 1.0 and len(sw["tape_rows"]) == 5
+    assert 0 < sw["examples_where_the_swap_matters"] <= 32
+    for part in ("tape", "control"):
+        assert 0 <= sw[part]["follows_swap"] <= 1 and 0 <= sw[part]["keeps_own_answer"] <= 1
+    assert run_cli(diagnose.main, [str(tmp_path / "1.0"), "--size", "5", "--swap-at", "99"]) == 2
 
 
 def test_head_entropy_penalty_sharpens_the_heads(tmp_path):

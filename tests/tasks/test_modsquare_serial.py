@@ -18,12 +18,14 @@ def sample(task, seed, batch_size=32):
     return jax.tree.map(np.asarray, fn(jax.random.key(seed), batch_size))
 
 
-def tape_machine(x, rows=None, writes=None):
+def tape_machine(x, rows=None, writes=None, tape=None):
     """The loop as a streaming machine over one example's inputs [T, X]: one comparison bit of state and a
     tape of (value bit, index bit) rows under a head that moves at most one row per step. It never counts
     bits, so it has no notion of the width. Returns its output bits on the answer steps; ``rows`` (a list)
-    gets the row it uses on each step (None on the marker steps), ``writes`` whether it writes on each step."""
-    tape, head, greater, out = {}, 0, False, []
+    gets the row it uses on each step (None on the marker steps), ``writes`` whether it writes on each step;
+    ``tape`` (a dict, row -> bits) is the tape it starts from and leaves its writes in."""
+    tape = {} if tape is None else tape
+    head, greater, out = 0, False, []
     for row in np.asarray(x).round().astype(int):
         if rows is not None:
             rows.append(head if row[COMPARE] or row[WRITE] or row[ANSWER] else None)
@@ -169,3 +171,24 @@ def test_bad_options():
                 dict(pad=-1), dict(max_candidates=-1), dict(min_size=1)]:
         with pytest.raises(ValueError):
             ModSquareSerial(**bad)
+
+
+def test_a_swapped_tape_gives_the_loop_restarted_from_the_other_best():
+    """lab.diagnose.swapped_loop (what tape_swap predicts) against the tape machine whose tape is replaced by
+    another example's at the start of candidate ``at``'s block."""
+    from lab.diagnose import swapped_loop
+    from tasks.modsquare_serial import _values_labels
+
+    task = ModSquareSerial(min_size=7, max_size=7, split="all", values="random", labels="random")
+    b = sample(task, 7, 16)
+    x, aux, w = np.asarray(b.inputs), np.asarray(b.aux).astype(np.int64), 7
+    at, other = 5, np.roll(np.arange(16), 1)
+    T0 = at * (2 * w + 2)
+    tapes = [{} for _ in range(16)]
+    for e in range(16):
+        tape_machine(x[:T0, e], tape=tapes[e])
+    got = [sum(bit << j for j, bit in enumerate(tape_machine(x[T0: b.steps[e], e], tape=dict(tapes[other[e]]))))
+           for e in range(16)]
+    want = swapped_loop(*_values_labels(aux), aux[:, 2], at, other)
+    np.testing.assert_array_equal(got, want)
+    assert (want != task.loop_answers(b)).any()
