@@ -325,6 +325,39 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
     return out
 
 
+def tape_picture(workdir: str, size: int, path: str, seed: int = evaluation.EVAL_SEED,
+                 run: tuple | None = None) -> dict[str, Any]:
+    """The head picture (lab.figures.head_picture) of a bit-serial modsquare NTM on one n of ``size`` bits (the
+    first of the fixed batch, every n), cut to four windows of its steps: the first two candidates' blocks,
+    the block of the last candidate that improves on the best (the one whose bits and label the answer
+    reads back), the last block, and the answer steps. The write weighting is drawn times the write gate (what
+    is actually written)."""
+    from lab import figures, models
+    from tasks.modsquare_serial import END_COMPARE, ModSquareSerial
+
+    cfg, task, model, step = run or load_run(workdir)
+    if not isinstance(task, ModSquareSerial) or not isinstance(model, models.NTM):
+        raise ValueError(f"tape picture needs a modsquare_serial NTM run; {workdir} is {cfg.model} on {cfg.task}")
+    task = dataclasses.replace(task, split="all")
+    tr = evaluation.example_trace(model, task, size, seed)
+    block = 2 * size + 2
+    T = len(tr["mask"])
+    loop_blocks = (T - size) // block
+    won = np.flatnonzero((tr["inputs"][:, END_COMPARE] > 0.5) & (tr["targets"][:, 0] > 0.5)) // block
+    last_win = int(won[-1]) if len(won) else 0
+    blocks = sorted({0, 1, last_win, loop_blocks - 1} & set(range(loop_blocks)))
+    steps = np.concatenate([np.arange(b * block, (b + 1) * block) for b in blocks] + [np.arange(T - size, T)])
+    sub = {k: v[steps] for k, v in tr.items() if k != "write_gates"}
+    if "write_gates" in tr:
+        sub["write_weights"] = sub["write_weights"] * tr["write_gates"][steps][..., None]
+    title = (f"{cfg.model} on n of {size} bits: candidate blocks {', '.join(str(b + 1) for b in blocks)} of "
+             f"{loop_blocks} (the last improving one: {last_win + 1}), then the {size} answer steps")
+    figures.head_picture(sub, path, title=title)
+    right = bool(((tr["outputs"][:, 0] > 0.5) == (tr["targets"][:, 0] > 0.5))[tr["mask"] > 0].all())
+    return {"run": str(workdir), "checkpoint_step": step, "bits": size, "picture": str(path), "blocks": loop_blocks,
+            "blocks_drawn": [b + 1 for b in blocks], "answer_right": right}
+
+
 def main(argv: list[str] | None = None) -> int:
     from lab.cli import Parser
 
@@ -339,10 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--swap-at", type=int, default=None, metavar="T",
                    help="argmax NTM: swap the register row between lists before step T (register_swap); "
                         "modsquare_serial NTM: swap the tape rows between examples before candidate T (tape_swap)")
+    p.add_argument("--picture", default=None, metavar="PNG",
+                   help="modsquare_serial NTM: draw its heads on one n of --size bits instead (tape_picture)")
     a = p.parse_args(argv)
     use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     run = load_run(a.workdir)
-    if isinstance(run[1], ModSquareSerial):  # the causal test of its tape; --size is in bits (default 12)
+    if isinstance(run[1], ModSquareSerial) and a.picture:
+        out = tape_picture(a.workdir, 12 if a.size is None else a.size, a.picture, a.seed, run)
+    elif a.picture:
+        raise ValueError("--picture draws a modsquare_serial NTM's heads; eval.py RUN draws any run's example.png")
+    elif isinstance(run[1], ModSquareSerial):  # the causal test of its tape; --size is in bits (default 12)
         out = tape_swap(a.workdir, 12 if a.size is None else a.size, a.swap_at, a.batch_size or 256, a.seed, run)
     elif a.swap_at is not None:
         out = register_swap(a.workdir, a.size or 64, a.swap_at, a.batch_size or 1024, a.seed, run)

@@ -165,7 +165,8 @@ def report_combined(reports: list[dict[str, Any]], out: str | Path) -> None:
 
 def example_trace(model: nnx.Module, task: Task, size: int, seed: int = EVAL_SEED) -> dict[str, np.ndarray]:
     """One example of the given size: inputs, targets, outputs (probabilities) and, for the NTM,
-    read/write weightings per step, each cut to the example's own steps. Shapes [T, ...]."""
+    read/write weightings (and write gates, where it has them) per step, each cut to the example's own
+    steps. Shapes [T, ...]."""
     t = task.with_sizes(size, size)
     batch = fixed_batch(t, 1, seed)
     logits, aux = Evaluator.of(model).forward(batch)
@@ -176,9 +177,9 @@ def example_trace(model: nnx.Module, task: Task, size: int, seed: int = EVAL_SEE
         "mask": np.asarray(batch.mask[:n, 0]),
         "outputs": np.asarray(jax.nn.sigmoid(logits[:n, 0])),
     }
-    for k in ("read_weights", "write_weights"):
+    for k in ("read_weights", "write_weights", "write_gates"):
         if k in aux:
-            out[k] = np.asarray(aux[k][:n, 0])  # [T, heads, N]
+            out[k] = np.asarray(aux[k][:n, 0])  # [T, heads, N] ([T, heads] for the gates)
     return out
 
 

@@ -52,6 +52,8 @@ def test_diagnose_argmax_counts_add_up(tmp_path, capsys):
         assert 0 <= sw[part]["follows_swap"] <= 1 and 0 <= sw[part]["keeps_own_answer"] <= 1
     assert run_cli(diagnose.main, [str(tmp_path / "am"), "--size", "12", "--swap-at", "12"]) == 2
     assert "--swap-at must be in 1..11" in capsys.readouterr().err
+    assert run_cli(diagnose.main, [str(tmp_path / "am"), "--picture", str(tmp_path / "p.png")]) == 2
+    assert "modsquare_serial" in capsys.readouterr().err and not (tmp_path / "p.png").exists()
 
 
 def test_gap_breakdown_on_hand_built_lists():

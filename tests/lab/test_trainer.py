@@ -447,6 +447,8 @@ def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):
     for part in ("tape", "control"):
         assert 0 <= sw[part]["follows_swap"] <= 1 and 0 <= sw[part]["keeps_own_answer"] <= 1
     assert run_cli(diagnose.main, [str(tmp_path / "1.0"), "--size", "5", "--swap-at", "99"]) == 2
+    pic = diagnose.tape_picture(str(tmp_path / "1.0"), 5, str(tmp_path / "heads.png"))
+    assert (tmp_path / "heads.png").stat().st_size > 0 and pic["blocks_drawn"][:2] == [1, 2]
 
 
 def test_head_entropy_penalty_sharpens_the_heads(tmp_path):

@@ -1,0 +1,264 @@
+"""How big must a memoriser be? The smallest MLP and LSTM that answer modsquare for every n < 2^b.
+
+    python -m lab.capacity --bits 4 5 6 7 8 9 10 11 12 --models mlp lstm --out docs/results/modsquare-capacity
+
+The seed's size question, measured: trained on every n < 2^b (capacity, not generalisation: nothing is held
+out), how many parameters does a feedforward or recurrent network need to give the loop's answer k for
+>= ``--target`` (0.99) of them? Against it stand the networks that search: the compiled NTM (``compiler.size``;
+the same parameters for every n) and a trained bit-serial NTM (``--ntm RUN``: one model for every b, its error
+measured on every n at each b through the evaluation path), and the lookup table (b x 2^b bits, drawn in
+32-bit words).
+
+The representation is the same for both baselines and width-free: 2b steps, n's bits one per step on input 0
+(least significant first) over the first b steps, then b answer steps (input 1 on) whose outputs are k's bits
+(least significant first, sigmoid cross-entropy, an example right when every bit is). The MLP
+(``lab.models.MLP``) sees all 2b steps at once; the LSTM (``lab.models.LSTM``) reads them in order.
+
+Each (model, b, width) is trained full batch (every n < 2^b at once) for ``--steps`` Adam steps with the
+learning rate decayed to 0 on a cosine; widths double from ``--min-width`` until one reaches the target, and
+the next b starts from the width found (needed parameters grow with b). A budget-bound answer: a width that
+misses within ``--steps`` steps might fit with more, so "smallest width" means smallest within that budget.
+Writes capacity.json, capacity.md and capacity.png under ``--out``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from lab.cli import Parser, use_every_core
+
+MODEL_KINDS = ("mlp", "lstm")
+
+
+def modsquare_table(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) for every n in 1..2^bits - 1: the loop's answer, from tasks.modsquare.solve."""
+    from tasks.modsquare import solve
+
+    n = np.arange(1, 2**bits, dtype=np.int64)
+    return n, np.array([solve(int(m)) for m in n], np.int64)
+
+
+def encode(n: np.ndarray, k: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs [2b, B, 2], targets [2b, B, 1], mask [2b, B]) of the module docstring's representation."""
+    j = np.arange(bits)[:, None]
+    B = len(n)
+    inputs = np.zeros((2 * bits, B, 2), np.float32)
+    inputs[:bits, :, 0] = (n[None, :] >> j) & 1
+    inputs[bits:, :, 1] = 1.0
+    targets = np.zeros((2 * bits, B, 1), np.float32)
+    targets[bits:, :, 0] = (k[None, :] >> j) & 1
+    mask = np.zeros((2 * bits, B), np.float32)
+    mask[bits:] = 1.0
+    return inputs, targets, mask
+
+
+def fit(kind: str, width: int, bits: int, steps: int, lr: float, seed: int = 0) -> dict[str, Any]:
+    """Train one ``kind`` network of hidden ``width`` on every n < 2^bits; its exact-match share and size."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from lab import models
+    from tasks.base import _sigmoid_ce
+
+    n, k = modsquare_table(bits)
+    x, y, m = (jnp.asarray(a) for a in encode(n, k, bits))
+    T, B = m.shape
+    steps_arr = jnp.full((B,), T, jnp.int32)
+    model = models.make_model(kind, 2, 1, models.ModelConfig(hidden_size=width), T, seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
+    opt = tx.init(params)
+
+    def loss_fn(p):
+        logits, _ = nnx.merge(graphdef, p)(x, steps_arr)
+        return jnp.sum(_sigmoid_ce(logits[..., 0], y[..., 0]) * m) / B
+
+    @jax.jit
+    def train(p, o):
+        def body(_, po):
+            p, o = po
+            g = jax.grad(loss_fn)(p)
+            u, o = tx.update(g, o, p)
+            return optax.apply_updates(p, u), o
+        return jax.lax.fori_loop(0, steps, body, (p, o))
+
+    @jax.jit
+    def exact(p):
+        logits, _ = nnx.merge(graphdef, p)(x, steps_arr)
+        right = ((logits[..., 0] > 0) == (y[..., 0] > 0.5)) | (m == 0)
+        return jnp.mean(jnp.all(right, axis=0))
+
+    t0 = time.perf_counter()
+    params, opt = train(params, opt)
+    acc = float(exact(params))
+    if not math.isfinite(acc) or not math.isfinite(float(loss_fn(params))):
+        raise ValueError(f"{kind} width {width} at {bits} bits: non-finite loss")
+    return {"model": kind, "bits": bits, "width": width, "params": models.count_params(model),
+            "exact": acc, "examples": B, "steps": steps, "lr": lr, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def widths(lo: int, hi: int) -> list[int]:
+    """The width grid: lo, then steps of about sqrt(2) (distinct integers) up to hi."""
+    out, w = [], float(lo)
+    while round(w) <= hi:
+        if not out or round(w) != out[-1]:
+            out.append(int(round(w)))
+        w *= math.sqrt(2)
+    return out
+
+
+def sweep(kinds: list[str], bits: list[int], steps: int, lr: float, min_width: int, max_width: int, target: float,
+          log=print) -> list[dict[str, Any]]:
+    """Every fit tried, in order. Per kind and b, on the grid of ``widths``: from one grid step below the last
+    b's answer, down while the width fits and up while it does not; the smallest fitting width is the answer
+    (assuming that a wider network fits whatever a narrower one does)."""
+    grid = widths(min_width, max_width)
+    tried = []
+    for kind in kinds:
+        i = 0
+        for b in bits:
+            fits: dict[int, bool] = {}
+            i = max(i - 1, 0)
+            while 0 <= i < len(grid) and i not in fits:
+                r = fit(kind, grid[i], b, steps, lr)
+                tried.append(r)
+                log(f"{kind:4s} b={b:2d} width={grid[i]:5d} params={r['params']:9,d} exact={r['exact']:.4f} "
+                    f"({r['seconds']} s)")
+                fits[i] = r["exact"] >= target
+                i = i - 1 if fits[i] else i + 1
+                if i in fits or i < 0:  # the boundary is found (or the narrowest width fits)
+                    break
+            if not any(fits.values()):  # the widest allowed misses: no answer for b or beyond
+                break
+            i = min(j for j, ok in fits.items() if ok)
+    return tried
+
+
+def needed(tried: list[dict[str, Any]], target: float) -> dict[str, dict[int, dict[str, Any]]]:
+    """{kind: {b: the smallest fit that reaches target}}."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in tried:
+        if r["exact"] >= target:
+            cur = out.setdefault(r["model"], {}).get(r["bits"])
+            if cur is None or r["params"] < cur["params"]:
+                out[r["model"]][r["bits"]] = r
+    return out
+
+
+def ntm_errors(run: str, bits: list[int], examples: int, seed: int) -> dict[str, Any]:
+    """A trained modsquare_serial NTM's error on ``examples`` n of each width (every n, fresh batch)."""
+    from lab import evaluation, models
+    from lab.rundir import load_run
+
+    cfg, task, model, _ = load_run(run)
+    ev = evaluation.Evaluator.of(model)
+    err = {}
+    for b in bits:
+        t = dataclasses.replace(task.with_sizes(b, b), split="all")
+        err[b] = float(ev.metrics(t, evaluation.fixed_batch(t, examples, seed))["error"].mean())
+    return {"run": run, "task": cfg.task, "params": models.count_params(model), "examples": examples, "seed": seed,
+            "error": err}
+
+
+def markdown(found: dict, tried: list[dict[str, Any]], ntm: dict | None, compiled: int, target: float,
+             bits: list[int]) -> str:
+    lines = [f"Smallest width (on a sqrt(2) grid) whose network gives k for >= {target:.0%} of every n < 2^b, "
+             f"trained on all of them ({tried[0]['steps']:,} full-batch Adam steps at lr {tried[0]['lr']:g}, "
+             "cosine decay); parameters in brackets.", "",
+             "| b | n | " + " | ".join(f"{k.upper()}" for k in found) + " | lookup table (32-bit words) | compiled NTM |"
+             + (" trained NTM: error |" if ntm else ""),
+             "|---:|---:|" + "---:|" * len(found) + "---:|---:|" + ("---:|" if ntm else "")]
+    for b in bits:
+        cells = [f"{found[k][b]['width']} ({found[k][b]['params']:,})" if b in found[k] else "not reached"
+                 for k in found]
+        lines.append(f"| {b} | {2**b - 1:,} | " + " | ".join(cells) + f" | {math.ceil(b * 2**b / 32):,} | {compiled:,} |"
+                     + (f" {ntm['error'][b]:.3f} |" if ntm and b in ntm["error"] else (" |" if ntm else "")))
+    if ntm:
+        lines += ["", f"Trained NTM: {ntm['run']} ({ntm['params']:,} parameters, one model for every b; error on "
+                      f"{ntm['examples']} fresh n of each width, key {ntm['seed']}, every n)."]
+    lines += ["", "Every fit tried:", "", "| model | b | width | params | exact | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['bits']} | {r['width']} | {r['params']:,} | {r['exact']:.4f} | {r['seconds']} |"
+              for r in tried]
+    return "\n".join(lines) + "\n"
+
+
+def figure(found: dict, ntm: dict | None, compiled: int, bits: list[int], target: float, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (kind, rows) in enumerate(found.items()):
+        bs = sorted(rows)
+        ax.semilogy(bs, [rows[b]["params"] for b in bs], "o-", color=f"C{i}",
+                    label=f"{kind.upper()} trained on every n (smallest width to {target:.0%})")
+    ax.semilogy(bits, [b * 2**b / 32 for b in bits], "^--", color="C2", label="lookup table (b x 2^b bits, 32-bit words)")
+    ax.axhline(compiled, color="C3", ls="-", label=f"compiled NTM ({compiled:,}; every n)")
+    if ntm:
+        good = [b for b in bits if ntm["error"].get(b, 1.0) <= 1 - target]
+        ax.axhline(ntm["params"], color="C4", ls=":", label=f"trained bit-serial NTM ({ntm['params']:,})")
+        if good:
+            ax.plot(good, [ntm["params"]] * len(good), "s", color="C4", label=f"... where its error <= {1 - target:.0%}")
+    ax.set_xlabel("b (every n < 2^b)")
+    ax.set_ylabel("parameters")
+    ax.set_title("modsquare: memorising grows with b, searching does not", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(description=__doc__.split("\n")[0])
+    p.add_argument("--bits", type=int, nargs="+", default=list(range(4, 13)))
+    p.add_argument("--models", nargs="+", choices=MODEL_KINDS, default=list(MODEL_KINDS))
+    p.add_argument("--steps", type=int, default=3000, help="full-batch Adam steps per fit")
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--min-width", type=int, default=4)
+    p.add_argument("--max-width", type=int, default=1024)
+    p.add_argument("--target", type=float, default=0.99, help="exact-match share a fit must reach")
+    p.add_argument("--ntm", default="", metavar="RUN", help="a trained modsquare_serial NTM run to draw beside them")
+    p.add_argument("--ntm-examples", type=int, default=256)
+    p.add_argument("--out", required=True, help="directory for capacity.json / .md / .png")
+    a = p.parse_args(argv)
+    if not all(2 <= b <= 16 for b in a.bits) or a.bits != sorted(set(a.bits)):
+        raise ValueError(f"--bits must be increasing values in 2..16, got {a.bits}")
+    if not 0 < a.target <= 1 or a.steps < 1 or a.lr <= 0 or not 1 <= a.min_width <= a.max_width:
+        raise ValueError("need 0 < --target <= 1, --steps >= 1, --lr > 0 and 1 <= --min-width <= --max-width")
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise ValueError(f"--out {a.out} exists and is not a directory")
+    use_every_core()
+    from compiler.size import _counts
+
+    ntm = ntm_errors(a.ntm, a.bits, a.ntm_examples, seed=2) if a.ntm else None
+    tried = sweep(a.models, a.bits, a.steps, a.lr, a.min_width, a.max_width, a.target)
+    found = needed(tried, a.target)
+    for kind in a.models:
+        found.setdefault(kind, {})
+    compiled = _counts()["total"]
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "capacity.json"), "w") as f:
+        json.dump({"target": a.target, "bits": a.bits, "tried": tried, "compiled_ntm_params": compiled,
+                   "trained_ntm": ntm}, f, indent=1)
+    with open(os.path.join(a.out, "capacity.md"), "w") as f:
+        f.write(markdown(found, tried, ntm, compiled, a.target, a.bits))
+    figure(found, ntm, compiled, a.bits, a.target, os.path.join(a.out, "capacity.png"))
+    print(f"wrote {a.out}/capacity.json, capacity.md, capacity.png")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lab.cli import run_cli
+
+    sys.exit(run_cli(main))
