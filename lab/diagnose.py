@@ -29,8 +29,9 @@ none of its training distribution: ``load_run``'s task), prints and returns:
   each list, before step T, the register row is swapped with another list's; if the model keeps its best
   there, its answer follows the loop run from the other list's running best, not from its own.
 
-For a **modsquare_serial** NTM (``tape_swap``; ``--size`` in bits of n, default 12; ``--swap-at`` a candidate):
-the same causal test of its tape, the memory rows that hold the stored best's bits and its label.
+For a **modsquare_serial** NTM (``tape_swap``; ``--size`` in bits of n, default 12; ``--swap-at T``: after T
+candidates): the same causal test of its tape, the memory rows that hold the stored best's bits and its label.
+With ``--picture PNG``: its heads on one n instead (``tape_picture``).
 """
 from __future__ import annotations
 
@@ -218,7 +219,7 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     own = task.decode_answers(batch, logits)
     stepped = run_steps(None)
     values, labels = np.asarray(batch.aux[:, 0]), np.asarray(batch.aux[:, 1]).astype(np.int64)
-    best_l = swapped_loop(values, labels, np.full(B, size), at, other, start=-np.inf)
+    best_l = swapped_loop(values, labels, at, other, start=-np.inf)
     loop = task.candidates(batch).first_best()
     moved = best_l != loop  # lists where the swap changes the loop's answer
     out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "size": size, "swap_at": at,
@@ -232,21 +233,28 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     return out
 
 
-def swapped_loop(values: np.ndarray, labels: np.ndarray, shown: np.ndarray, at: int, other: np.ndarray,
-                 start: float = 0.0) -> np.ndarray:
+def swapped_loop(values: np.ndarray, labels: np.ndarray, at: int, other: np.ndarray, start: float = 0.0) -> np.ndarray:
     """[B] the loop's answer (strict improvement, from label 0 at value ``start``: 0 for modsquare's k = 0,
     -inf for argmax) when example b's running best after its first ``at`` candidates is replaced by example
-    other[b]'s, and b's own candidates at..shown-1 follow (values, labels [B, M], shown [B])."""
+    other[b]'s, and b's own candidates from the (at + 1)-th on follow (values, labels [B, M]; -inf values are
+    candidates not shown)."""
     B = values.shape[0]
     best_v, best_l = np.full(B, start, np.float64), np.zeros(B, np.int64)
-    for c in range(at):  # each example's running best after its first ``at`` candidates
+    for c in range(values.shape[1]):
+        if c == at:  # the swap: the other example's running best after its first ``at`` candidates
+            best_v, best_l = best_v[other], best_l[other]
         take = values[:, c] > best_v
         best_v, best_l = np.where(take, values[:, c], best_v), np.where(take, labels[:, c], best_l)
-    best_v, best_l = best_v[other], best_l[other]
-    for c in range(at, values.shape[1]):  # the loop continued over this example's own candidates
-        take = (c < shown) & (values[:, c] > best_v)
-        best_v, best_l = np.where(take, values[:, c], best_v), np.where(take, labels[:, c], best_l)
     return best_l
+
+
+def _serial_ntm_run(workdir: str, run: tuple | None, what: str) -> tuple:
+    from lab import models
+
+    cfg, task, model, step = run or load_run(workdir)
+    if not isinstance(task, ModSquareSerial) or not isinstance(model, models.NTM):
+        raise ValueError(f"{what} needs a modsquare_serial NTM run; {workdir} is {cfg.model} on {cfg.task}")
+    return cfg, dataclasses.replace(task, split="all"), model, step
 
 
 def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: int = 256,
@@ -255,10 +263,11 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
 
     On a fixed batch of n of ``size`` bits (every n), the tape is the ``size`` memory rows the write heads
     use most on the tape machine's write steps (``ModSquareSerial.write_targets``): one row per bit of the
-    stored best value and its label. At the start of candidate ``at``'s block (default: half the shortest
-    loop of the batch), those rows are replaced by the same rows of another example (b takes b - 1's) and
-    the rest of the loop runs on (``ntm.unroll`` from that state). If the tape holds the running best, the
-    answer becomes the loop's answer started from the other example's best over its first ``at``
+    stored best value and its label. After the first ``at`` candidates' blocks (default: half the shortest
+    loop of the batch), those rows are replaced by the same rows of another example (b takes b - 1's), the
+    read vectors are recomputed from the swapped memory (the controller sees the reads of the step before),
+    and the rest of the loop runs on (``ntm.unroll`` from that state). If the tape holds the running best,
+    the answer becomes the loop's answer started from the other example's best over its first ``at``
     candidates and continued over this example's own later candidates ("swap-predicted"). Reported over
     the examples where that differs from the loop's own answer: how often the model answers the
     swap-predicted k and how often it keeps its unswapped answer; and the same with the rows outside the
@@ -267,33 +276,31 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
     import jax.numpy as jnp
     from flax import nnx
 
-    from lab import models
     from ntm import core
-    from tasks.modsquare_serial import _values_labels
 
-    cfg, task, model, step = run or load_run(workdir)
-    if not isinstance(task, ModSquareSerial) or not isinstance(model, models.NTM):
-        raise ValueError(f"tape swap needs a modsquare_serial NTM run; {workdir} is {cfg.model} on {cfg.task}")
-    task = dataclasses.replace(task.with_sizes(size, size), split="all")
+    cfg, task, model, step = _serial_ntm_run(workdir, run, "tape swap")
     if size > model.cfg.memory_rows:
         raise ValueError(f"--size {size}: the tape needs {size} memory rows and the NTM has {model.cfg.memory_rows}")
+    task = task.with_sizes(size, size)
     batch = evaluation.fixed_batch(task, batch_size, seed)
-    aux = np.asarray(batch.aux).astype(np.int64)
-    w, shown = int(aux[0, 1]), aux[:, 2]
-    at = int(shown.min()) // 2 if at is None else at
-    if not 1 <= at < int(shown.min()):
-        raise ValueError(f"--swap-at must be in 1..{int(shown.min()) - 1} (a candidate inside every loop of "
-                         f"the batch), got {at}")
+    cand = task.candidates(batch)
+    values, labels = cand.value[:, 1:], cand.answer[:, 1:]  # without k = 0 (value 0: swapped_loop's start)
+    shortest = int(np.isfinite(values).sum(1).min())
+    at = shortest // 2 if at is None else at
+    if shortest < 2:
+        raise ValueError(f"n of {size} bits: loops of {shortest} candidate leave no candidate to swap before")
+    if not 1 <= at < shortest:
+        raise ValueError(f"--swap-at must be in 1..{shortest - 1} (after that many candidates, inside every loop "
+                         f"of the batch), got {at}")
     logits, fwd = evaluation.Evaluator.of(model).forward(batch)
     writes, _ = task.write_targets(batch)
-    per_row = np.bincount(np.asarray(fwd["write_weights"]).max(axis=2)[np.asarray(writes)].argmax(-1),
-                          minlength=model.cfg.memory_rows)  # [N] write steps whose largest weight is on each row
+    per_row = register_writes(np.asarray(fwd["write_weights"]), np.asarray(writes))  # [N]
     order = np.argsort(-per_row, kind="stable")
-    tape, control = np.sort(order[:w]), np.sort(order[w:])
+    tape, control = np.sort(order[:size]), np.sort(order[size:])
     own = task.decode_answers(batch, logits)
 
     params, ncfg = model.cell.pure_params(), model.cfg
-    T0 = at * (2 * w + 2)
+    T0 = at * (2 * size + 2)
     inputs = jnp.asarray(batch.inputs)
     B = inputs.shape[1]
     other = np.roll(np.arange(B), 1)
@@ -305,14 +312,18 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
     def answers(rows: np.ndarray | None) -> np.ndarray:
         st = state
         if rows is not None:
-            st = st._replace(memory=st.memory.at[:, rows].set(st.memory[other][:, rows]))
+            memory = st.memory.at[:, rows].set(st.memory[other][:, rows])
+            st = st._replace(memory=memory, reads=jnp.einsum("bhn,bnm->bhm", st.read_weights, memory))
         ys = jnp.concatenate([jnp.zeros((T0,) + logits.shape[1:], logits.dtype),
                               jnp.moveaxis(rest(st, inputs[T0:], steps_left), 0, 1)])
         return task.decode_answers(batch, ys)
 
-    best_l = swapped_loop(*_values_labels(aux), shown, at, other)
+    best_l = swapped_loop(values, labels, at, other)
     moved = best_l != task.loop_answers(batch)
-    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "bits": size, "swap_at": at,
+    if not moved.any():
+        raise ValueError(f"a swap after {at} candidates changes no answer of the batch (the first candidates' "
+                         "values i*i are the same for every n); choose a later --swap-at")
+    out: dict[str, Any] = {"run": str(workdir), "checkpoint_step": step, "bits": size, "swap_after": at,
                            "examples": batch_size, "seed": seed, "tape_rows": tape.tolist(),
                            "tape_share_of_write_steps": float(per_row[tape].sum() / max(per_row.sum(), 1)),
                            "error": float(np.mean(own != task.loop_answers(batch))),
@@ -327,18 +338,15 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
 
 def tape_picture(workdir: str, size: int, path: str, seed: int = evaluation.EVAL_SEED,
                  run: tuple | None = None) -> dict[str, Any]:
-    """The head picture (lab.figures.head_picture) of a bit-serial modsquare NTM on one n of ``size`` bits (the
-    first of the fixed batch, every n), cut to four windows of its steps: the first two candidates' blocks,
-    the block of the last candidate that improves on the best (the one whose bits and label the answer
-    reads back), the last block, and the answer steps. The write weighting is drawn times the write gate (what
-    is actually written)."""
-    from lab import figures, models
-    from tasks.modsquare_serial import END_COMPARE, ModSquareSerial
+    """The head picture (lab.figures.head_picture) of a bit-serial modsquare NTM on one n of ``size`` bits
+    (``evaluation.example_trace``: a batch of one, key ``seed``, every n), cut to four windows of its steps
+    and joined: the first two candidates' blocks, the block of the last candidate that improves on the best
+    (the one whose bits and label the answer reads back), the last block, and the answer steps. The write
+    weighting is drawn times the write gate (what is actually written). Returns the steps drawn."""
+    from lab import figures
+    from tasks.modsquare_serial import END_COMPARE
 
-    cfg, task, model, step = run or load_run(workdir)
-    if not isinstance(task, ModSquareSerial) or not isinstance(model, models.NTM):
-        raise ValueError(f"tape picture needs a modsquare_serial NTM run; {workdir} is {cfg.model} on {cfg.task}")
-    task = dataclasses.replace(task, split="all")
+    cfg, task, model, step = _serial_ntm_run(workdir, run, "tape picture")
     tr = evaluation.example_trace(model, task, size, seed)
     block = 2 * size + 2
     T = len(tr["mask"])
@@ -348,14 +356,14 @@ def tape_picture(workdir: str, size: int, path: str, seed: int = evaluation.EVAL
     blocks = sorted({0, 1, last_win, loop_blocks - 1} & set(range(loop_blocks)))
     steps = np.concatenate([np.arange(b * block, (b + 1) * block) for b in blocks] + [np.arange(T - size, T)])
     sub = {k: v[steps] for k, v in tr.items() if k != "write_gates"}
-    if "write_gates" in tr:
-        sub["write_weights"] = sub["write_weights"] * tr["write_gates"][steps][..., None]
-    title = (f"{cfg.model} on n of {size} bits: candidate blocks {', '.join(str(b + 1) for b in blocks)} of "
-             f"{loop_blocks} (the last improving one: {last_win + 1}), then the {size} answer steps")
+    sub["write_weights"] = sub["write_weights"] * tr["write_gates"][steps][..., None]
+    title = (f"{cfg.model} on n of {size} bits: the blocks of candidates {', '.join(str(b + 1) for b in blocks)} "
+             f"of {loop_blocks} (the last improving one: {last_win + 1}), then the {size} answer steps, joined "
+             "(x: steps drawn); the write weighting times the write gate")
     figures.head_picture(sub, path, title=title)
     right = bool(((tr["outputs"][:, 0] > 0.5) == (tr["targets"][:, 0] > 0.5))[tr["mask"] > 0].all())
     return {"run": str(workdir), "checkpoint_step": step, "bits": size, "picture": str(path), "blocks": loop_blocks,
-            "blocks_drawn": [b + 1 for b in blocks], "answer_right": right}
+            "blocks_drawn": [b + 1 for b in blocks], "steps_drawn": steps.tolist(), "answer_right": right}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,24 +379,33 @@ def main(argv: list[str] | None = None) -> int:
                    help="key of the fixed batch (default: the evaluation's; another one for a validation batch)")
     p.add_argument("--swap-at", type=int, default=None, metavar="T",
                    help="argmax NTM: swap the register row between lists before step T (register_swap); "
-                        "modsquare_serial NTM: swap the tape rows between examples before candidate T (tape_swap)")
+                        "modsquare_serial NTM: swap the tape rows between examples after T candidates (tape_swap)")
     p.add_argument("--picture", default=None, metavar="PNG",
                    help="modsquare_serial NTM: draw its heads on one n of --size bits instead (tape_picture)")
     a = p.parse_args(argv)
+    for name in ("size", "batch_size"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if a.picture is not None:
+        from pathlib import Path
+
+        pic = Path(a.picture)
+        if pic.suffix != ".png" or pic.is_dir() or not pic.parent.is_dir():
+            raise ValueError(f"--picture {a.picture}: needs a .png file name in an existing directory")
     use_every_core()  # one CPU device per core unless the user chose (before JAX starts)
     run = load_run(a.workdir)
-    if isinstance(run[1], ModSquareSerial) and a.picture:
-        out = tape_picture(a.workdir, 12 if a.size is None else a.size, a.picture, a.seed, run)
-    elif a.picture:
-        raise ValueError("--picture draws a modsquare_serial NTM's heads; eval.py RUN draws any run's example.png")
+    size = (lambda default: default if a.size is None else a.size)
+    examples = (lambda default: default if a.batch_size is None else a.batch_size)
+    if a.picture is not None:
+        out = tape_picture(a.workdir, size(12), a.picture, a.seed, run)
     elif isinstance(run[1], ModSquareSerial):  # the causal test of its tape; --size is in bits (default 12)
-        out = tape_swap(a.workdir, 12 if a.size is None else a.size, a.swap_at, a.batch_size or 256, a.seed, run)
+        out = tape_swap(a.workdir, size(12), a.swap_at, examples(256), a.seed, run)
     elif a.swap_at is not None:
-        out = register_swap(a.workdir, a.size or 64, a.swap_at, a.batch_size or 1024, a.seed, run)
+        out = register_swap(a.workdir, size(64), a.swap_at, examples(1024), a.seed, run)
     elif isinstance(run[1], ModSquare):  # the report of each task's loop: modsquare's value kinds, argmax's ties
-        out = modsquare_values(a.workdir, tuple(a.bits), a.batch_size or 1024, a.seed, run)
+        out = modsquare_values(a.workdir, tuple(a.bits), examples(1024), a.seed, run)
     else:
-        out = diagnose(a.workdir, a.size or 64, a.batch_size or 1024, a.seed, run)
+        out = diagnose(a.workdir, size(64), examples(1024), a.seed, run)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -190,14 +190,14 @@ SERIAL_NTM = ModelConfig(memory_rows=20, memory_width=4, controller="lstm", cont
 
 
 def _modsquare_serial(name: str, what: str, loops: dict[str, int], steps: int, lr: float, lr_half_life: int = 0,
-                      parent: str = "", batch_size: int = 32, pad: int = 4) -> Experiment:
+                      parent: str = "", batch_size: int = 32, pad: int = 4, write_hint: float = 0.0) -> Experiment:
     """A stage of the bit-serial modsquare loop: random values with random labels, n of 3-8 bits written with 0-``pad``
     extra high zero bits, loops as ``loops`` says (max_candidates: cut to that many; loop_length: U{1..C} candidates
     whatever n), each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted toward the tape
-    machine's rows (head_hint 1) and its write gate toward the steps that machine writes on (write_hint 1);
+    machine's rows (head_hint 1) and, with ``write_hint``, its write gate toward the steps that machine writes on;
     evaluated on the real values (i*i mod n, labels i) of held-out n at 6 and 8 bits and of every n at 10-16 bits."""
-    ntm, lstm = (ModelSpec("ntm", "ntm", head_hint=1.0, write_hint=1.0, parent=Stage(parent, "ntm") if parent else None),
-                 ModelSpec("lstm", "lstm", parent=Stage(parent, "lstm") if parent else None))
+    ntm = ModelSpec("ntm", "ntm", head_hint=1.0, write_hint=write_hint, parent=Stage(parent, "ntm") if parent else None)
+    lstm = ModelSpec("lstm", "lstm", parent=Stage(parent, "lstm") if parent else None)
     loop_text = (f"loops cut to {loops['max_candidates']} candidates" if "max_candidates" in loops
                  else f"loops of 1-{loops['loop_length']} candidates whatever n")
     return Experiment(
@@ -205,8 +205,9 @@ def _modsquare_serial(name: str, what: str, loops: dict[str, int], steps: int, l
         description=f"{what}: the modsquare loop with every number one bit per step (modsquare_serial), learnt on random "
                     f"values with random labels, n of 3-8 bits" + (f" written with 0-{pad} extra high zero bits" if pad else "")
                     + f", {loop_text}, each comparison's outcome supervised (trace_loss 1), the NTM's heads hinted "
-                    f"toward the rows of the tape machine (head_hint 1) and its write gate toward that machine's write "
-                    f"steps (write_hint 1), {steps:,} steps x {batch_size} at lr {lr:g}; "
+                    "toward the rows of the tape machine (head_hint 1)"
+                    + (f" and its write gate toward that machine's write steps (write_hint {write_hint:g})" if write_hint
+                       else "") + f", {steps:,} steps x {batch_size} at lr {lr:g}; "
                     "evaluated on the real values (i*i mod n, labels i, every candidate) of held-out n at 6-8 bits and "
                     "every n at 10-16 bits",
         task="modsquare_serial", task_options={},
@@ -313,9 +314,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _modsquare_serial("modsquare-serial-2", "stage 2 of modsquare-serial", {"max_candidates": 16}, steps=8000,
                       lr=1e-3, lr_half_life=3000, parent="modsquare-serial"),
     _modsquare_serial("modsquare-serial-3", "stage 3 of modsquare-serial", {"loop_length": 64}, steps=4000, lr=1e-3,
-                      lr_half_life=2000, parent="modsquare-serial-2", pad=0),
+                      lr_half_life=2000, parent="modsquare-serial-2", pad=0, write_hint=1.0),
     _modsquare_serial("modsquare-serial-4", "stage 4 of modsquare-serial", {"loop_length": 160}, steps=3000,
-                      lr=5e-4, lr_half_life=1500, parent="modsquare-serial-3", batch_size=16, pad=0),
+                      lr=5e-4, lr_half_life=1500, parent="modsquare-serial-3", batch_size=16, pad=0, write_hint=1.0),
     Experiment(
         name="polymax",
         description="maximise a polynomial of degree 2-6 on [0, 1] (gap loss), evaluated up to degree 24",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from lab import models
+from lab import evaluation, models
 from lab.cli import run_cli
 from lab.config import TrainConfig
 from lab.models import ModelConfig
@@ -436,19 +436,26 @@ def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):
         aux = model(batch.inputs, batch.steps)[1]
         mass[w] = float(head_hint(aux, task.head_targets(batch)))
     assert mass[1.0] < 0.5 * mass[0.0], mass
-    # lab.diagnose's tape swap on the hinted run: the unroll cut at the swap equals the forward pass unswapped,
-    # the tape is one row per bit and the control the other rows; a candidate outside every loop exits 2
+    # lab.diagnose's tape swap on the hinted run: the unroll cut at the swap equals the forward pass unswapped, and
+    # the swap changes the loop's answer on some examples; a candidate outside every loop exits 2
     from lab import diagnose
     from lab.cli import run_cli
+    from tasks.modsquare_serial import ANSWER, COMPARE
 
     sw = diagnose.tape_swap(str(tmp_path / "1.0"), size=5, at=5, batch_size=32)
-    assert sw["stepped_equals_forward"] == 1.0 and len(sw["tape_rows"]) == 5
-    assert 0 < sw["examples_where_the_swap_matters"] <= 32
-    for part in ("tape", "control"):
-        assert 0 <= sw[part]["follows_swap"] <= 1 and 0 <= sw[part]["keeps_own_answer"] <= 1
+    assert sw["stepped_equals_forward"] == 1.0 and 0 < sw["examples_where_the_swap_matters"] <= 32
+    assert sorted(sw["tape_rows"] + list(set(range(8)) - set(sw["tape_rows"]))) == list(range(8))
     assert run_cli(diagnose.main, [str(tmp_path / "1.0"), "--size", "5", "--swap-at", "99"]) == 2
+    # the picture's windows: whole blocks (each starts on a compare step, 12 steps at 5 bits), then the answer
     pic = diagnose.tape_picture(str(tmp_path / "1.0"), 5, str(tmp_path / "heads.png"))
-    assert (tmp_path / "heads.png").stat().st_size > 0 and pic["blocks_drawn"][:2] == [1, 2]
+    ex = evaluation.example_trace(model, dataclasses.replace(task, split="all"), 5)["inputs"]
+    drawn = np.array(pic["steps_drawn"])
+    starts = drawn[:-5].reshape(-1, 12)[:, 0]
+    assert (ex[starts, COMPARE] == 1).all() and (np.diff(drawn[:-5].reshape(-1, 12), axis=1) == 1).all()
+    np.testing.assert_array_equal(drawn[-5:], np.flatnonzero(ex[:, ANSWER] == 1))
+    assert (tmp_path / "heads.png").stat().st_size > 0
+    for bad in (str(tmp_path), str(tmp_path / "no" / "x.png"), str(tmp_path / "x.jpg")):
+        assert run_cli(diagnose.main, [str(tmp_path / "1.0"), "--picture", bad]) == 2
 
 
 def test_head_entropy_penalty_sharpens_the_heads(tmp_path):

@@ -177,11 +177,10 @@ def test_a_swapped_tape_gives_the_loop_restarted_from_the_other_best():
     """lab.diagnose.swapped_loop (what tape_swap predicts) against the tape machine whose tape is replaced by
     another example's at the start of candidate ``at``'s block."""
     from lab.diagnose import swapped_loop
-    from tasks.modsquare_serial import _values_labels
 
     task = ModSquareSerial(min_size=7, max_size=7, split="all", values="random", labels="random")
     b = sample(task, 7, 16)
-    x, aux, w = np.asarray(b.inputs), np.asarray(b.aux).astype(np.int64), 7
+    x, w = np.asarray(b.inputs), 7
     at, other = 5, np.roll(np.arange(16), 1)
     T0 = at * (2 * w + 2)
     tapes = [{} for _ in range(16)]
@@ -189,6 +188,7 @@ def test_a_swapped_tape_gives_the_loop_restarted_from_the_other_best():
         tape_machine(x[:T0, e], tape=tapes[e])
     got = [sum(bit << j for j, bit in enumerate(tape_machine(x[T0: b.steps[e], e], tape=dict(tapes[other[e]]))))
            for e in range(16)]
-    want = swapped_loop(*_values_labels(aux), aux[:, 2], at, other)
+    cand = task.candidates(b)
+    want = swapped_loop(cand.value[:, 1:], cand.answer[:, 1:], at, other)
     np.testing.assert_array_equal(got, want)
     assert (want != task.loop_answers(b)).any()
