@@ -1,6 +1,7 @@
 """How big must a memoriser be? The smallest MLP and LSTM that answer modsquare for every n < 2^b.
 
-    python -m lab.capacity --bits 4 5 6 7 8 9 10 11 12 --models mlp lstm --out docs/results/modsquare-capacity
+    python -m lab.capacity --bits 4 5 6 7 8 9 10 11 12 --up-to lstm=10 --ntm runs/modsquare-serial-4/ntm-s0 \
+        --out docs/results/modsquare-capacity
 
 The seed's size question, measured: trained on every n < 2^b (capacity, not generalisation: nothing is held
 out), how many parameters does a feedforward or recurrent network need to give the loop's answer k for
@@ -123,15 +124,15 @@ def widths(lo: int, hi: int) -> list[int]:
 
 
 def sweep(kinds: list[str], bits: list[int], steps: int, lr: float, min_width: int, max_width: int, target: float,
-          log=print, record=None) -> list[dict[str, Any]]:
+          log=print, record=None, up_to: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Every fit tried, in order. Per kind and b, on the grid of ``widths``: from one grid step below the last
     b's answer, down while the width fits and up while it does not; the smallest fitting width is the answer
-    (assuming that a wider network fits whatever a narrower one does)."""
+    (assuming that a wider network fits whatever a narrower one does). ``up_to``: the largest b per kind."""
     grid = widths(min_width, max_width)
     tried = []
     for kind in kinds:
         i = 0
-        for b in bits:
+        for b in [b for b in bits if b <= (up_to or {}).get(kind, b)]:
             fits: dict[int, bool] = {}
             i = max(i - 1, 0)
             while 0 <= i < len(grid) and i not in fits:
@@ -203,7 +204,8 @@ def markdown(found: dict, tried: list[dict[str, Any]], ntm: dict | None, compile
              + " | lookup table (32-bit words) | compiled NTM |" + (" trained NTM: error |" if ntm else ""),
              "|---:|---:|" + "---:|" * len(found) + "---:|---:|" + ("---:|" if ntm else "")]
     for b in bits:
-        cells = [f"{found[k][b]['width']} ({found[k][b]['params']:,})" if b in found[k] else "not reached"
+        cells = [f"{found[k][b]['width']} ({found[k][b]['params']:,})" if b in found[k]
+                 else ("not reached" if any(r["model"] == k and r["bits"] == b for r in tried) else "not tried")
                  for k in found]
         lines.append(f"| {b} | {2**b - 1:,} | " + " | ".join(cells) + f" | {lookup_words(b):,} | {compiled:,} |"
                      + (f" {ntm['error'][b]:.3f} |" if ntm and b in ntm["error"] else (" |" if ntm else "")))
@@ -255,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-width", type=int, default=4)
     p.add_argument("--max-width", type=int, default=1024)
     p.add_argument("--target", type=float, default=0.99, help="exact-match share a fit must reach")
+    p.add_argument("--up-to", nargs="+", default=[], metavar="MODEL=B",
+                   help="the largest b for a model (e.g. lstm=10: its full-batch fits at 11-12 bits take tens of "
+                        "minutes each on 2 CPU cores)")
     p.add_argument("--ntm", default="", metavar="RUN", help="a trained modsquare_serial NTM run to draw beside them")
     p.add_argument("--ntm-examples", type=int, default=256, help="fresh n per width for --ntm")
     p.add_argument("--out", required=True, help="directory for capacity.json / .md / .png")
@@ -263,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--bits must be increasing values in 2..16, got {a.bits}")
     if not 0 < a.target <= 1 or a.steps < 1 or a.lr <= 0 or not 1 <= a.min_width <= a.max_width:
         raise ValueError("need 0 < --target <= 1, --steps >= 1, --lr > 0 and 1 <= --min-width <= --max-width")
+    up_to = {}
+    for item in a.up_to:
+        kind, _, b = item.partition("=")
+        if kind not in MODEL_KINDS or not b.isdigit():
+            raise ValueError(f"--up-to takes MODEL=B with MODEL in {MODEL_KINDS}, got {item!r}")
+        up_to[kind] = int(b)
     if a.ntm_examples < 1:
         raise ValueError(f"--ntm-examples must be >= 1, got {a.ntm_examples}")
     if os.path.exists(a.out) and not os.path.isdir(a.out):
@@ -277,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(log_path, "a") as f:
             f.write(json.dumps(r) + "\n")
 
-    tried = sweep(kinds, a.bits, a.steps, a.lr, a.min_width, a.max_width, a.target, record=record)
+    tried = sweep(kinds, a.bits, a.steps, a.lr, a.min_width, a.max_width, a.target, record=record, up_to=up_to)
     found = needed(tried, a.target)
     for kind in kinds:
         found.setdefault(kind, {})

@@ -43,6 +43,8 @@ def test_sweep_finds_the_smallest_width_on_the_grid(monkeypatch):
     found = capacity.needed(tried, 0.99)["mlp"]
     assert {b: r["width"] for b, r in found.items()} == {4: 6, 5: 16, 6: 11, 7: 64}
     assert max(r["width"] for r in tried if r["bits"] == 8) == 128 and 9 not in {r["bits"] for r in tried}
+    tried = capacity.sweep(["mlp"], [4, 5, 6], 1, 1e-2, 4, 128, 0.99, log=lambda *_: None, up_to={"mlp": 5})
+    assert {r["bits"] for r in tried} == {4, 5}
 
 
 def test_small_networks_memorise_every_n_and_the_report_is_written(tmp_path):
@@ -66,6 +68,8 @@ def test_small_networks_memorise_every_n_and_the_report_is_written(tmp_path):
     ["--models", "ntm"],
     ["--steps", "x"],
     ["--ntm-examples", "0"],
+    ["--up-to", "ntm=4"],
+    ["--up-to", "lstm"],
     ["--ntm", "/nonexistent/run"],
 ])
 def test_bad_command_lines_exit_2(argv, tmp_path, capsys):
