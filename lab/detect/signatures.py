@@ -48,7 +48,9 @@ class Plan:
         return cls(exp, examples=examples, sweep_examples=min(cls.sweep_examples, examples))
 
     def main_task(self) -> Task:
-        return self.exp.eval_task(self.exp.train_sizes[0]).with_sizes(*self.exp.train_sizes)
+        """The evaluation task over the training sizes (built at the largest: a held-out split may have no
+        instance at the smallest, e.g. no 3-bit n is held out)."""
+        return self.exp.eval_task(self.exp.train_sizes[1]).with_sizes(*self.exp.train_sizes)
 
 
 def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
