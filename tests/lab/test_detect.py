@@ -331,3 +331,15 @@ def test_detect_bad_input_exits_2(tmp_path, capsys):
     assert "--examples" in capsys.readouterr().err
     assert run_cli(eval_cli.main, ["detect", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_the_main_batch_spans_the_training_sizes_even_where_the_smallest_has_no_held_out_instance():
+    """modsquare-serial trains on n of 3-8 bits and evaluates in range on held-out n; no 3-bit n is held out, so
+    the main task is built at the largest training size and then spans all of them (it crashed before)."""
+    from lab.detect.signatures import Plan
+
+    exp = experiments.get("modsquare-serial")
+    task = Plan.of(exp, 64).main_task()
+    assert (task.min_size, task.max_size, task.split) == (3, 8, "holdout")
+    b = evaluation.fixed_batch(task, 64, 0)
+    assert set(np.asarray(b.aux[:, 1]).tolist()) <= set(range(4, 9))  # held-out n exist from 4 bits on
