@@ -26,7 +26,6 @@ capacity.png are written at the end.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -180,16 +179,13 @@ def compiled_params() -> int:
 def ntm_errors(run: str, bits: list[int], examples: int, seed: int) -> dict[str, Any]:
     """A trained modsquare_serial NTM's error on ``examples`` n of each width (every n, fresh batch)."""
     from lab import evaluation, models
-    from lab.rundir import load_run
-    from tasks.modsquare_serial import ModSquareSerial
+    from lab.diagnose import load_serial_ntm
 
-    cfg, task, model, _ = load_run(run)
-    if not isinstance(task, ModSquareSerial) or not isinstance(model, models.NTM):
-        raise ValueError(f"--ntm needs a modsquare_serial NTM run; {run} is {cfg.model} on {cfg.task}")
+    cfg, task, model, _ = load_serial_ntm(run, None, "--ntm")
     ev = evaluation.Evaluator.of(model)
     err = {}
     for b in bits:
-        t = dataclasses.replace(task.with_sizes(b, b), split="all")
+        t = task.with_sizes(b, b)
         err[b] = float(ev.metrics(t, evaluation.fixed_batch(t, examples, seed))["error"].mean())
     return {"run": run, "task": cfg.task, "params": models.count_params(model), "examples": examples, "seed": seed,
             "error": err}

@@ -226,9 +226,18 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
                            "examples": batch_size, "seed": seed, "register_row": register, "control_row": control,
                            "stepped_equals_forward": float(np.mean(stepped == own)),
                            "lists_where_the_swap_matters": int(moved.sum())}
-    for name, row in (("register", register), ("control", control)):
-        ans = run_steps(row)
-        out[name] = {"follows_swap": float(np.mean(ans[moved] == best_l[moved])),
+    out.update(_swap_outcomes({"register": register, "control": control}, run_steps, moved, best_l, own))
+    return out
+
+
+def _swap_outcomes(parts: dict[str, Any], answers: Any, moved: np.ndarray, predicted: np.ndarray,
+                   own: np.ndarray) -> dict[str, dict[str, float]]:
+    """For each swapped part (its rows): on the examples where the swap changes the loop's answer, the share whose
+    answer follows the swap-predicted one and the share that keeps the model's unswapped answer."""
+    out = {}
+    for name, rows in parts.items():
+        ans = answers(rows)
+        out[name] = {"follows_swap": float(np.mean(ans[moved] == predicted[moved])),
                      "keeps_own_answer": float(np.mean(ans[moved] == own[moved]))}
     return out
 
@@ -248,7 +257,8 @@ def swapped_loop(values: np.ndarray, labels: np.ndarray, at: int, other: np.ndar
     return best_l
 
 
-def _serial_ntm_run(workdir: str, run: tuple | None, what: str) -> tuple:
+def load_serial_ntm(workdir: str, run: tuple | None, what: str) -> tuple:
+    """(cfg, task on every n, model, step) of a modsquare_serial NTM run; a one-line error for any other run."""
     from lab import models
 
     cfg, task, model, step = run or load_run(workdir)
@@ -278,7 +288,7 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
 
     from ntm import core
 
-    cfg, task, model, step = _serial_ntm_run(workdir, run, "tape swap")
+    cfg, task, model, step = load_serial_ntm(workdir, run, "tape swap")
     if size > model.cfg.memory_rows:
         raise ValueError(f"--size {size}: the tape needs {size} memory rows and the NTM has {model.cfg.memory_rows}")
     task = task.with_sizes(size, size)
@@ -329,10 +339,7 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
                            "error": float(np.mean(own != task.loop_answers(batch))),
                            "stepped_equals_forward": float(np.mean(answers(None) == own)),
                            "examples_where_the_swap_matters": int(moved.sum())}
-    for name, rows in (("tape", tape), ("control", control)):
-        ans = answers(rows)
-        out[name] = {"follows_swap": float(np.mean(ans[moved] == best_l[moved])),
-                     "keeps_own_answer": float(np.mean(ans[moved] == own[moved]))}
+    out.update(_swap_outcomes({"tape": tape, "control": control}, answers, moved, best_l, own))
     return out
 
 
@@ -346,7 +353,7 @@ def tape_picture(workdir: str, size: int, path: str, seed: int = evaluation.EVAL
     from lab import figures
     from tasks.modsquare_serial import END_COMPARE
 
-    cfg, task, model, step = _serial_ntm_run(workdir, run, "tape picture")
+    cfg, task, model, step = load_serial_ntm(workdir, run, "tape picture")
     tr = evaluation.example_trace(model, task, size, seed)
     block = 2 * size + 2
     T = len(tr["mask"])
