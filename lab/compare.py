@@ -50,6 +50,13 @@ def write_on_improvement(weights: np.ndarray, improved: np.ndarray, shown: np.nd
             "improvement_steps": int(imp.sum()), "other_steps": int(other.sum())}
 
 
+def gated_writes(aux: dict[str, Any]) -> np.ndarray:
+    """[T, B, heads, N] what each write head writes with: its weighting scaled by its gate (ntm.NTMConfig.write_gate;
+    the NTM's trace gives gates of 1 without the option, so this is then the weighting itself)."""
+    w = np.asarray(aux["write_weights"])
+    return w * np.asarray(aux["write_gates"])[..., None] if "write_gates" in aux else w
+
+
 def register_writes(weights: np.ndarray, improved: np.ndarray) -> np.ndarray:
     """[N] how many improving steps put their largest write weight on each memory row (weights [T, B, heads, N],
     improved [T, B]): the register is the argmax, the share of improving steps it takes the max over the sum."""
@@ -115,7 +122,7 @@ def evaluate_one(exp: Experiment, run: Path, batch_size: int) -> dict[str, Any]:
         except ValueError:  # the task does not show the values (e.g. modsquare with another hint)
             improved = None
         if improved is not None:
-            rec["write_on_improvement"] = write_on_improvement(np.asarray(aux["write_weights"]), improved, shown)
+            rec["write_on_improvement"] = write_on_improvement(gated_writes(aux), improved, shown)
     return rec
 
 

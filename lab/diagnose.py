@@ -43,7 +43,7 @@ import numpy as np
 
 from lab import evaluation
 from lab.cli import use_every_core
-from lab.compare import register_writes, write_on_improvement
+from lab.compare import gated_writes, register_writes, write_on_improvement
 from lab.rundir import load_run
 from tasks.argmax import Argmax
 from tasks.base import bits_to_int, last_step
@@ -123,7 +123,7 @@ def diagnose(workdir: str, size: int = 64, batch_size: int = 1024, seed: int = e
     out["wrong_not_in_list"] = int((wrong & (pos < 0)).sum())
     out["wrong_later_than_max"] = int((wrong & (pos > best)).sum())
     if "write_weights" in aux:
-        w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
+        w = gated_writes(aux)  # [T, B, heads, N]
         improved, shown = (np.asarray(x) for x in task.improvements(batch))
         out["write_on_improvement"] = write_on_improvement(w, improved, shown)
         T = improved.shape[0]
@@ -196,7 +196,7 @@ def register_swap(workdir: str, size: int = 16, at: int | None = None, batch_siz
     if len(set(np.asarray(batch.steps).tolist())) != 1 or int(batch.steps[0]) != inputs.shape[0]:
         raise ValueError("register swap needs every list to run the same number of steps")
     logits, aux = evaluation.Evaluator.of(model).forward(batch)
-    w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
+    w = gated_writes(aux)  # [T, B, heads, N]
     improved, _ = (np.asarray(x) for x in task.improvements(batch))
     per_row = register_writes(w, improved)
     register, control = int(per_row.argmax()), int(per_row.argmin())
@@ -304,7 +304,7 @@ def tape_swap(workdir: str, size: int = 12, at: int | None = None, batch_size: i
                          f"of the batch), got {at}")
     logits, fwd = evaluation.Evaluator.of(model).forward(batch)
     writes, _ = task.write_targets(batch)
-    per_row = register_writes(np.asarray(fwd["write_weights"]), np.asarray(writes))  # [N]
+    per_row = register_writes(gated_writes(fwd), np.asarray(writes))  # [N]
     order = np.argsort(-per_row, kind="stable")
     tape, control = np.sort(order[:size]), np.sort(order[size:])
     own = task.decode_answers(batch, logits)
@@ -362,8 +362,7 @@ def tape_picture(workdir: str, size: int, path: str, seed: int = evaluation.EVAL
     last_win = int(won[-1]) if len(won) else 0
     blocks = sorted({0, 1, last_win, loop_blocks - 1} & set(range(loop_blocks)))
     steps = np.concatenate([np.arange(b * block, (b + 1) * block) for b in blocks] + [np.arange(T - size, T)])
-    sub = {k: v[steps] for k, v in tr.items() if k != "write_gates"}
-    sub["write_weights"] = sub["write_weights"] * tr["write_gates"][steps][..., None]
+    sub = {k: v[steps] for k, v in tr.items()}
     title = (f"{cfg.model} on n of {size} bits: the blocks of candidates {', '.join(str(b + 1) for b in blocks)} "
              f"of {loop_blocks} (the last improving one: {last_win + 1}), then the {size} answer steps, joined "
              "(x: steps drawn); the write weighting times the write gate")

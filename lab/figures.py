@@ -62,10 +62,14 @@ def _focus_rows(weights: list[np.ndarray], pad: int = 2) -> tuple[int, int]:
 def head_picture(trace: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """Graves 2014 Fig. 6: inputs, targets, outputs and (NTM) write/read weightings over time.
 
-    ``trace`` holds [T, X] inputs, [T, Y] targets/outputs, [T, heads, N] weightings.
+    ``trace`` holds [T, X] inputs, [T, Y] targets/outputs, [T, heads, N] weightings and, for an NTM with a write
+    gate, [T, heads] write gates (the write panels then show the weighting times the gate).
     """
+    from lab.compare import gated_writes
+
     plt = _plt()
-    heads = [(k, trace[k]) for k in ("write_weights", "read_weights") if k in trace]
+    heads = [(k, gated_writes(trace) if k == "write_weights" else trace[k])  # what is written: weighting x gate
+             for k in ("write_weights", "read_weights") if k in trace]
     n_panels = 3 + sum(w.shape[1] for _, w in heads)
     fig, axes = plt.subplots(n_panels, 1, figsize=(max(6, 0.16 * len(trace["inputs"])), 1.6 * n_panels),
                              sharex=True, squeeze=False)
@@ -77,9 +81,10 @@ def head_picture(trace: dict[str, np.ndarray], path: str | Path, title: str = ""
     ]
     if heads:
         lo, hi = _focus_rows([w for _, w in heads])
+        gate = " x gate" if "write_gates" in trace and not np.all(trace["write_gates"] == 1) else ""
         for name, w in heads:
             for h in range(w.shape[1]):
-                panels.append((f"{name.split('_')[0]} head {h} weighting (rows {lo}-{hi - 1})", w[:, h, lo:hi], "viridis"))
+                panels.append((f"{name.split('_')[0]} head {h} weighting{gate if name[0] == 'w' else ''} (rows {lo}-{hi - 1})", w[:, h, lo:hi], "viridis"))
     for i, (ax, (label, img, cmap)) in enumerate(zip(axes, panels)):
         vmax = 1.0 if i < 3 else max(float(img.max()), 1e-6)  # weightings: own scale, so diffuse ones show
         ax.imshow(img.T, aspect="auto", cmap=cmap, interpolation="nearest", vmin=0, vmax=vmax, origin="lower")

@@ -28,7 +28,7 @@ from flax import nnx
 from lab import models
 from lab.config import TrainConfig, migrate
 from lab.parallel import resolve_microbatches
-from tasks import SupervisedLoop, TapeHints, Task, feedback_of, make_task
+from tasks import SupervisedLoop, TapeHints, Task, WriteHints, feedback_of, make_task
 
 
 # Fields that may change when a run is resumed: they steer the loop, not what is computed.
@@ -117,13 +117,14 @@ def build_task(cfg: TrainConfig, training: bool = False) -> Task:
         if not isinstance(task, SupervisedLoop):
             raise ValueError(f"trace_loss: task {cfg.task} has no loop whose running answer could be supervised")
         task.check_trace_loss()
-    if cfg.head_hint or cfg.write_hint:
+    if cfg.write_hint and not isinstance(task, WriteHints):
+        raise ValueError(f"write_hint: task {cfg.task} has no algorithm whose writes could be supervised")
+    if cfg.head_hint:
         if not isinstance(task, TapeHints):
-            raise ValueError(f"head_hint / write_hint: task {cfg.task} has no tape algorithm whose heads could be "
-                             "supervised")
+            raise ValueError(f"head_hint: task {cfg.task} has no tape algorithm whose heads could be supervised")
         mc = cfg.model_config
         if task.tape_rows() > mc.memory_rows or mc.num_read_heads < 1 or mc.num_write_heads < 1:
-            raise ValueError(f"head_hint / write_hint: the tape machine uses {task.tape_rows()} memory rows and one "
+            raise ValueError(f"head_hint: the tape machine uses {task.tape_rows()} memory rows and one "
                              f"read and one write head; the NTM has {mc.memory_rows} rows, {mc.num_read_heads} read "
                              f"and {mc.num_write_heads} write heads")
     return task

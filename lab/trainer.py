@@ -130,8 +130,8 @@ def head_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, ...]) -> jax.
 
 
 def write_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Mean binary cross-entropy (nats) of the NTM's first write gate [T, B] against the steps a tape algorithm
-    writes on (``TapeHints.write_targets``: writes and where they count, each [T, B])."""
+    """Mean binary cross-entropy (nats) of the NTM's first write gate [T, B] against the steps the task's algorithm
+    writes on (``WriteHints.write_targets``: writes and where they count, each [T, B])."""
     writes, on = targets
     g = jnp.clip(aux["write_gates"][:, :, 0], 1e-7, 1.0 - 1e-7)
     ce = -jnp.where(writes, jnp.log(g), jnp.log1p(-g))

@@ -4,7 +4,7 @@ from typing import Any
 
 from tasks.argmax import Argmax
 from tasks.associative_recall import AssociativeRecall
-from tasks.base import Batch, Candidates, ClosedLoop, SearchTask, SupervisedLoop, TapeHints, Task, feedback_of
+from tasks.base import Batch, Candidates, ClosedLoop, SearchTask, SupervisedLoop, TapeHints, Task, WriteHints, feedback_of
 from tasks.copy import Copy
 from tasks.modsquare import ModSquare
 from tasks.modsquare_serial import ModSquareSerial
@@ -54,5 +54,5 @@ def make_task(name: str, training: dict[str, Any] | None = None, **options: Any)
     return cls(**options, **training)
 
 
-__all__ = ["Batch", "Task", "SearchTask", "SupervisedLoop", "TapeHints", "ClosedLoop", "feedback_of", "Candidates", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",
+__all__ = ["Batch", "Task", "SearchTask", "SupervisedLoop", "TapeHints", "WriteHints", "ClosedLoop", "feedback_of", "Candidates", "REGISTRY", "make_task", "Copy", "RepeatCopy", "AssociativeRecall", "PrioritySort",
            "Argmax", "ModSquare", "ModSquareSerial", "PolyMax"]

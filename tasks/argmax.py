@@ -62,6 +62,10 @@ Step supervision (``trace_loss``, weighted by TrainConfig.trace_loss): the loss 
 steps: process supervision of each comparison, where the plain loss scores only the final answer.
 Metrics never include it.
 
+Write hint (``write_targets``, weighted by TrainConfig.write_hint, for an NTM with a write gate): the loop
+writes its register (best, k) exactly on the steps that improve the running best; the hint trains the write
+gate toward those steps (open there, shut on every other step of the example). A training signal only.
+
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position
 (the same convention as priority sort's smallest gap). List length is reported as `size`.
@@ -238,6 +242,12 @@ class Argmax(SizeRange, BitAnswers):
         every earlier one (strictly, as the loop's ">"; the first value counts): where the loop's k changes."""
         shown = batch.inputs[..., 1] > 0.5
         return running_best_improves(batch.inputs[..., 0], shown, -jnp.inf), shown
+
+    def write_targets(self, batch: Batch) -> tuple[Array, Array]:
+        """(writes, on) [T, B] (tasks.base.WriteHints): the loop stores (best, k) on the steps whose value beats every
+        earlier one, and on no other step of the example (blank steps included)."""
+        improved, _ = self.improvements(batch)
+        return improved, time_index(*improved.shape) < batch.steps[None, :]
 
     # ---- the search-task protocol (tasks.base.SearchTask): candidates are the list's labels ----
 

@@ -101,13 +101,20 @@ class SupervisedLoop(Protocol):
 
 
 @runtime_checkable
-class TapeHints(Protocol):
-    """A task with a tape algorithm (a machine whose heads walk memory rows): the rows its read and write heads
-    are at on each step, for supervising an NTM's heads toward them (TrainConfig.head_hint, a hint in CLRS's
-    sense: a training signal; nothing at test time sees it)."""
+class WriteHints(Protocol):
+    """A task whose algorithm stores to memory on known steps: the steps it writes on, for supervising an NTM's
+    write gate toward them (TrainConfig.write_hint, a hint in CLRS's sense: a training signal; nothing at test time
+    sees it)."""
+
+    def write_targets(self, batch: Batch) -> tuple[Array, Array]: ...  # (writes [T, B] bool, on [T, B] bool)
+
+
+@runtime_checkable
+class TapeHints(WriteHints, Protocol):
+    """A task with a tape algorithm (a machine whose heads walk memory rows): also the rows its read and write heads
+    are at on each step, for supervising an NTM's heads toward them (TrainConfig.head_hint)."""
 
     def head_targets(self, batch: Batch) -> tuple[Array, Array, Array, Array]: ...  # read row, on, write row, on [T, B]
-    def write_targets(self, batch: Batch) -> tuple[Array, Array]: ...  # (writes [T, B] bool, on [T, B] bool)
     def tape_rows(self) -> int: ...  # the most memory rows the tape machine uses on this task's examples
 
 

@@ -306,7 +306,7 @@ def weights_evidence(model: Any, plan: Plan) -> dict[str, Any] | None:
     the steps where the loop's best improves and on the other steps (lab.compare.write_on_improvement), and how
     much of the improving steps' writes go to one row (the register); None for a model without memory heads."""
     from lab import evaluation
-    from lab.compare import register_writes, write_on_improvement
+    from lab.compare import gated_writes, register_writes, write_on_improvement
 
     task = plan.main_task()
     batch = _batch(task, plan.examples, DETECT_SEED)
@@ -317,7 +317,7 @@ def weights_evidence(model: Any, plan: Plan) -> dict[str, Any] | None:
         improved, shown = (np.asarray(x) for x in search_task(task).improvements(batch))
     except ValueError:  # the task does not show the values the loop compares
         return None
-    w = np.asarray(aux["write_weights"])  # [T, B, heads, N]
+    w = gated_writes(aux)  # [T, B, heads, N]: what is written
     out = write_on_improvement(w, improved, shown)
     per_row = register_writes(w, improved)
     out["register_share"] = float(per_row.max() / max(per_row.sum(), 1))

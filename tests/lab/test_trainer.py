@@ -420,6 +420,14 @@ def test_hints_need_a_tape_the_ntm_has():
     build_task(dataclasses.replace(base, max_size=8))
     with pytest.raises(ValueError, match="write_gate"):
         TrainConfig(task="modsquare_serial", model="ntm", write_hint=1.0)
+    # argmax's loop writes on known steps but walks no tape: the write hint is taken, the head hint refused; a task
+    # without either is refused both
+    gated = ModelConfig(memory_rows=8, write_gate=True)
+    build_task(TrainConfig(task="argmax", model="ntm", write_hint=1.0, model_config=gated))
+    with pytest.raises(ValueError, match="head_hint: task argmax has no tape"):
+        build_task(TrainConfig(task="argmax", model="ntm", head_hint=1.0, model_config=gated))
+    with pytest.raises(ValueError, match="write_hint: task copy has no algorithm"):
+        build_task(TrainConfig(task="copy", model="ntm", write_hint=1.0, model_config=gated))
 
 
 def test_head_hint_walks_the_heads_of_the_serial_loop(tmp_path):

@@ -246,6 +246,12 @@ def test_argmax_improvements_follow_the_loop(levels):
         assert shown[:, i].tolist() == [t < L for t in range(len(shown))]
         assert improved[:L, i].tolist() == _running_best_changes(b.inputs[:L, i, 0].tolist())
         assert not improved[L:, i].any()
+    # the write hint's targets: write on exactly those steps, shut on every other step of the example (the blank
+    # steps after the list included), nothing counted past the example's steps
+    writes, on = (np.asarray(x) for x in task.write_targets(b))
+    np.testing.assert_array_equal(writes, improved)
+    for i in range(B):
+        assert on[:, i].tolist() == [t < int(b.steps[i]) for t in range(len(on))]
 
 
 def test_modsquare_hidden_n_zeroes_only_ns_channels_and_keeps_the_scoring():
