@@ -104,8 +104,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="NTM only: add W times the cross-entropy of the head weightings against the rows the task's tape "
                         "algorithm uses (modsquare_serial) to the loss: a training hint")
     p.add_argument("--write-hint", type=float, default=d.write_hint, metavar="W",
-                   help="NTM with --write-gate only: add W times the cross-entropy of the write gate against the steps "
-                        "on which the task's tape algorithm writes (modsquare_serial): a training hint")
+                   help="NTM: add W times the cross-entropy of how strongly it writes (the write gate with --write-gate, "
+                        "else the write weighting's peak) against the steps on which the task's algorithm writes "
+                        "(argmax, modsquare_serial): a training hint")
     p.add_argument("--microbatches", type=int, default=d.microbatches, metavar="K",
                    help="gradient accumulation: split each batch into K equal micro-batches run one after another "
                         "(0: auto: on CPU, each device holds at most lab.parallel.MICROBATCH_PER_DEVICE examples)")

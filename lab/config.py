@@ -35,8 +35,9 @@ class TrainConfig:
     # Head hints: add this times the cross-entropy of the NTM's read and write weightings against the rows the
     # task's tape algorithm uses on each step (tasks.base.TapeHints) to the loss; 0: off.
     head_hint: float = 0.0
-    # Write hints: add this times the cross-entropy of the NTM's write gate (ModelConfig.write_gate) against the
-    # steps on which the task's algorithm writes (tasks.base.WriteHints.write_targets); 0: off.
+    # Write hints: add this times the cross-entropy of how strongly the NTM writes (its write gate with
+    # ModelConfig.write_gate, else its write weighting's peak) against the steps on which the task's algorithm
+    # writes (tasks.base.WriteHints.write_targets); 0: off.
     write_hint: float = 0.0
     model_config: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     steps_per_dispatch: int = 10  # optimizer steps per jitted call (lax.scan)
@@ -100,10 +101,8 @@ class TrainConfig:
             raise ValueError(f"head_hint supervises NTM head weightings; model {self.model!r} has none")
         if self.write_hint < 0:
             raise ValueError(f"write_hint must be >= 0, got {self.write_hint}")
-        if self.write_hint and (self.model != "ntm" or not self.model_config.write_gate
-                                or self.model_config.num_write_heads < 1):
-            raise ValueError("write_hint supervises the NTM's write gate: it needs model ntm with write_gate and a "
-                             "write head")
+        if self.write_hint and self.model != "ntm":
+            raise ValueError("write_hint supervises how strongly the NTM writes: it needs model ntm")
         if self.head_entropy and self.model != "ntm":
             raise ValueError(f"head_entropy penalises NTM head weightings; model {self.model!r} has none")
         if self.microbatches < 0 or (self.microbatches and self.batch_size % self.microbatches):

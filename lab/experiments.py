@@ -49,7 +49,7 @@ class ModelSpec:
     parent: Stage | None = None
     head_entropy: float = 0.0  # NTM only: TrainConfig.head_entropy (a penalty for diffuse heads)
     head_hint: float = 0.0  # NTM only: TrainConfig.head_hint (heads trained toward the task's tape rows)
-    write_hint: float = 0.0  # NTM with a write gate only: TrainConfig.write_hint (gate trained toward the tape's writes)
+    write_hint: float = 0.0  # NTM only: TrainConfig.write_hint (how strongly it writes, trained toward the task's writes)
     progressive_loss: float = 0.0  # NTM / LSTM: TrainConfig.progressive_loss (Bansal et al. 2022)
 
 

@@ -38,6 +38,7 @@ class ModelConfig:
     shift_range: int = 1
     memory_init: str = "constant"
     write_gate: bool = False  # NTM only: ntm.NTMConfig.write_gate
+    write_gate_gain: float = 1.0  # NTM only: ntm.NTMConfig.write_gate_gain
     fused_memory: str = "auto"  # NTM only: ntm.NTMConfig.fused_memory (how it runs, not what it computes)
     hidden_size: int = 256  # LSTM / MLP baselines
     mlp_layers: int = 2
@@ -67,7 +68,7 @@ class NTM(nnx.Module):
             memory_width=mc.memory_width, controller=mc.controller, controller_size=mc.controller_size,
             activation=mc.activation, num_read_heads=mc.num_read_heads, num_write_heads=mc.num_write_heads,
             shift_range=mc.shift_range, memory_init=mc.memory_init, write_gate=mc.write_gate,
-            fused_memory=mc.fused_memory,
+            write_gate_gain=mc.write_gate_gain, fused_memory=mc.fused_memory,
         )
         self.cell = ntm.NTMCell(self.cfg, rngs=rngs)
 

@@ -129,11 +129,14 @@ def head_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, ...]) -> jax.
     return total / jnp.maximum(count, 1)
 
 
-def write_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Mean binary cross-entropy (nats) of the NTM's first write gate [T, B] against the steps the task's algorithm
-    writes on (``WriteHints.write_targets``: writes and where they count, each [T, B])."""
+def write_hint(aux: dict[str, jax.Array], targets: tuple[jax.Array, jax.Array], gated: bool = True) -> jax.Array:
+    """Mean binary cross-entropy (nats) of how strongly the NTM's first write head writes on each step [T, B] against
+    the steps the task's algorithm writes on (``WriteHints.write_targets``: writes and where they count, each
+    [T, B]). How strongly: the write gate (``gated``, an NTM with ModelConfig.write_gate), else the write weighting's
+    peak (its largest row weight: near 1 a focused write, near 1/N a smear over every row)."""
     writes, on = targets
-    g = jnp.clip(aux["write_gates"][:, :, 0], 1e-7, 1.0 - 1e-7)
+    g = aux["write_gates"][:, :, 0] if gated else aux["write_weights"][:, :, 0].max(-1)
+    g = jnp.clip(g, 1e-7, 1.0 - 1e-7)
     ce = -jnp.where(writes, jnp.log(g), jnp.log1p(-g))
     return jnp.sum(jnp.where(on, ce, 0.0)) / jnp.maximum(jnp.sum(on), 1)
 
@@ -167,7 +170,7 @@ def make_loss(cfg: TrainConfig, task: Task, forward: Callable[..., tuple[jax.Arr
         if cfg.head_hint:  # build_task checked that the task is a TapeHints
             loss = loss + cfg.head_hint * head_hint(aux, task.head_targets(batch))
         if cfg.write_hint:
-            loss = loss + cfg.write_hint * write_hint(aux, task.write_targets(batch))
+            loss = loss + cfg.write_hint * write_hint(aux, task.write_targets(batch), cfg.model_config.write_gate)
         return loss
 
     def loss_fn(params: Any, batch: Batch, key: jax.Array) -> jax.Array:

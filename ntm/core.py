@@ -69,6 +69,10 @@ class NTMConfig:
     # weighting (a soft weighting otherwise writes a little everywhere on every step). The head's
     # weighting itself, which the next step's location addressing starts from, is not gated.
     write_gate: bool = False
+    # The gate's logit is multiplied by this (g = sigmoid(gain * output)): a gate that must switch on a small
+    # difference of inputs (argmax's one-level gaps) needs a steep sigmoid, which the controller's weights reach
+    # only slowly at gain 1.
+    write_gate_gain: float = 1.0
     # Addressing, write and reads of each step in one fused C++ kernel (forward and backward; CPU,
     # float32, R >= 1 and W >= 1; see ntm/fused_cpu.py); the same function as the pure-JAX step to
     # float32 rounding. One of FUSED_MODES: "auto" (the kernel wherever it applies, pure JAX elsewhere:
@@ -100,6 +104,8 @@ class NTMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_read_heads < 0 or self.num_write_heads < 0:
             raise ValueError("head counts must be >= 0")
+        if not self.write_gate_gain > 0:
+            raise ValueError(f"write_gate_gain must be > 0, got {self.write_gate_gain}")
         if not 0 <= self.shift_range < self.memory_rows:
             raise ValueError(f"shift_range must be in [0, memory_rows), got {self.shift_range}")
 
@@ -229,7 +235,7 @@ def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParam
     if cfg.add_activation == "tanh":
         add = jnp.tanh(add)
     if cfg.write_gate:  # scaling erase and add by g is writing with weighting g * w
-        gate = jax.nn.sigmoid(write_flat[:, P + 2 * M :])  # [W, 1]
+        gate = jax.nn.sigmoid(cfg.write_gate_gain * write_flat[:, P + 2 * M :])  # [W, 1]
         erase, add = erase * gate, add * gate
     return reads, writes, erase, add
 
@@ -240,7 +246,7 @@ def write_gates(cfg: NTMConfig, flat: Array) -> Array:
         return jnp.ones((cfg.num_write_heads,), flat.dtype)
     R, W = cfg.num_read_heads, cfg.num_write_heads
     write_flat = flat[R * cfg.read_head_size:].reshape(W, cfg.write_head_size)
-    return jax.nn.sigmoid(write_flat[:, -1])
+    return jax.nn.sigmoid(cfg.write_gate_gain * write_flat[:, -1])
 
 
 def step(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTMState, Array]:

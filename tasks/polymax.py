@@ -215,6 +215,8 @@ class PolyMax(SizeRange):
     think: float = 0.0  # thinking steps per coefficient (c); 0: none, step_scale scales the whole schedule
     oracle: str = "none"  # "value" / "slope": the thinking steps query P (and P') at the model's last output
     extra_steps: int = 0  # training only: each example gets U{0..extra_steps} more blank steps
+    anytime: str = "each"  # trace_loss on each step: "each" output's objective, or that of the "best" output so far
+    anytimes: ClassVar[tuple[str, ...]] = ("each", "best")
     training_options: ClassVar[frozenset[str]] = frozenset({"extra_steps"})
 
     def __post_init__(self) -> None:
@@ -230,6 +232,10 @@ class PolyMax(SizeRange):
         check_schedule("polymax", self.step_scale, self.step_offset)
         if self.oracle not in self.oracles:
             raise ValueError(f"polymax: oracle must be one of {self.oracles}, got {self.oracle!r}")
+        if self.anytime not in self.anytimes:
+            raise ValueError(f"polymax: anytime must be one of {self.anytimes}, got {self.anytime!r}")
+        if self.anytime == "best" and self.objective != "gap":
+            raise ValueError("polymax: anytime='best' scores the best output's gap; it needs objective 'gap'")
         if self.oracle != "none" and not self.think:
             raise ValueError("polymax: a query oracle needs thinking steps to query on (think > 0)")
 
@@ -377,13 +383,21 @@ class PolyMax(SizeRange):
     def trace_loss(self, logits: Array, batch: Batch) -> Array:
         """[B]: the objective (gap: (max P - P(x_t))^2; supervised: (x_t - x*)^2) of the output x_t of every step
         from the last coefficient's on (with an oracle, every query and the answer), averaged over those steps: a
-        loss that asks for a good point at any time, where the task's own loss scores the last step only."""
+        loss that asks for a good point at any time, where the task's own loss scores the last step only. With
+        anytime="best" step t is scored by the best output so far (the largest P(x_s), s <= t, from the last
+        coefficient's step on): a query that explores costs nothing once a good one is found, as in a search that
+        keeps its best; the task's own loss still asks for the best at the last step."""
         T = logits.shape[0]
         x = jax.nn.sigmoid(logits[..., 0]).T  # [B, T]
         x_star = last_step(batch.targets, batch.mask)[:, 0]  # [B]
         if self.objective == "gap":
             p = cheb_eval(batch.aux, jnp.concatenate([x, x_star[:, None]], 1))[0]  # [B, T + 1]
-            err = (p[:, -1:] - p[:, :-1]) ** 2
+            got = p[:, :-1]
+            t = jnp.arange(T)[None, :]
+            if self.anytime == "best":  # the best output from the last coefficient's step on (the steps scored)
+                scored = t >= batch.size[:, None]
+                got = jnp.where(scored, jax.lax.cummax(jnp.where(scored, got, -jnp.inf), axis=1), got)
+            err = (p[:, -1:] - got) ** 2
         else:
             err = (x - x_star[:, None]) ** 2
         t = jnp.arange(T)[None, :]

@@ -178,6 +178,17 @@ def test_the_anytime_loss_scores_every_output_after_the_coefficients():
         p = cheb_eval(b.aux[i:i + 1], xs[None])[0][0]
         best = float(maximise(b.aux[i:i + 1])[1][0])
         np.testing.assert_allclose(got[i], float(jnp.mean((best - p) ** 2)), rtol=1e-4, atol=1e-6)
+    # anytime="best": each step scored by the best output so far (a running max of P over the same outputs)
+    keep = dataclasses.replace(task, anytime="best")
+    got_best = np.asarray(keep.trace_loss(logits, b))
+    for i in range(6):
+        d, n = int(b.size[i]), int(b.steps[i])
+        p = np.asarray(cheb_eval(b.aux[i:i + 1], jax.nn.sigmoid(logits[d:n, i, 0])[None])[0][0])
+        best = float(maximise(b.aux[i:i + 1])[1][0])
+        np.testing.assert_allclose(got_best[i], np.mean((best - np.maximum.accumulate(p)) ** 2), rtol=1e-4, atol=1e-6)
+    assert (got_best <= got + 1e-7).all() and np.isfinite(got_best).all()
+    with pytest.raises(ValueError, match="anytime"):
+        make_task("polymax", think=1.0, anytime="last")
     x_star = (b.targets[..., 0] * b.mask).sum(0)
     perfect = jnp.broadcast_to(jnp.log(x_star / (1 - x_star + 1e-12) + 1e-12)[None, :, None], b.targets.shape)
     assert float(jnp.abs(task.trace_loss(perfect, b)).max()) < 1e-6

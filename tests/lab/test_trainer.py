@@ -410,6 +410,10 @@ def test_write_hint_is_the_gate_cross_entropy():
     gates = jnp.array([[0.5], [0.25], [0.9]])[..., None]  # [T, B, W]
     got = write_hint({"write_gates": gates}, (writes, on))
     assert float(got) == pytest.approx((np.log(2) + np.log(4 / 3)) / 2, rel=1e-6)
+    # without a gate, the write weighting's peak stands for it: the same numbers from weightings with those peaks
+    weights = jnp.stack([gates[..., 0], (1 - gates[..., 0]) / 3, (1 - gates[..., 0]) / 3, (1 - gates[..., 0]) / 3], -1)
+    got = write_hint({"write_weights": weights[:, :, None]}, (writes, on), gated=False)  # [T, B, W, N]
+    assert float(got) == pytest.approx((np.log(2) + np.log(4 / 3)) / 2, rel=1e-6)
 
 
 def test_hints_need_a_tape_the_ntm_has():
@@ -418,8 +422,8 @@ def test_hints_need_a_tape_the_ntm_has():
     with pytest.raises(ValueError, match="10 memory rows"):
         build_task(base)
     build_task(dataclasses.replace(base, max_size=8))
-    with pytest.raises(ValueError, match="write_gate"):
-        TrainConfig(task="modsquare_serial", model="ntm", write_hint=1.0)
+    with pytest.raises(ValueError, match="model ntm"):
+        TrainConfig(task="argmax", model="lstm", write_hint=1.0)
     # argmax's loop writes on known steps but walks no tape: the write hint is taken, the head hint refused; a task
     # without either is refused both
     gated = ModelConfig(memory_rows=8, write_gate=True)

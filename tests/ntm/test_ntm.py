@@ -206,6 +206,13 @@ def test_write_gate_scales_erase_and_add_and_closed_leaves_memory_alone():
     g = jax.nn.sigmoid(flat[-1])
     np.testing.assert_allclose(e, e0 * g, rtol=1e-6)
     np.testing.assert_allclose(a, a0 * g, rtol=1e-6)
+    # a gain multiplies the gate's logit, in the write and in the gates the trace reports alike
+    steep = dataclasses.replace(cfg, write_gate_gain=4.0)
+    _, _, e4, _ = core.split_head_params(steep, flat)
+    np.testing.assert_allclose(e4, e0 * jax.nn.sigmoid(4.0 * flat[-1]), rtol=1e-6)
+    np.testing.assert_allclose(core.write_gates(steep, flat), jax.nn.sigmoid(4.0 * flat[-1:]), rtol=1e-6)
+    with pytest.raises(ValueError, match="write_gate_gain"):
+        dataclasses.replace(cfg, write_gate_gain=0.0)
     # a closed gate (logit -60 from the bias, clipped to -clip_value = -20: g = 2e-9): the memory stays put
     params = ntm.init_params(jax.random.key(1), cfg)
     params["heads"]["w"] = params["heads"]["w"].at[:, -1].set(0.0)
