@@ -110,7 +110,7 @@ class Experiment:
                 mc = dataclasses.replace(mc, hidden_size=models.mlp_hidden_for(
                     int(spec.match_ntm_params * self.ntm_params()), task.input_size, task.output_size, T,
                     mc.mlp_layers, one_output=True))
-        mc = dataclasses.replace(mc, **spec.overrides)
+        mc = dataclasses.replace(mc, **spec.overrides).for_model(spec.model)
         return TrainConfig(task=self.task, model=spec.model, seed=seed, batch_size=self.batch_size, steps=self.steps,
                            lr=self.lr, lr_half_life=self.lr_half_life, size_buckets=self.size_buckets,
                            min_size=self.train_sizes[0], max_size=self.train_sizes[1],
@@ -141,27 +141,30 @@ BASELINES = (
     ModelSpec("mlp-10x", "mlp", match_ntm_params=10.0),
 )
 SMALL_NTM = ModelConfig(memory_rows=32, memory_width=16, controller="lstm", controller_size=64)
+# the argmax-direct NTM: SMALL_NTM with a write gate (trained toward the loop's writes by the write hint) whose logit
+# is scaled by 10, so that it can switch on a one-level gap (docs/argmax.md, "A gate for the register")
+GATED_NTM = dataclasses.replace(SMALL_NTM, write_gate=True, write_gate_gain=10.0)
 # argmax with 8-bit random labels and values on a 256-level grid (the argmax-search and argmax-direct chains)
 _ARGMAX = {"index_bits": 8, "labels": "random", "levels": 256}
 
-def _continues(experiment: str, ntm: str = "ntm", head_entropy: float = 0.0, progressive_loss: float = 0.0
-               ) -> tuple[ModelSpec, ModelSpec]:
+def _continues(experiment: str, ntm: str = "ntm", head_entropy: float = 0.0, progressive_loss: float = 0.0,
+               write_hint: float = 0.0) -> tuple[ModelSpec, ModelSpec]:
     """The NTM and the LSTM of a later stage, each starting from its own run of ``experiment`` (the NTM's
     label there: ``ntm``)."""
     return (ModelSpec("ntm", "ntm", parent=Stage(experiment, ntm), head_entropy=head_entropy,
-                      progressive_loss=progressive_loss),
+                      progressive_loss=progressive_loss, write_hint=write_hint),
             ModelSpec("lstm", "lstm", parent=Stage(experiment, "lstm"), progressive_loss=progressive_loss))
 
 
 def _argmax_hard_stage(name: str, description: str, models_: tuple[ModelSpec, ...], steps: int, lr: float,
                        hard: dict[str, Any] | None = None, trace_loss: float = 0.0, batch_size: int = 32,
-                       lr_half_life: int = 12000) -> Experiment:
+                       lr_half_life: int = 12000, ntm: ModelConfig = SMALL_NTM) -> Experiment:
     """A later stage of argmax-long's models trained on hard lists (min_spread 1/16 and 0-4 extra steps unless
     ``hard`` says otherwise), evaluated on the task's own uniform lists."""
     return Experiment(
         name=name, description=description,
         task="argmax", task_options=_ARGMAX, train_distribution={"extra_steps": 4, "min_spread": 1 / 16, **(hard or {})},
-        trace_loss=trace_loss, train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM, models=models_,
+        trace_loss=trace_loss, train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=ntm, models=models_,
         steps=steps, batch_size=batch_size, lr=lr, lr_half_life=lr_half_life, size_buckets=3, seeds=(0,),
     )
 
@@ -283,18 +286,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         description="stage 1 of argmax-direct: argmax over lists of 2-16 (random distinct labels, values on a "
                     "256-level grid, 0-4 extra steps) with the loop's running answer supervised at every step "
                     "(trace_loss 1) from the first step, 24,000 steps x 32 at lr 1e-2 halved every 8,000, 3 size "
-                    "buckets; evaluated on uniform lists, last step only",
+                    "buckets; the NTM has a write gate (logit x 10) trained toward the steps that improve the best "
+                    "(write_hint 1); evaluated on uniform lists, last step only",
         task="argmax", task_options=_ARGMAX, train_distribution={"extra_steps": 4}, trace_loss=1.0,
-        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=SMALL_NTM,
-        models=(ModelSpec("ntm", "ntm"), ModelSpec("lstm", "lstm")),
+        train_sizes=(2, 16), eval_sizes=(8, 16, 32, 64), ntm=GATED_NTM,
+        models=(ModelSpec("ntm", "ntm", write_hint=1.0), ModelSpec("lstm", "lstm")),
         steps=24000, batch_size=32, lr=1e-2, lr_half_life=8000, size_buckets=3, seeds=(0,),
     ),
     _argmax_hard_stage(
         "argmax-direct-hard", "stage 2 of argmax-direct: 72,000 more steps at lr 1e-3 (halved every 24,000) on hard "
         "lists (min_spread 1/16) with half of them given a planted tie or one-level gap at the top (near_ties 0.5), "
-        "step supervision kept and the NTM's head-entropy penalty 0.3 added; evaluated on uniform lists, last step "
-        "only", _continues("argmax-direct", head_entropy=0.3), steps=72000, lr=1e-3,
-        hard={"near_ties": 0.5}, trace_loss=1.0, lr_half_life=24000),
+        "step supervision and the NTM's write hint kept and its head-entropy penalty 0.3 added; evaluated on uniform "
+        "lists, last step only", _continues("argmax-direct", head_entropy=0.3, write_hint=1.0), steps=72000, lr=1e-3,
+        hard={"near_ties": 0.5}, trace_loss=1.0, lr_half_life=24000, ntm=GATED_NTM),
     Experiment(
         name="modsquare-value",
         description="modsquare with hint=value (step i shows i and i*i mod n: only keep-the-best is left to learn); "
@@ -432,7 +436,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         description="argmax over lists of at most 16, two stages with every training signal early (argmax-direct: "
                     "uniform lists with the running answer supervised, the best of 3 runs per seed kept by its error "
                     "on lists of 16 given 4x the steps; argmax-direct-hard: hard lists, planted near ties, sharp "
-                    "heads), the NTM and the LSTM; error (1 - exact match) on uniform lists of 64, 128 and 256 with "
+                    "heads), the NTM (a write gate, its logit x 10, trained toward the loop's writes) and the LSTM; error (1 - exact match) on uniform lists of 64, 128 and 256 with "
                     "steps = length + 1; a seed succeeds at >= 99% exact at 64",
         final=(Stage("argmax-direct-hard", "ntm"), Stage("argmax-direct-hard", "lstm")), sizes=(16, 64, 128, 256),
         headline_size=64, success_error=0.01, candidates=3, select_scale=4.0),

@@ -14,7 +14,7 @@ the open-loop inputs (the feedback channels stay zero), the fully amortised base
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +39,22 @@ class ModelConfig:
     memory_init: str = "constant"
     write_gate: bool = False  # NTM only: ntm.NTMConfig.write_gate
     write_gate_gain: float = 1.0  # NTM only: ntm.NTMConfig.write_gate_gain
+    add_activation: str = "tanh"  # NTM only: ntm.NTMConfig.add_activation ("identity": any value can be written)
     fused_memory: str = "auto"  # NTM only: ntm.NTMConfig.fused_memory (how it runs, not what it computes)
     hidden_size: int = 256  # LSTM / MLP baselines
     mlp_layers: int = 2
     mlp_max_steps: int = 0  # MLP input/output length (padded); 0: the training task's max_steps()
     mlp_one_output: bool = False  # MLP emits one Y-vector, repeated at every step (tasks scored once)
+
+    NTM_ONLY: ClassVar[tuple[str, ...]] = ("write_gate", "write_gate_gain", "add_activation")
+
+    def for_model(self, model: str) -> "ModelConfig":
+        """This configuration as a run of ``model`` records it: the NTM-only options at their defaults for another
+        model (a baseline built beside an NTM with a write gate is the same run as one built beside any NTM)."""
+        if model == "ntm":
+            return self
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.NTM_ONLY}
+        return dataclasses.replace(self, **defaults)
 
     def __post_init__(self) -> None:
         for name in ("memory_rows", "memory_width", "controller_size", "num_read_heads", "num_write_heads",
@@ -68,7 +79,7 @@ class NTM(nnx.Module):
             memory_width=mc.memory_width, controller=mc.controller, controller_size=mc.controller_size,
             activation=mc.activation, num_read_heads=mc.num_read_heads, num_write_heads=mc.num_write_heads,
             shift_range=mc.shift_range, memory_init=mc.memory_init, write_gate=mc.write_gate,
-            write_gate_gain=mc.write_gate_gain, fused_memory=mc.fused_memory,
+            write_gate_gain=mc.write_gate_gain, add_activation=mc.add_activation, fused_memory=mc.fused_memory,
         )
         self.cell = ntm.NTMCell(self.cfg, rngs=rngs)
 
