@@ -90,7 +90,10 @@ def test_init_from_or_eval_of_a_run_without_checkpoints(run, tmp_path, capsys):
     ["--head-hint", "1"],  # argmax has no tape algorithm
     ["--head-hint", "-1"],
     ["--model", "lstm", "--head-hint", "1"],
-    ["--write-hint", "1"],  # no write gate
+    ["--write-hint", "-1"],
+    ["--model", "lstm", "--write-hint", "1"],  # an LSTM has no writes to hint
+    ["--write-gate", "--set", "model_config.write_gate_gain=0"],
+    ["--set", "model_config.add_activation=relu"],
     ["--memory-rows", "8", "--read-heads", "0"],
     ["--model", "lstm", "--hidden-size", "0"],
     ["--seed", "-1"],

@@ -80,6 +80,11 @@ def test_every_preset_builds_and_its_mlp_covers_every_evaluation(name):
         assert cfg.head_entropy == next(s for s in exp.models if run.startswith(s.label + "-s")).head_entropy
         task = build_task(cfg)
         assert (task.min_size, task.max_size) == exp.train_sizes
+        if cfg.model != "ntm":  # the NTM's own options (a write gate, ...) stay out of a baseline's run
+            assert cfg.model_config == cfg.model_config.for_model("lstm")
+            assert all(getattr(cfg.model_config, f) == getattr(models.ModelConfig(), f) for f in models.ModelConfig.NTM_ONLY)
+        else:
+            assert cfg.model_config.write_gate == exp.ntm.write_gate
         if cfg.model == "mlp":
             assert cfg.model_config.mlp_max_steps == T
             spec = next(s for s in exp.models if run.startswith(s.label + "-s"))
