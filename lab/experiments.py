@@ -142,7 +142,7 @@ BASELINES = (
 )
 SMALL_NTM = ModelConfig(memory_rows=32, memory_width=16, controller="lstm", controller_size=64)
 # the argmax-direct NTM: SMALL_NTM with a write gate (trained toward the loop's writes by the write hint) whose logit
-# is scaled by 10, so that it can switch on a one-level gap (docs/argmax.md, "A gate for the register")
+# is scaled by 10, so that it can switch on a one-level gap (docs/argmax.md, "The write gate")
 GATED_NTM = dataclasses.replace(SMALL_NTM, write_gate=True, write_gate_gain=10.0)
 # argmax with 8-bit random labels and values on a 256-level grid (the argmax-search and argmax-direct chains)
 _ARGMAX = {"index_bits": 8, "labels": "random", "levels": 256}
@@ -436,8 +436,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         description="argmax over lists of at most 16, two stages with every training signal early (argmax-direct: "
                     "uniform lists with the running answer supervised, the best of 3 runs per seed kept by its error "
                     "on lists of 16 given 4x the steps; argmax-direct-hard: hard lists, planted near ties, sharp "
-                    "heads), the NTM (a write gate, its logit x 10, trained toward the loop's writes) and the LSTM; error (1 - exact match) on uniform lists of 64, 128 and 256 with "
-                    "steps = length + 1; a seed succeeds at >= 99% exact at 64",
+                    "heads), the NTM (a write gate, its logit x 10, trained toward the loop's writes) and the LSTM; "
+                    "error (1 - exact match) on uniform lists of 64, 128 and 256 with steps = length + 1; a seed "
+                    "succeeds at >= 99% exact at 64",
         final=(Stage("argmax-direct-hard", "ntm"), Stage("argmax-direct-hard", "lstm")), sizes=(16, 64, 128, 256),
         headline_size=64, success_error=0.01, candidates=3, select_scale=4.0),
     Recipe(

@@ -84,7 +84,8 @@ def head_picture(trace: dict[str, np.ndarray], path: str | Path, title: str = ""
         gate = " x gate" if "write_gates" in trace and not np.all(trace["write_gates"] == 1) else ""
         for name, w in heads:
             for h in range(w.shape[1]):
-                panels.append((f"{name.split('_')[0]} head {h} weighting{gate if name[0] == 'w' else ''} (rows {lo}-{hi - 1})", w[:, h, lo:hi], "viridis"))
+                label = f"{name.split('_')[0]} head {h} weighting{gate if name == 'write_weights' else ''}"
+                panels.append((f"{label} (rows {lo}-{hi - 1})", w[:, h, lo:hi], "viridis"))
     for i, (ax, (label, img, cmap)) in enumerate(zip(axes, panels)):
         vmax = 1.0 if i < 3 else max(float(img.max()), 1e-6)  # weightings: own scale, so diffuse ones show
         ax.imshow(img.T, aspect="auto", cmap=cmap, interpolation="nearest", vmin=0, vmax=vmax, origin="lower")

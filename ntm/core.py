@@ -235,9 +235,14 @@ def split_head_params(cfg: NTMConfig, flat: Array) -> tuple[addressing.HeadParam
     if cfg.add_activation == "tanh":
         add = jnp.tanh(add)
     if cfg.write_gate:  # scaling erase and add by g is writing with weighting g * w
-        gate = jax.nn.sigmoid(cfg.write_gate_gain * write_flat[:, P + 2 * M :])  # [W, 1]
+        gate = _gate(cfg, write_flat)[:, None]  # [W, 1]
         erase, add = erase * gate, add * gate
     return reads, writes, erase, add
+
+
+def _gate(cfg: NTMConfig, write_flat: Array) -> Array:
+    """[W] each write head's gate from its [W, P_w] parameters (the last entry is the gate's logit)."""
+    return jax.nn.sigmoid(cfg.write_gate_gain * write_flat[:, -1])
 
 
 def write_gates(cfg: NTMConfig, flat: Array) -> Array:
@@ -245,8 +250,7 @@ def write_gates(cfg: NTMConfig, flat: Array) -> Array:
     if not cfg.write_gate:
         return jnp.ones((cfg.num_write_heads,), flat.dtype)
     R, W = cfg.num_read_heads, cfg.num_write_heads
-    write_flat = flat[R * cfg.read_head_size:].reshape(W, cfg.write_head_size)
-    return jax.nn.sigmoid(cfg.write_gate_gain * write_flat[:, -1])
+    return _gate(cfg, flat[R * cfg.read_head_size:].reshape(W, cfg.write_head_size))
 
 
 def step(params: Params, state: NTMState, x: Array, cfg: NTMConfig) -> tuple[NTMState, Array]:

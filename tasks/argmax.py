@@ -62,9 +62,10 @@ Step supervision (``trace_loss``, weighted by TrainConfig.trace_loss): the loss 
 steps: process supervision of each comparison, where the plain loss scores only the final answer.
 Metrics never include it.
 
-Write hint (``write_targets``, weighted by TrainConfig.write_hint, for an NTM with a write gate): the loop
-writes its register (best, k) exactly on the steps that improve the running best; the hint trains the write
-gate toward those steps (open there, shut on every other step of the example). A training signal only.
+Write hint (``write_targets``, weighted by TrainConfig.write_hint, for an NTM): the loop writes its register
+(best, k) exactly on the steps that improve the running best; the hint trains how strongly the NTM writes (its
+write gate, else its write weighting's peak) toward those steps: writing there, not on any other step of the
+example. A training signal only.
 
 Difficulty = -(margin between the largest and the second-largest value), in (-1, 0]: the closer
 the runner-up, the more precisely a model must compare the two to pick the right position

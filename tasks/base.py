@@ -102,8 +102,8 @@ class SupervisedLoop(Protocol):
 
 @runtime_checkable
 class WriteHints(Protocol):
-    """A task whose algorithm stores to memory on known steps: the steps it writes on, for supervising an NTM's
-    write gate toward them (TrainConfig.write_hint, a hint in CLRS's sense: a training signal; nothing at test time
+    """A task whose algorithm stores to memory on known steps: the steps it writes on, for supervising how strongly
+    an NTM writes on each step toward them (TrainConfig.write_hint, a hint in CLRS's sense: a training signal; nothing at test time
     sees it)."""
 
     def write_targets(self, batch: Batch) -> tuple[Array, Array]: ...  # (writes [T, B] bool, on [T, B] bool)

@@ -390,18 +390,17 @@ class PolyMax(SizeRange):
         T = logits.shape[0]
         x = jax.nn.sigmoid(logits[..., 0]).T  # [B, T]
         x_star = last_step(batch.targets, batch.mask)[:, 0]  # [B]
+        t = jnp.arange(T)[None, :]
+        scored = t >= batch.size[:, None]  # from the last coefficient's step on
         if self.objective == "gap":
             p = cheb_eval(batch.aux, jnp.concatenate([x, x_star[:, None]], 1))[0]  # [B, T + 1]
             got = p[:, :-1]
-            t = jnp.arange(T)[None, :]
-            if self.anytime == "best":  # the best output from the last coefficient's step on (the steps scored)
-                scored = t >= batch.size[:, None]
+            if self.anytime == "best":  # the best output so far among the scored steps
                 got = jnp.where(scored, jax.lax.cummax(jnp.where(scored, got, -jnp.inf), axis=1), got)
             err = (p[:, -1:] - got) ** 2
         else:
             err = (x - x_star[:, None]) ** 2
-        t = jnp.arange(T)[None, :]
-        on = ((t >= batch.size[:, None]) & (t < batch.steps[:, None])).astype(err.dtype)  # [B, T]
+        on = (scored & (t < batch.steps[:, None])).astype(err.dtype)  # [B, T]
         return (err * on).sum(1) / jnp.maximum(on.sum(1), 1.0)
 
     def check_trace_loss(self) -> None:
