@@ -43,14 +43,15 @@ from lab.detect.signatures import DETECT_SEED, Plan, per_example, signatures
 from lab.detect.stats import (K_GRID, ROUND_DECIMALS, SHARE_GRID, agreement, easy_hard, fit_families, fit_min_of_k,
                               fit_min_of_share, ks_critical, min_of_k_cdf, share_cdf)
 from lab.detect.zoo import (Member, Solver, best_of_k_solver, compiled_solver, heuristic_solver, imprecise_loop_solver,
-                            lookup_solver, loop_solver, model_solver, quantised_loop_solver, search_task, subset_loop_solver,
-                            tournament_solver, window_solver, zoo)
+                            lookup_solver, loop_solver, model_solver, noisy_read_loop_solver, quantised_loop_solver,
+                            reset_loop_solver, search_task, subset_loop_solver, tournament_solver, vote_solver,
+                            window_solver, zoo)
 
 __all__ = ["Result", "calibration_markdown", "detect_experiment", "detect_recipe", "detect_runs", "weights_evidence", "read_reports", "experiment_for_run", "format_shares",
            "markdown", "measure", "plot", "row", "write", "MIN_ERRORS", "RULE", "bootstrap_verdict", "correct",
            "decide", "DETECT_SEED", "Plan", "per_example", "signatures", "K_GRID", "ROUND_DECIMALS", "agreement",
            "easy_hard", "fit_families", "fit_min_of_k", "ks_critical", "min_of_k_cdf", "SHARE_GRID", "fit_min_of_share",
            "share_cdf", "imprecise_loop_solver", "subset_loop_solver", "window_solver", "quantised_loop_solver",
-           "tournament_solver", "Member", "Solver",
+           "tournament_solver", "noisy_read_loop_solver", "reset_loop_solver", "vote_solver", "Member", "Solver",
            "best_of_k_solver", "compiled_solver", "heuristic_solver", "lookup_solver", "loop_solver", "model_solver",
            "search_task", "zoo"]

@@ -1,12 +1,16 @@
-"""The imprecise loop: the search loop with a noisy comparison and a leaking register, as a zoo member and as a model
-fitted to any solver's errors.
+"""The imprecise loop: the search loop with an imprecise comparison and a leaking register, as a zoo member and as a
+model fitted to any solver's errors.
 
-A loop visits the candidates an example's steps show, in order, and keeps the best: ``if v + e > stored: k = i``,
-where e ~ N(0, (sigma x range)^2) is drawn afresh at each comparison (comparator noise) and the stored best drifts
-down by leak x range at every step after it is written (a register that leaks); ``range`` is the spread of the
-example's shown values, so sigma and leak have no units. sigma = leak = 0 is the exact loop.
+A loop visits the candidates an example's steps show, in order, and keeps the best. Its comparison is one of two
+kinds (``COMPARATORS``), each with one width sigma:
+  noise       ``if v + e > stored: k = i``, e ~ N(0, (sigma x range)^2) drawn afresh at each comparison: a smooth
+              error curve, errors at every margin, fewer the larger it is;
+  resolution  ``if v > stored + sigma x range: k = i``: differences below the comparator's resolution are not
+              seen (a just-noticeable difference), deterministic: errors only below that margin.
+The stored best drifts down by leak x range at every step after it is written (a register that leaks); ``range`` is
+the spread of the example's shown values, so sigma and leak have no units. sigma = leak = 0 is the exact loop.
 
-Such a loop's errors are fixed by (sigma, leak): how they fall with the margin between the best and the runner-up,
+Such a loop's errors are fixed by (comparator, sigma, leak): how they fall with the margin between the best and the runner-up,
 and how they grow with the number of comparisons at larger sizes. The fit (maximum likelihood on a grid, on the
 examples at the training sizes) and its predictions are the signature that tells an imprecise loop from a heuristic
 or a memoriser whose errors fall elsewhere: ``loop_fit``."""
@@ -18,6 +22,7 @@ import numpy as np
 
 from tasks import Candidates
 
+COMPARATORS = ("noise", "resolution")  # the kinds of imprecise comparison the fit tries (module docstring)
 SIGMAS = (0.0, *(round(0.0005 * 2 ** (k / 2), 6) for k in range(21)))  # 0, then 0.0005 .. 0.512, sqrt(2) apart
 LEAKS = (0.0, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03)
 FIT_REPS = 32  # simulated loops per example and grid point in the fit
@@ -51,10 +56,12 @@ def value_range(value: np.ndarray) -> np.ndarray:
 
 
 def simulate(value: np.ndarray, sigma: float, leak: float, rng: np.random.Generator, reps: int,
-             visit: np.ndarray | None = None) -> np.ndarray:
+             visit: np.ndarray | None = None, comparator: str = "noise") -> np.ndarray:
     """The chosen candidate index [reps, B] of ``reps`` runs of the imprecise loop over each example's shown
     values ([B, M], -inf = not shown), in order; ``visit`` [reps, B, M] bool: the candidates the loop looks at
-    (default all shown)."""
+    (default all shown); ``comparator``: what sigma is (COMPARATORS)."""
+    if comparator not in COMPARATORS:
+        raise ValueError(f"comparator {comparator!r}: one of {COMPARATORS}")
     B, M = value.shape
     scale = value_range(value)[None]  # [1, B]
     shown = np.isfinite(value)
@@ -67,7 +74,12 @@ def simulate(value: np.ndarray, sigma: float, leak: float, rng: np.random.Genera
             look = look & visit[:, :, m]
         if leak > 0:
             stored = stored - leak * scale  # one step older
-        noisy = v + (sigma * scale * rng.standard_normal((reps, B)) if sigma > 0 else 0.0)
+        if sigma == 0:
+            noisy = v
+        elif comparator == "noise":
+            noisy = v + sigma * scale * rng.standard_normal((reps, B))
+        else:  # resolution: a new value must clear the stored one by sigma x range
+            noisy = v - sigma * scale
         take = look & ((best < 0) | (noisy > stored))
         best = np.where(take, m, best)
         stored = np.where(take, v, stored)
@@ -75,30 +87,39 @@ def simulate(value: np.ndarray, sigma: float, leak: float, rng: np.random.Genera
     return np.where(best < 0, first[None], best)
 
 
-def error_prob(value: np.ndarray, wrong_m: np.ndarray, sigma: float, leak: float, reps: int, seed: int) -> np.ndarray:
+def error_prob(value: np.ndarray, wrong_m: np.ndarray, sigma: float, leak: float, reps: int, seed: int,
+               comparator: str = "noise") -> np.ndarray:
     """[B] the probability that the imprecise loop answers wrong, estimated from ``reps`` runs."""
-    chosen = simulate(value, sigma, leak, np.random.default_rng(seed), reps)
+    chosen = simulate(value, sigma, leak, np.random.default_rng(seed), reps, comparator=comparator)
     return np.take_along_axis(np.broadcast_to(wrong_m[None], (reps, *wrong_m.shape)), chosen[..., None], 2)[..., 0].mean(0)
 
 
-def fit(value: np.ndarray, wrong_m: np.ndarray, errors: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Maximum-likelihood (sigma, leak) on the grid for observed per-example errors [B] (0/1); the same random
-    numbers at every grid point. The interval: the sigmas whose profile log-likelihood is within 1.92 of the
-    best (a 95% likelihood-ratio interval, on the grid)."""
+def fit(value: np.ndarray, wrong_m: np.ndarray, errors: np.ndarray, seed: int = 0,
+        comparators: tuple[str, ...] = COMPARATORS) -> dict[str, Any]:
+    """Maximum-likelihood (comparator, sigma, leak) on the grid for observed per-example errors [B] (0/1); the
+    same random numbers at every grid point (sigma 0, the exact comparison, is one point shared by every kind).
+    The interval: the sigmas of the likeliest kind whose profile log-likelihood is within 1.92 of the best (a 95%
+    likelihood-ratio interval, on the grid)."""
     y = errors > 0.5
-    ll = np.zeros((len(SIGMAS), len(LEAKS)))
-    for i, s in enumerate(SIGMAS):
-        for j, lk in enumerate(LEAKS):
-            p = error_prob(value, wrong_m, s, lk, FIT_REPS, seed)
-            p = (p * FIT_REPS + 0.5) / (FIT_REPS + 1)  # never exactly 0 or 1
-            ll[i, j] = float(np.where(y, np.log(p), np.log1p(-p)).sum())
-    i, j = np.unravel_index(int(np.argmax(ll)), ll.shape)
-    profile = ll.max(1)
+    ll = np.full((len(comparators), len(SIGMAS), len(LEAKS)), -np.inf)
+    for c, kind in enumerate(comparators):
+        for i, s in enumerate(SIGMAS):
+            if s == 0 and c > 0:
+                continue  # the exact comparison is counted once, under the first kind
+            for j, lk in enumerate(LEAKS):
+                p = error_prob(value, wrong_m, s, lk, FIT_REPS, seed, kind)
+                p = (p * FIT_REPS + 0.5) / (FIT_REPS + 1)  # never exactly 0 or 1
+                ll[c, i, j] = float(np.where(y, np.log(p), np.log1p(-p)).sum())
+    c, i, j = np.unravel_index(int(np.argmax(ll)), ll.shape)
+    profile = ll[c].max(1)
+    profile[0] = ll[0, 0].max()  # sigma 0 belongs to every kind
     inside = [s for s, v in zip(SIGMAS, profile) if v >= ll.max() - 1.92]
-    plausible = [(SIGMAS[a], LEAKS[b]) for a, b in zip(*np.unravel_index(np.argsort(-ll, axis=None), ll.shape))
-                 if ll[a, b] >= ll.max() - JOINT_95][:MAX_PLAUSIBLE]
-    return {"sigma": SIGMAS[i], "leak": LEAKS[j], "sigma_interval": [min(inside), max(inside)],
-            "loglik": float(ll.max()), "at_grid_edge": i == len(SIGMAS) - 1, "plausible": plausible}
+    plausible = [(comparators[a], SIGMAS[b], LEAKS[d])
+                 for a, b, d in zip(*np.unravel_index(np.argsort(-ll, axis=None), ll.shape))
+                 if ll[a, b, d] >= ll.max() - JOINT_95][:MAX_PLAUSIBLE]
+    return {"comparator": comparators[c], "sigma": SIGMAS[i], "leak": LEAKS[j],
+            "sigma_interval": [min(inside), max(inside)], "loglik": float(ll.max()),
+            "at_grid_edge": i == len(SIGMAS) - 1, "plausible": plausible}
 
 
 def _z(observed: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -108,22 +129,23 @@ def _z(observed: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "z": (o - e) / np.sqrt(var)}
 
 
-def calibration(cand: Candidates, err: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """(sigma, leak) fitted to one batch's per-example errors, and the errors it predicts in each margin quantile
-    bin of that batch. Every (sigma, leak) in the fit's joint 95% likelihood region is tried (a batch may not pin
-    the leak down); ``max_z``: the largest calibration |z| over the bins for the one that predicts best, whose
-    parameters are ``predicting``."""
+def calibration(cand: Candidates, err: np.ndarray, seed: int = 0, comparators: tuple[str, ...] = COMPARATORS
+                ) -> dict[str, Any]:
+    """(comparator, sigma, leak) fitted to one batch's per-example errors, and the errors it predicts in each
+    margin quantile bin of that batch. Every point in the fit's joint 95% likelihood region is tried (a batch may
+    not pin the leak down); ``max_z``: the largest calibration |z| over the bins for the one that predicts best,
+    whose parameters are ``predicting``."""
     w = wrong(cand)
-    out = fit(cand.value, w, err, seed)
+    out = fit(cand.value, w, err, seed, comparators)
     mg = margin(cand)
     bins = np.array_split(np.argsort(mg, kind="stable"), MARGIN_BINS)
     best: dict[str, Any] | None = None
-    for sigma, leak in out.pop("plausible"):
-        p = error_prob(cand.value, w, sigma, leak, PREDICT_REPS, seed + 1)
+    for kind, sigma, leak in out.pop("plausible"):
+        p = error_prob(cand.value, w, sigma, leak, PREDICT_REPS, seed + 1, kind)
         by = [{"margin": [float(mg[i].min()), float(mg[i].max())], **_z(err[i] > 0.5, p[i])} for i in bins]
         max_z = float(max(abs(b["z"]) for b in by))
         if best is None or max_z < best["max_z"]:
-            best = {"predicting": [sigma, leak], "by_margin": by, "max_z": max_z}
+            best = {"predicting": [kind, sigma, leak], "by_margin": by, "max_z": max_z}
     assert best is not None  # the maximum-likelihood point is always plausible
     return {**out, **best}
 
@@ -131,7 +153,7 @@ def calibration(cand: Candidates, err: np.ndarray, seed: int = 0) -> dict[str, A
 def loop_fit(main: tuple[Candidates, np.ndarray], beyond: tuple[Candidates, np.ndarray] | None, seed: int = 0
              ) -> dict[str, Any]:
     """The imprecise-loop signature. At the training sizes (``main``: candidates, per-example errors) and at the
-    largest size beyond them (``beyond``), separately: the fitted (sigma, leak) and how well it predicts the
+    largest size beyond them (``beyond``), separately: the fitted (comparator, sigma, leak) and how well it predicts the
     errors by margin (``calibration``). Then ``growth``: the error at the largest size that the training sizes'
     loop predicts, against the observed (a stationary loop's growth with the number of comparisons); ``max_z``:
     the largest |z| over both sizes' margin bins."""
@@ -139,8 +161,8 @@ def loop_fit(main: tuple[Candidates, np.ndarray], beyond: tuple[Candidates, np.n
     if beyond is not None:
         bc, be = beyond
         out["beyond"] = calibration(bc, be, seed=seed + 2)
-        sigma, leak = out["predicting"]
-        p = error_prob(bc.value, wrong(bc), sigma, leak, PREDICT_REPS, seed + 3)
+        kind, sigma, leak = out["predicting"]
+        p = error_prob(bc.value, wrong(bc), sigma, leak, PREDICT_REPS, seed + 3, kind)
         out["growth"] = {**_z(be > 0.5, p), "ratio": float((be > 0.5).mean() / max(p.mean(), 1e-9))}
         out["max_z"] = max(out["max_z"], out["beyond"]["max_z"])
     return out

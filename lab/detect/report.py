@@ -35,7 +35,7 @@ def row(name: str, mechanism: str, rec: dict[str, Any]) -> dict[str, Any]:
         "weibull_shape": fam.get("weibull", {}).get("shape"), "near_tie_match": rec["agreement"]["near_tie_exact_match"],
         "runner_up": rec["agreement"]["runner_up_share_of_errors"], "memo_gap": mem.get("gap"),
         "loop_sigma": (rec.get("loop_fit") or {}).get("sigma"), "loop_leak": (rec.get("loop_fit") or {}).get("leak"),
-        "loop_z": (rec.get("loop_fit") or {}).get("max_z"),
+        "loop_z": (rec.get("loop_fit") or {}).get("max_z"), "loop_comparator": (rec.get("loop_fit") or {}).get("comparator"),
         "label": decide(rec), "held_out": bool(rec.get("held_out", False)),
     }
 
@@ -55,7 +55,7 @@ COLUMNS = [("model", "model"), ("mechanism", "truth"), ("error", "error"), ("ste
            ("extrap_error", "error largest"), ("easy_hard_gap", "hard-easy"), ("easy_hard_ci", "95% CI"),
            ("p_zero", "P(regret=0)"), ("k", "K (min-of-K)"), ("k_ks", "KS"), ("k_ks_pos", "KS of regret>0"), ("weibull_ks", "Weibull KS"),
            ("exp_ks", "exp KS"), ("near_tie_match", "near-tie match"), ("runner_up", "runner-up share"),
-           ("memo_gap", "memo gap"), ("loop_sigma", "loop sigma"), ("loop_leak", "loop leak"),
+           ("memo_gap", "memo gap"), ("loop_comparator", "loop comparator"), ("loop_sigma", "loop sigma"), ("loop_leak", "loop leak"),
            ("loop_z", "loop max z"), ("label", "rule says")]
 
 
@@ -198,7 +198,11 @@ def signature_flags(rec: dict[str, Any]) -> dict[str, bool]:
 
 
 def _part(row: dict[str, Any]) -> str:
-    return "held out 2" if "(held out 2)" in row["model"] else "held out" if row.get("held_out") else "calibration"
+    """The zoo part of a member: calibration, held out, or a later round of held-out mechanisms ("(held out N)")."""
+    import re
+
+    later = re.search(r"\((held out \d+)\)", row["model"])
+    return later.group(1) if later else "held out" if row.get("held_out") else "calibration"
 
 
 def read_reports(dirs: list[str]) -> list[dict[str, Any]]:
@@ -225,8 +229,8 @@ def calibration_markdown(reports: list[dict[str, Any]]) -> str:
     part (the members its thresholds were read off; those held out; those added once it was fixed), each member's
     label, and per mechanism how often each signature points to search."""
     parts: dict[str, list[int]] = {}
-    members = ["| experiment | member | truth | part | error | loop sigma | loop max z | rule says | right |",
-               "|---|---|---|---|---:|---:|---:|---|---|"]
+    members = ["| experiment | member | truth | part | error | loop: comparator, sigma | loop max z | rule says | right |",
+               "|---|---|---|---|---:|---|---:|---|---|"]
     by_mech: dict[str, dict[str, list[bool]]] = {}
     trained = []
     for rep in reports:
@@ -242,7 +246,7 @@ def calibration_markdown(reports: list[dict[str, Any]]) -> str:
             ok = correct(r["mechanism"], r["label"])
             parts.setdefault(_part(r), []).append(ok)
             members.append(f"| {rep['experiment']} | {r['model']} | {r['mechanism']} | {_part(r)} | {_f(r['error'])} | "
-                           f"{_f(r.get('loop_sigma'))} | {_f(r.get('loop_z'), 1)} | {r['label']} | {'yes' if ok else '**no**'} |")
+                           f"{_loop_width(r)} | {_f(r.get('loop_z'), 1)} | {r['label']} | {'yes' if ok else '**no**'} |")
     rates = "\n".join(f"- {name}: **{sum(v)}/{len(v)}**" for name, v in parts.items())
     total = [ok for v in parts.values() for ok in v]
     sig = ["| mechanism | members | " + " | ".join(h for _, h in SIGNATURES) + " |", "|---|---:|" + "---:|" * len(SIGNATURES)]
@@ -255,6 +259,13 @@ def calibration_markdown(reports: list[dict[str, Any]]) -> str:
             "imprecise search or, when it meets clause 1, search.)\n\n"
             "## What each signature says, by mechanism\n\n" + "\n".join(sig) + "\n\n"
             "## Every zoo member\n\n" + "\n".join(members) + "\n\n```\n" + RULE + "\n```\n")
+
+
+def _loop_width(r: dict[str, Any]) -> str:
+    """The fitted comparator and its width, for a row ("-" where there is no loop fit)."""
+    if r.get("loop_sigma") is None:
+        return "-"
+    return f"{r.get('loop_comparator') or 'noise'} {_f(r['loop_sigma'])}"
 
 
 def format_shares(d: dict[str, float] | None) -> str:
@@ -371,8 +382,8 @@ def detect_recipe(recipe: Any, seeds: list[int], root: str = "runs", examples: i
             trained.append({"stage": str(stage), "model": cfg.model, "seed": seed, "run": str(d), "step": step,
                             "label": decide(res.rec), "bootstrap": res.rec["verdict_bootstrap"],
                             "error": res.rec["error"], "extrapolation": res.rec.get("extrapolation"),
-                            "loop_fit": {k: res.rec["loop_fit"].get(k) for k in ("sigma", "sigma_interval", "leak",
-                                                                                 "max_z", "beyond")},
+                            "loop_fit": {k: res.rec["loop_fit"].get(k) for k in ("comparator", "sigma", "sigma_interval",
+                                                                                 "leak", "max_z", "beyond")},
                             "weights": res.rec["weights"], "register_swap": res.rec["register_swap"]})
     if not trained:
         raise ValueError(f"recipe {recipe.name}: no finished runs under {root} for seeds {seeds} "
@@ -389,14 +400,15 @@ def detect_recipe(recipe: Any, seeds: list[int], root: str = "runs", examples: i
 def trained_markdown(trained: list[dict[str, Any]]) -> str:
     """The trained models' verdicts beside the loop fit, the write heads and the register swap (the share of
     lists whose answer follows the swapped-in best; in brackets, with a control row swapped instead)."""
-    lines = ["| stage | seed | error | error largest | sigma (95%) | leak | max z | write peak: improving / other "
+    lines = ["| stage | seed | error | error largest | comparator: sigma (95%) | leak | max z | write peak: improving / other "
              "| register share | swap: follows (control) | rule says | bootstrap |",
              "|---|---:|---:|---:|---|---:|---:|---|---:|---|---|---|"]
     for t in trained:
         lf, w, ext = t["loop_fit"], t["weights"] or {}, t["extrapolation"] or {}
         sw = t.get("register_swap") or {}
         swap = f"{sw['follows']:.2f} ({sw['control_follows']:.2f})" if sw else "-"
-        lines.append(f"| {t['stage']} | {t['seed']} | {t['error']:.4f} | {_f(ext.get('error'), 4)} | {lf['sigma']:g} "
+        lines.append(f"| {t['stage']} | {t['seed']} | {t['error']:.4f} | {_f(ext.get('error'), 4)} | "
+                     f"{lf.get('comparator', 'noise')}: {lf['sigma']:g} "
                      f"[{lf['sigma_interval'][0]:g}, {lf['sigma_interval'][1]:g}] | {lf['leak']:g} | {lf['max_z']:.1f} | "
                      f"{_f(w.get('improvement'))} / {_f(w.get('other'))} | {_f(w.get('register_share'))} | {swap} | "
                      f"**{t['label']}** | {format_shares(t['bootstrap'])} |")

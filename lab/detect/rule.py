@@ -9,7 +9,7 @@ from lab.detect.stats import K_GRID
 
 MIN_ERRORS = 50  # positive regrets needed before the shape of their distribution is judged
 LOOP_MAX_Z = 4.0  # the imprecise loop's predictions must hold in every bin to |z| <= this
-LOOP_MAX_SIGMA = 0.128  # ... with comparator noise at most this share of the value range (beyond: a random guess)
+LOOP_MAX_SIGMA = 0.128  # ... with a comparison of width at most this share of the value range (beyond: a random guess)
 
 
 # ---- the decision rule ----
@@ -20,9 +20,10 @@ Decision rule (fixed before it is applied to trained models; thresholds read off
                   beyond them (steps scaled), and fewer steps hurt (error at 0.5x steps - at 1x >= 0.1);
  2. memoriser     else, if the task has a held-out split and held-out error - training-instance error >= 0.25;
  3. imprecise search else, if at the training sizes and at the largest size beyond them the errors are
-                  those of a loop with comparator noise sigma and a leaking register (lab/detect/loopfit.py),
-                  fitted by maximum likelihood at each size: its predicted error in each of 5 margin bins within
-                  |z| <= 4 of the observed, with sigma <= 0.128 of the value range at both sizes;
+                  those of a loop with an imprecise comparison of width sigma (noise: Gaussian, drawn at each
+                  comparison; or resolution: differences below sigma not seen) and a leaking register
+                  (lab/detect/loopfit.py), fitted by maximum likelihood at each size: its predicted error in each of
+                  5 margin bins within |z| <= 4 of the observed, with sigma <= 0.128 of the value range at both sizes;
  4. partial search else, if the regret distribution is a minimum of random draws of a candidate's regret:
                   K draws (2 <= K < 1024), or a random share q of the candidates (0.05 < q < 0.95), whichever
                   fits: KS distance below its 5% critical value at that many examples (the exact Kolmogorov

@@ -133,6 +133,59 @@ def tournament_solver(sigma: float, seed: int = 0) -> Solver:
     return solve
 
 
+def noisy_read_loop_solver(sigma: float, seed: int = 0) -> Solver:
+    """The exact loop over values read once each with noise N(0, (sigma x range)^2), the noisy read kept in the
+    register: the noise is fixed per candidate (a perception error), not drawn afresh at each comparison as in
+    the noisy loop."""
+
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        rng = np.random.default_rng(seed)
+        read = c.value + sigma * value_range(c.value)[:, None] * rng.standard_normal(c.value.shape)
+        read = np.where(np.isfinite(c.value), read, -np.inf)
+        return _answer(task, batch, c, simulate(read, 0.0, 0.0, rng, 1)[0])
+
+    return solve
+
+
+def reset_loop_solver(p: float, seed: int = 0) -> Solver:
+    """The exact loop whose register is wiped with probability ``p`` at each step: the candidate of that step is
+    then stored whatever its value (a register that is lost now and then, where the leaky loop's drifts)."""
+
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        rng = np.random.default_rng(seed)
+        shown = np.isfinite(c.value)
+        best = np.full(len(c.value), -1)
+        stored = np.full(len(c.value), -np.inf)
+        for m in range(c.value.shape[1]):
+            v = c.value[:, m]
+            take = shown[:, m] & ((best < 0) | (rng.random(len(v)) < p) | (v > stored))
+            best, stored = np.where(take, m, best), np.where(take, v, stored)
+        return _answer(task, batch, c, np.where(best < 0, np.argmax(shown, 1), best))
+
+    return solve
+
+
+def vote_solver(sigma: float, seed: int = 0) -> Solver:
+    """All-pairs voting: every shown candidate is compared with every other (values plus N(0, (sigma x range)^2),
+    drawn per pair), and the one that wins most comparisons is the answer (ties: the earliest). A search done
+    at once in parallel, as one layer of attention could, rather than by a loop or a tournament."""
+
+    def solve(task: SearchTask, batch: Batch) -> jax.Array:
+        c = task.candidates(batch)
+        rng = np.random.default_rng(seed)
+        shown = np.isfinite(c.value)
+        v = np.where(shown, c.value, 0.0)
+        noise = np.triu(rng.standard_normal((*v.shape, v.shape[1])), 1)  # one draw per pair: i beats j iff j loses
+        diff = v[:, :, None] - v[:, None, :] + sigma * value_range(c.value)[:, None, None] * (
+            noise - noise.transpose(0, 2, 1))
+        wins = ((diff > 0) & shown[:, None, :] & ~np.eye(v.shape[1], dtype=bool)).sum(2)
+        return _answer(task, batch, c, np.argmax(np.where(shown, wins, -1), 1))
+
+    return solve
+
+
 def window_solver(width: int) -> Solver:
     """Exact over the first ``width`` shown candidates and blind to the rest: a fixed-width feedforward solver
     (what a perfect MLP over the training length computes) that is accurate in range and does not loop."""
@@ -188,6 +241,9 @@ LEAKY_LEAKS = (0.001, 0.003, 0.01)  # register leak per step of the leaky-loop m
 SUBSET_SHARES = (0.5, 0.75, 0.9)  # share of candidates the subset-loop members look at (held out)
 QUANTISED_LEVELS = (8, 32, 128)  # comparator steps per range of the quantised-loop members (held out, second round)
 TOURNAMENT_SIGMAS = (0.003, 0.01, 0.03)  # comparator noise of the tournament members (held out, second round)
+READ_SIGMAS = (0.003, 0.01, 0.03)  # read noise of the noisy-read-loop members (held out, third round)
+RESET_PS = (0.003, 0.01, 0.03)  # per-step chance the register is wiped, reset-loop members (held out, third round)
+VOTE_SIGMAS = (0.003, 0.01, 0.03)  # comparator noise of the all-pairs vote members (held out, third round)
 
 
 def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2, 8, 32),
@@ -196,7 +252,9 @@ def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2,
     chosen): best-of-K at other K and another random stream, and mechanisms the thresholds never saw: the leaky
     loop (imprecise search), the loop over a random subset (partial search; the share law of clause 4 was added
     after its first result, docs/detection.md), the fixed-width exact solver (accurate in range, no loop), and,
-    added once the rule was fixed ("held out 2"), the quantised loop and the noisy tournament (imprecise search)."""
+    added once the rule was fixed ("held out 2"), the quantised loop and the noisy tournament (imprecise search);
+    and, added when clause 3 took the comparator with a resolution ("held out 3"), the loop over noisy reads, the
+    loop whose register is wiped now and then, and all-pairs voting (imprecise search)."""
     train = _split_task(exp, "train", *exp.train_sizes)
     members = [Member("loop", "search", loop_solver)]
     if train.compiled_program:
@@ -217,6 +275,12 @@ def zoo(exp: Experiment, mlp_model: Any | None = None, ks: tuple[int, ...] = (2,
                        held_out=True) for lv in QUANTISED_LEVELS if loops]
     members += [Member(f"tournament {sg:g} (held out 2)", "imprecise search", tournament_solver(sg, seed=2),
                        held_out=True) for sg in TOURNAMENT_SIGMAS if loops]
+    members += [Member(f"noisy-read loop {sg:g} (held out 3)", "imprecise search", noisy_read_loop_solver(sg, seed=3),
+                       held_out=True) for sg in READ_SIGMAS if loops]
+    members += [Member(f"reset loop {p:g} (held out 3)", "imprecise search", reset_loop_solver(p, seed=3),
+                       held_out=True) for p in RESET_PS if loops]
+    members += [Member(f"vote {sg:g} (held out 3)", "imprecise search", vote_solver(sg, seed=3), held_out=True)
+                for sg in VOTE_SIGMAS if loops]
     width = _candidates_shown(train.with_sizes(exp.train_sizes[1], exp.train_sizes[1]))
     widest = _candidates_shown(search_task(exp.eval_task(max(exp.eval_sizes))))
     if widest > width:  # the number of candidates grows with the size: a fixed window is blind beyond training

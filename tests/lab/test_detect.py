@@ -200,6 +200,23 @@ def test_loop_fit_recovers_the_noise_of_a_noisy_loop_and_predicts_its_growth():
     assert loopfit.calibration(cand(v), guess.astype(float))["max_z"] > 4
 
 
+def test_loop_fit_tells_a_comparator_with_a_resolution_from_a_noisy_one():
+    v, v_long = _values(2048, 12, 256, seed=1), _values(1024, 48, 256, seed=2)
+    cand = lambda v: Candidates(np.broadcast_to(np.arange(v.shape[1]), v.shape), v, np.zeros_like(v), np.argmax(v, 1))
+    # a loop that does not see differences below 0.03 of the range: deterministic, errs only below that margin
+    coarse = lambda v: (loopfit.simulate(v, 0.03, 0.0, np.random.default_rng(0), 1, comparator="resolution")[0]
+                        != np.argmax(v, 1)).astype(float)
+    assert (coarse(v)[loopfit.margin(cand(v)) >= 0.03] == 0).all() and coarse(v).mean() > 0.05
+    out = loopfit.loop_fit((cand(v), coarse(v)), (cand(v_long), coarse(v_long)))
+    assert out["comparator"] == "resolution" and out["beyond"]["comparator"] == "resolution"
+    assert 0.03 / 2 ** 0.5 <= out["sigma"] <= 0.03 * 2 ** 0.5 and out["max_z"] < 4
+    # the best noisy comparator explains its errors less well (a smooth curve for a step at the margin)
+    noise_only = loopfit.fit(v, loopfit.wrong(cand(v)), coarse(v), comparators=("noise",))
+    assert noise_only["comparator"] == "noise" and noise_only["loglik"] < out["loglik"] - 10
+    with pytest.raises(ValueError, match="comparator"):
+        loopfit.simulate(v, 0.03, 0.0, np.random.default_rng(0), 1, comparator="coarse")
+
+
 def test_share_law_is_the_subset_loops_regret_law():
     task = TASKS["argmax"]
     b = _batch(task, 1024)
@@ -230,6 +247,19 @@ def test_exact_tournament_and_finest_quantised_loop_are_the_loop_and_coarser_one
     # a coarse comparator keeps the first value of the top half of the range: never worse than half the range
     assert coarse["error"].mean() > 0.2 and (c.value.max(1) - c.value[np.arange(len(c.value)), _index(c, coarse)]
                                              <= 0.5 * loopfit.value_range(c.value) + 1e-9).all()
+
+
+def test_third_round_members_without_their_imprecision_are_the_loop_and_with_it_err():
+    task = TASKS["argmax-random"]  # 16 levels: exact ties, which every member resolves to the earliest
+    b = _batch(task, 256)
+    c = task.candidates(b)
+    for exact in (detect.noisy_read_loop_solver(0.0), detect.reset_loop_solver(0.0), detect.vote_solver(0.0)):
+        assert detect.per_example(exact, task, b)["error"].max() == 0
+    for imprecise in (detect.noisy_read_loop_solver(0.2), detect.reset_loop_solver(0.3), detect.vote_solver(0.2)):
+        assert detect.per_example(imprecise, task, b)["error"].mean() > 0.05
+    # a register wiped at every step keeps only the last candidate shown
+    last = np.isfinite(c.value).sum(1) - 1
+    assert np.array_equal(_index(c, detect.per_example(detect.reset_loop_solver(1.0), task, b)), last)
 
 
 def _index(c, m):
@@ -289,12 +319,15 @@ def test_detect_end_to_end(tmp_path, capsys, monkeypatch):
             "leaky loop 0.003 (held out)", "leaky loop 0.01 (held out)", "subset loop 0.5 (held out)",
             "subset loop 0.75 (held out)", "subset loop 0.9 (held out)", "quantised loop 8 (held out 2)",
             "quantised loop 32 (held out 2)", "quantised loop 128 (held out 2)", "tournament 0.003 (held out 2)",
-            "tournament 0.01 (held out 2)", "tournament 0.03 (held out 2)", "window 4 (held out)"]
-    assert names[:23] == ["loop", "noisy loop 0.003", "noisy loop 0.01", "noisy loop 0.03", "best-of-2", "best-of-8",
+            "tournament 0.01 (held out 2)", "tournament 0.03 (held out 2)", "noisy-read loop 0.003 (held out 3)",
+            "noisy-read loop 0.01 (held out 3)", "noisy-read loop 0.03 (held out 3)", "reset loop 0.003 (held out 3)",
+            "reset loop 0.01 (held out 3)", "reset loop 0.03 (held out 3)", "vote 0.003 (held out 3)",
+            "vote 0.01 (held out 3)", "vote 0.03 (held out 3)", "window 4 (held out)"]
+    assert names[:32] == ["loop", "noisy loop 0.003", "noisy loop 0.01", "noisy loop 0.03", "best-of-2", "best-of-8",
                           "best-of-32", *held, "heuristic"]
     assert "trained MLP" in names and "ntm-s0" in names
-    assert rep["zoo_total"] == 24 and 0 <= rep["zoo_correct"] <= 24
-    assert rep["held_out_total"] == 15 and [r["model"] for r in rep["rows"] if r["held_out"]] == held
+    assert rep["zoo_total"] == 33 and 0 <= rep["zoo_correct"] <= 33
+    assert rep["held_out_total"] == 24 and [r["model"] for r in rep["rows"] if r["held_out"]] == held
     assert all(rep["signatures"][n]["loop_fit"]["sigma"] <= 0.064 for n in names[1:4])  # noisy loops: small noise
     loop = rep["rows"][0]
     assert loop["error"] == 0 and loop["extrap_error"] == 0  # (lists of 2-4 are too short for 0.5x steps to hurt much)
@@ -316,7 +349,8 @@ def test_calibration_pools_reports_by_part_and_signature(tmp_path, capsys, monke
     assert run_cli(eval_cli.main, ["detect", "--calibration", str(out), str(out), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "calibration.md").read_text()
     rep = json.loads((out / "detect.json").read_text())
-    assert f"**{2 * rep['zoo_correct']}/{2 * rep['zoo_total']}**" in md and "| imprecise search | 24 |" in md
+    assert f"**{2 * rep['zoo_correct']}/{2 * rep['zoo_total']}**" in md and "| imprecise search | 42 |" in md
+    assert "- held out 3: **" in md  # each later round of held-out mechanisms is its own part
     assert run_cli(eval_cli.main, ["detect", "--calibration", str(tmp_path / "missing")]) == 2
     assert "not a readable detect report" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
