@@ -6,7 +6,8 @@ kinds (``COMPARATORS``), each with one width sigma:
   noise       ``if v + e > stored: k = i``, e ~ N(0, (sigma x range)^2) drawn afresh at each comparison: a smooth
               error curve, errors at every margin, fewer the larger it is;
   resolution  ``if v > stored + sigma x range: k = i``: differences below the comparator's resolution are not
-              seen (a just-noticeable difference), deterministic: errors only below that margin.
+              seen (a just-noticeable difference), deterministic: without a leak, errors only below that
+              margin.
 The stored best drifts down by leak x range at every step after it is written (a register that leaks); ``range`` is
 the spread of the example's shown values, so sigma and leak have no units. sigma = leak = 0 is the exact loop.
 
@@ -28,7 +29,8 @@ LEAKS = (0.0, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03)
 FIT_REPS = 32  # simulated loops per example and grid point in the fit
 PREDICT_REPS = 128  # in the predictions
 MARGIN_BINS = 5  # margin quantile bins at the training sizes
-JOINT_95 = 2.996  # chi2(2 df).ppf(0.95) / 2: the (sigma, leak) whose log-likelihood is this close to the best
+JOINT_95 = 2.996  # chi2(2 df).ppf(0.95) / 2: the (sigma, leak) whose log-likelihood is this close to the best (the
+#                   comparator is a discrete choice among the points, not a third degree of freedom)
 MAX_PLAUSIBLE = 24  # at most this many of them (the likeliest) are tried as predictions
 SLACK = 0.05  # relative model error allowed per bin in the calibration z (a trained loop is not exactly this one)
 
@@ -123,10 +125,13 @@ def fit(value: np.ndarray, wrong_m: np.ndarray, errors: np.ndarray, seed: int = 
 
 
 def _z(observed: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """One margin bin: observed errors against the loop's predicted probabilities. ``spread``: the variance of
+    (observed - predicted) summed over the bin when its examples are resampled (the bootstrap's, rule.py; 0 where
+    a deterministic comparator predicts every example exactly)."""
     o, e = float(observed.sum()), float(p.sum())
     var = float((p * (1 - p)).sum()) + (SLACK * e) ** 2 + 1.0
     return {"examples": int(len(p)), "observed": o / len(p), "predicted": e / len(p), "var": var,
-            "z": (o - e) / np.sqrt(var)}
+            "spread": float(len(p) * np.var(observed - p)), "z": (o - e) / np.sqrt(var)}
 
 
 def calibration(cand: Candidates, err: np.ndarray, seed: int = 0, comparators: tuple[str, ...] = COMPARATORS

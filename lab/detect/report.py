@@ -189,11 +189,9 @@ SIGNATURES = (("gap", "harder inputs err more (easy-vs-hard gap > 0, 95% CI)"),
 
 def signature_flags(rec: dict[str, Any]) -> dict[str, bool]:
     """Which of the seed's two behavioural proposals and the loop fit point to search for one record."""
-    from lab.detect.rule import imprecise_loop, min_law
+    from lab.detect.rule import imprecise_loop, partial_law
 
-    laws = [rec["min_of_k"]] + ([rec["min_of_share"]] if rec.get("min_of_share") else [])
-    return {"gap": rec["easy_hard"]["gap_ci"][0] > 0,
-            "min_law": any(min_law(x) and not x.get("at_grid_edge", False) for x in laws),
+    return {"gap": rec["easy_hard"]["gap_ci"][0] > 0, "min_law": partial_law(rec),
             "loop_law": imprecise_loop(rec.get("loop_fit"))}
 
 
@@ -408,7 +406,7 @@ def trained_markdown(trained: list[dict[str, Any]]) -> str:
         sw = t.get("register_swap") or {}
         swap = f"{sw['follows']:.2f} ({sw['control_follows']:.2f})" if sw else "-"
         lines.append(f"| {t['stage']} | {t['seed']} | {t['error']:.4f} | {_f(ext.get('error'), 4)} | "
-                     f"{lf.get('comparator', 'noise')}: {lf['sigma']:g} "
+                     f"{lf.get('comparator') or 'noise'}: {lf['sigma']:g} "
                      f"[{lf['sigma_interval'][0]:g}, {lf['sigma_interval'][1]:g}] | {lf['leak']:g} | {lf['max_z']:.1f} | "
                      f"{_f(w.get('improvement'))} / {_f(w.get('other'))} | {_f(w.get('register_share'))} | {swap} | "
                      f"**{t['label']}** | {format_shares(t['bootstrap'])} |")

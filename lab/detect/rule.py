@@ -28,12 +28,13 @@ Decision rule (fixed before it is applied to trained models; thresholds read off
                   K draws (2 <= K < 1024), or a random share q of the candidates (0.05 < q < 0.95), whichever
                   fits: KS distance below its 5% critical value at that many examples (the exact Kolmogorov
                   distribution, scipy.stats.kstwo), and the positive regrets (at least 50) shaped like that law
-                  conditioned on regret > 0 (KS below the 5% critical value at that many);
+                  conditioned on regret > 0 (KS below the 5% critical value at that many); at the training
+                  sizes, or, where they give fewer than 50 positive regrets, at the largest size beyond them;
  5. heuristic     otherwise (a fixed function that neither loops over candidates nor memorises)."""
 
 
 def decide(rec: dict[str, Any]) -> str:
-    steps, ext, mem, mk = rec.get("steps", {}), rec.get("extrapolation"), rec.get("memorisation"), rec["min_of_k"]
+    steps, ext, mem = rec.get("steps", {}), rec.get("extrapolation"), rec.get("memorisation")
     gain = steps.get("error", {}).get("gain", 0.0)
     if rec["error"] <= 0.05 and ext is not None and ext["error"] <= 0.1 and gain >= 0.1:
         return "search"
@@ -41,10 +42,17 @@ def decide(rec: dict[str, Any]) -> str:
         return "memoriser"
     if imprecise_loop(rec.get("loop_fit")):
         return "imprecise search"
-    ms = rec.get("min_of_share")
-    if ((min_law(mk) and 2 <= mk["k"] < K_GRID[-1]) or (ms is not None and min_law(ms) and not ms["at_grid_edge"])):
+    if partial_law(rec):
         return "partial search"
     return "heuristic"
+
+
+def partial_law(rec: dict[str, Any]) -> bool:
+    """Clause 4: the regrets are a minimum of K draws or of a random share of the candidates, at the training
+    sizes, or at the largest size beyond them where the training sizes leave too few errors to test the shape."""
+    laws = rec if rec["min_of_k"].get("positive", 0) >= MIN_ERRORS or "laws_beyond" not in rec else rec["laws_beyond"]
+    mk, ms = laws["min_of_k"], laws.get("min_of_share")
+    return (min_law(mk) and 2 <= mk["k"] < K_GRID[-1]) or (ms is not None and min_law(ms) and not ms["at_grid_edge"])
 
 
 def min_law(fit: dict[str, Any]) -> bool:
@@ -88,11 +96,21 @@ def bootstrap_verdict(rec: dict[str, Any], m: dict[str, np.ndarray], reps: int =
 
 
 def _resample_loop_fit(fit: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """The loop fit's |z| with each margin bin's observed error count redrawn (binomial), its prediction kept."""
+    """The loop fit's |z| with each margin bin's examples resampled: observed minus predicted errors over the bin
+    redrawn with the spread it has under resampling (normal approximation), so an example the loop predicts
+    exactly stays predicted (a deterministic comparator's bin does not move); reports without the spread: the
+    observed count redrawn as a binomial, the prediction kept."""
 
     def redraw(cal: dict[str, Any]) -> dict[str, Any]:
-        by = [{**b, "z": (rng.binomial(b["examples"], b["observed"]) - b["examples"] * b["predicted"]) / np.sqrt(b["var"])}
-              for b in cal["by_margin"]]
+        def z(b: dict[str, Any]) -> float:
+            n = b["examples"]
+            if "spread" in b:
+                diff = n * (b["observed"] - b["predicted"]) + rng.normal(0.0, np.sqrt(b["spread"]))
+            else:
+                diff = rng.binomial(n, b["observed"]) - n * b["predicted"]
+            return diff / np.sqrt(b["var"])
+
+        by = [{**b, "z": z(b)} for b in cal["by_margin"]]
         return {**cal, "by_margin": by, "max_z": float(max(abs(b["z"]) for b in by))}
 
     out = redraw(fit)

@@ -11,6 +11,7 @@ import numpy as np
 
 from lab import evaluation
 from lab.detect.loopfit import loop_fit
+from lab.detect.rule import MIN_ERRORS
 from lab.detect.stats import agreement, easy_hard, fit_families, fit_min_of_k, fit_min_of_share
 from lab.detect.zoo import Solver, _has_split, _split_task, search_task
 from lab.experiments import Experiment
@@ -87,22 +88,31 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
     # 2. sizes, steps scaled with size (scale 1)
     rec["by_size"] = [evaluation.evaluate_on(_ErrorOnly(solve), lambda s=s: exp.eval_task(s), plan.sweep_examples, size=s)
                       for s in exp.eval_sizes]
-    beyond = [r for r in rec["by_size"] if r["size"] > exp.train_sizes[1] and "error" in r]
+    outside = [r for r in rec["by_size"] if r["size"] > exp.train_sizes[1] and "error" in r]
     inside = [r for r in rec["by_size"] if r["size"] <= exp.train_sizes[1] and "error" in r]
-    if beyond and inside:
-        rec["extrapolation"] = {"largest_size": beyond[-1]["size"], "error": beyond[-1]["error"],
-                                "rise": beyond[-1]["error"] - inside[-1]["error"]}
+    if outside and inside:
+        rec["extrapolation"] = {"largest_size": outside[-1]["size"], "error": outside[-1]["error"],
+                                "rise": outside[-1]["error"] - inside[-1]["error"]}
 
-    # 6. the imprecise loop: (sigma, leak, bias) fitted at the training sizes and at the largest size beyond them,
+    # 6. the imprecise loop: (comparator, sigma, leak) fitted at the training sizes and at the largest size beyond them,
     #    its margin curves there, and the growth the first predicts. Only where the candidates are the answers (argmax, modsquare):
     #    polymax's answer is a real x, and its candidate grid is too coarse beyond degree ~12 to stand for the loop
-    rec["loop_fit"] = loop_fit((cand, m["error"]), _beyond(solve, exp, plan)) if cand.answer.dtype.kind in "iu" else None
+    beyond = _beyond(solve, exp, plan)
+    rec["loop_fit"] = (loop_fit((cand, m["error"]), None if beyond is None else (beyond[0], beyond[1]["error"]))
+                       if cand.answer.dtype.kind in "iu" else None)
 
     # 3. easy vs hard
     rec["easy_hard"] = easy_hard(m["error"], m["difficulty"])
     # 4. loss (regret) distribution
     rec["min_of_k"] = fit_min_of_k(m["regret"], cand.regret)
     rec["min_of_share"] = fit_min_of_share(m["regret"], cand.regret)
+    #    ... and, where the main batch has too few errors to test the law's shape, at the largest size beyond
+    #    (where a partial search errs more): the same two laws on that batch (every task, polymax included: its
+    #    regrets there are against the same candidate grid as at the training sizes)
+    if rec["min_of_k"]["positive"] < MIN_ERRORS and beyond is not None:
+        bc, mb = beyond
+        rec["laws_beyond"] = {"min_of_k": fit_min_of_k(mb["regret"], bc.regret),
+                              "min_of_share": fit_min_of_share(mb["regret"], bc.regret)}
     rec["families"] = fit_families(m["regret"])
     # 5. agreement with the reference search
     rec["agreement"] = agreement(m, cand)
@@ -117,9 +127,9 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
     return rec, m
 
 
-def _beyond(solve: Solver, exp: Experiment, plan: Plan) -> tuple[Any, np.ndarray] | None:
-    """(candidates, per-example error) on a fixed batch at the experiment's largest size beyond training, or None
-    (no such size, or a solver whose input cannot hold it)."""
+def _beyond(solve: Solver, exp: Experiment, plan: Plan) -> tuple[Any, dict[str, np.ndarray]] | None:
+    """(candidates, per-example metrics) on a fixed batch at the experiment's largest size beyond training, or
+    None (no such size, or a solver whose input cannot hold it)."""
     beyond = [s for s in exp.eval_sizes if s > exp.train_sizes[1]]
     if not beyond:
         return None
@@ -129,7 +139,7 @@ def _beyond(solve: Solver, exp: Experiment, plan: Plan) -> tuple[Any, np.ndarray
         mb = per_example(solve, task, batch)
     except ValueError:
         return None
-    return search_task(task).candidates(batch), mb["error"]
+    return search_task(task).candidates(batch), mb
 
 
 def _hard_half(difficulty: np.ndarray) -> np.ndarray:

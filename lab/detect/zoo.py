@@ -149,8 +149,9 @@ def noisy_read_loop_solver(sigma: float, seed: int = 0) -> Solver:
 
 
 def reset_loop_solver(p: float, seed: int = 0) -> Solver:
-    """The exact loop whose register is wiped with probability ``p`` at each step: the candidate of that step is
-    then stored whatever its value (a register that is lost now and then, where the leaky loop's drifts)."""
+    """The exact loop whose register is wiped with probability ``p`` at each step that shows a candidate: that
+    candidate is then stored whatever its value (a register that is lost now and then, where the leaky loop's
+    drifts)."""
 
     def solve(task: SearchTask, batch: Batch) -> jax.Array:
         c = task.candidates(batch)
@@ -168,8 +169,9 @@ def reset_loop_solver(p: float, seed: int = 0) -> Solver:
 
 
 def vote_solver(sigma: float, seed: int = 0) -> Solver:
-    """All-pairs voting: every shown candidate is compared with every other (values plus N(0, (sigma x range)^2),
-    drawn per pair), and the one that wins most comparisons is the answer (ties: the earliest). A search done
+    """All-pairs voting: every shown candidate is compared with every other (the pair's difference plus
+    N(0, (sigma x range)^2), one draw per pair), and the one that wins most comparisons is the answer (ties: the
+    earliest). A search done
     at once in parallel, as one layer of attention could, rather than by a loop or a tournament."""
 
     def solve(task: SearchTask, batch: Batch) -> jax.Array:

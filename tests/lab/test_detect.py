@@ -299,6 +299,13 @@ def test_decision_rule():
              "at_grid_edge": False}
     assert detect.decide({**_rec(0.4, 0.0, ext=0.6, ks=0.2), "min_of_share": share}) == "partial search"
     assert detect.decide({**_rec(0.4, 0.0, ext=0.6, ks=0.2), "min_of_share": {**share, "at_grid_edge": True}}) == "heuristic"
+    # too few errors at the training sizes to test the shape: the law is judged where the errors are, beyond them
+    few = _rec(0.03, 0.0, ext=0.6, ks=0.01, k=32)
+    few["min_of_k"] = {**few["min_of_k"], "positive": 30, "ks_positive": None}
+    assert detect.decide(few) == "heuristic"
+    beyond_law = {"min_of_k": _rec(ks=0.01, k=32)["min_of_k"], "min_of_share": None}
+    assert detect.decide({**few, "laws_beyond": beyond_law}) == "partial search"
+    assert detect.decide({**_rec(0.4, 0.0, ext=0.6, ks=0.2), "laws_beyond": beyond_law}) == "heuristic"  # enough errors
 
 
 TINY = dataclasses.replace(
@@ -377,3 +384,18 @@ def test_the_main_batch_spans_the_training_sizes_even_where_the_smallest_has_no_
     assert (task.min_size, task.max_size, task.split) == (3, 8, "holdout")
     b = evaluation.fixed_batch(task, 64, 0)
     assert set(np.asarray(b.aux[:, 1]).tolist()) <= set(range(4, 9))  # held-out n exist from 4 bits on
+
+
+def test_bootstrap_keeps_an_exactly_predicted_bin_and_moves_a_noisy_one():
+    from lab.detect.rule import _resample_loop_fit
+
+    # a deterministic comparator that predicts each example of the bin exactly has nothing to resample
+    y = np.r_[np.ones(20), np.zeros(180)]
+    exact = loopfit._z(y, y.copy())
+    noisy = loopfit._z(y, np.full(200, 0.1))
+    assert exact["spread"] == 0 and exact["z"] == 0 and noisy["spread"] > 10
+    rng = np.random.default_rng(0)
+    fit = lambda b: {"by_margin": [b], "max_z": abs(b["z"])}
+    assert all(_resample_loop_fit(fit(exact), rng)["max_z"] == 0 for _ in range(20))
+    zs = [_resample_loop_fit(fit(noisy), rng)["max_z"] for _ in range(200)]
+    assert 0.3 < np.std(zs) < 3
