@@ -58,10 +58,11 @@ def value_range(value: np.ndarray) -> np.ndarray:
 
 
 def simulate(value: np.ndarray, sigma: float, leak: float, rng: np.random.Generator, reps: int,
-             visit: np.ndarray | None = None, comparator: str = "noise") -> np.ndarray:
+             visit: np.ndarray | None = None, comparator: str = "noise", reset: float = 0.0) -> np.ndarray:
     """The chosen candidate index [reps, B] of ``reps`` runs of the imprecise loop over each example's shown
     values ([B, M], -inf = not shown), in order; ``visit`` [reps, B, M] bool: the candidates the loop looks at
-    (default all shown); ``comparator``: what sigma is (COMPARATORS)."""
+    (default all shown); ``comparator``: what sigma is (COMPARATORS); ``reset``: the chance at each step that the
+    register is wiped, so that step's candidate is stored whatever its value (a zoo member, not fitted)."""
     if comparator not in COMPARATORS:
         raise ValueError(f"comparator {comparator!r}: one of {COMPARATORS}")
     B, M = value.shape
@@ -82,7 +83,8 @@ def simulate(value: np.ndarray, sigma: float, leak: float, rng: np.random.Genera
             noisy = v + sigma * scale * rng.standard_normal((reps, B))
         else:  # resolution: a new value must clear the stored one by sigma x range
             noisy = v - sigma * scale
-        take = look & ((best < 0) | (noisy > stored))
+        wiped = rng.random((reps, B)) < reset if reset > 0 else False
+        take = look & ((best < 0) | wiped | (noisy > stored))
         best = np.where(take, m, best)
         stored = np.where(take, v, stored)
     first = np.argmax(shown, axis=1)  # nothing visited: the first shown candidate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -197,8 +198,6 @@ def signature_flags(rec: dict[str, Any]) -> dict[str, bool]:
 
 def _part(row: dict[str, Any]) -> str:
     """The zoo part of a member: calibration, held out, or a later round of held-out mechanisms ("(held out N)")."""
-    import re
-
     later = re.search(r"\((held out \d+)\)", row["model"])
     return later.group(1) if later else "held out" if row.get("held_out") else "calibration"
 

@@ -97,19 +97,21 @@ def signatures(solve: Solver, plan: Plan) -> tuple[dict[str, Any], dict[str, np.
     # 6. the imprecise loop: (comparator, sigma, leak) fitted at the training sizes and at the largest size beyond them,
     #    its margin curves there, and the growth the first predicts. Only where the candidates are the answers (argmax, modsquare):
     #    polymax's answer is a real x, and its candidate grid is too coarse beyond degree ~12 to stand for the loop
-    beyond = _beyond(solve, exp, plan)
+    #    (the batch beyond is measured where the loop fit or clause 4 needs it)
+    rec["min_of_k"] = fit_min_of_k(m["regret"], cand.regret)  # 4. (below)
+    rec["min_of_share"] = fit_min_of_share(m["regret"], cand.regret)
+    loops = cand.answer.dtype.kind in "iu"
+    few = rec["min_of_k"]["positive"] < MIN_ERRORS
+    beyond = _beyond(solve, exp, plan) if loops or few else None
     rec["loop_fit"] = (loop_fit((cand, m["error"]), None if beyond is None else (beyond[0], beyond[1]["error"]))
-                       if cand.answer.dtype.kind in "iu" else None)
+                       if loops else None)
 
     # 3. easy vs hard
     rec["easy_hard"] = easy_hard(m["error"], m["difficulty"])
-    # 4. loss (regret) distribution
-    rec["min_of_k"] = fit_min_of_k(m["regret"], cand.regret)
-    rec["min_of_share"] = fit_min_of_share(m["regret"], cand.regret)
-    #    ... and, where the main batch has too few errors to test the law's shape, at the largest size beyond
+    # 4. loss (regret) distribution: the min-of-K and share laws (above), and, where the main batch has too few errors to test the law's shape, at the largest size beyond
     #    (where a partial search errs more): the same two laws on that batch (every task, polymax included: its
     #    regrets there are against the same candidate grid as at the training sizes)
-    if rec["min_of_k"]["positive"] < MIN_ERRORS and beyond is not None:
+    if few and beyond is not None:
         bc, mb = beyond
         rec["laws_beyond"] = {"min_of_k": fit_min_of_k(mb["regret"], bc.regret),
                               "min_of_share": fit_min_of_share(mb["regret"], bc.regret)}

@@ -155,15 +155,7 @@ def reset_loop_solver(p: float, seed: int = 0) -> Solver:
 
     def solve(task: SearchTask, batch: Batch) -> jax.Array:
         c = task.candidates(batch)
-        rng = np.random.default_rng(seed)
-        shown = np.isfinite(c.value)
-        best = np.full(len(c.value), -1)
-        stored = np.full(len(c.value), -np.inf)
-        for m in range(c.value.shape[1]):
-            v = c.value[:, m]
-            take = shown[:, m] & ((best < 0) | (rng.random(len(v)) < p) | (v > stored))
-            best, stored = np.where(take, m, best), np.where(take, v, stored)
-        return _answer(task, batch, c, np.where(best < 0, np.argmax(shown, 1), best))
+        return _answer(task, batch, c, simulate(c.value, 0.0, 0.0, np.random.default_rng(seed), 1, reset=p)[0])
 
     return solve
 
@@ -171,8 +163,8 @@ def reset_loop_solver(p: float, seed: int = 0) -> Solver:
 def vote_solver(sigma: float, seed: int = 0) -> Solver:
     """All-pairs voting: every shown candidate is compared with every other (the pair's difference plus
     N(0, (sigma x range)^2), one draw per pair), and the one that wins most comparisons is the answer (ties: the
-    earliest). A search done
-    at once in parallel, as one layer of attention could, rather than by a loop or a tournament."""
+    earliest). A search done at once in parallel, as one layer of attention could, rather than by a loop or a
+    tournament."""
 
     def solve(task: SearchTask, batch: Batch) -> jax.Array:
         c = task.candidates(batch)
